@@ -1,0 +1,1 @@
+"""pipemesh: a brokerless many-to-many message mesh for AI agents on named pipes."""
