@@ -1,0 +1,317 @@
+"""FIFO transport: each agent's inbox is a named pipe ``<pipes_dir>/<name>.public``.
+
+Why it is built this way (see shared/FIFO-FACTS.md):
+
+* Writes of at most PIPE_BUF (4096 B) are atomic, larger ones from concurrent
+  writers tear. Every frame handed to :meth:`FifoOutbox.write_frames` is at most
+  PIPE_BUF, so one ``write`` is one whole frame, never interleaved.
+* Writers open with ``O_WRONLY | O_NONBLOCK``: with no reader the open fails at
+  once with ENXIO (a blocking open would hang), which becomes ``AgentOffline``.
+  A non-blocking write of at most PIPE_BUF either writes everything or fails
+  with EAGAIN, so a full pipe never yields half a frame; we wait with ``poll``
+  up to the caller's deadline, then raise ``SendTimeout``.
+* The reader opens its FIFO ``O_RDWR``: it then never sees EOF when writers
+  come and go (an ``O_RDONLY`` reader would get EOF and endless POLLHUP), and
+  its blocking ``read`` costs no CPU while idle.
+* A writer whose reader vanished gets EPIPE (SIGPIPE is ignored by Python),
+  which becomes ``PeerGone``; the runtime then reopens the path, which picks up
+  a restarted receiver.
+* The pipe buffer is raised with F_SETPIPE_SZ, but modestly (256 KiB by
+  default): an unprivileged user has 64 MiB of pipe buffers in all, and 100+
+  agents must not exhaust it. Failure to raise it is not an error.
+
+Linux and macOS both allow ``O_RDWR`` on a FIFO; macOS lacks F_SETPIPE_SZ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import select
+import stat
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+from pipemesh.errors import (
+    AgentOffline,
+    DeliveryError,
+    PeerGone,
+    SendTimeout,
+    TransportClosed,
+    TransportError,
+)
+from pipemesh.wire import PIPE_BUF
+
+__all__ = ["DEFAULT_PIPE_SIZE", "FifoInbox", "FifoOutbox", "FifoTransport", "StatusPipe"]
+
+DEFAULT_PIPE_SIZE: Final = 256 * 1024
+_F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_F_GETPIPE_SZ: Final = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+
+
+def _make_fifo(path: Path) -> None:
+    """Create ``path`` as a 0600 FIFO, replacing a stale non-FIFO or foreign one."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if stat.S_ISFIFO(st.st_mode) and st.st_uid == os.getuid():
+            # Reuse the inode: writers that still hold it open keep working,
+            # and bytes they left in it (FIFO-FACTS 5) are resynchronised past.
+            os.chmod(path, 0o600)
+            return
+        os.unlink(path)
+    os.mkfifo(path, 0o600)
+
+
+class FifoInbox:
+    """The reading end of an agent's public FIFO."""
+
+    def __init__(self, name: str, path: Path, pipe_size_bytes: int) -> None:
+        self._name = name
+        self.path = path
+        try:
+            _make_fifo(path)
+            self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            raise TransportError(
+                f"cannot create the pipe {path}: {exc.strerror}; check the mesh home permissions"
+            ) from exc
+        self.pipe_size = self._set_pipe_size(pipe_size_bytes)
+        self._read_size = max(self.pipe_size, 64 * 1024)
+
+    def _set_pipe_size(self, size: int) -> int:
+        # Raising the size may fail (EPERM once the user's pipe budget is
+        # spent, EBUSY if data is buffered); the default size still works.
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(self._fd, _F_SETPIPE_SZ, size)
+        try:
+            return int(fcntl.fcntl(self._fd, _F_GETPIPE_SZ))
+        except OSError:
+            return 64 * 1024
+
+    @property
+    def name(self) -> str:
+        """The agent name this inbox belongs to."""
+        return self._name
+
+    def _check(self) -> int:
+        fd = self._fd
+        if fd < 0:
+            raise TransportClosed(f"the inbox of {self._name} is closed")
+        return fd
+
+    def read(self) -> bytes:
+        """Block until bytes arrive and return them."""
+        fd = self._check()
+        try:
+            return os.read(fd, self._read_size)
+        except OSError as exc:
+            raise TransportError(f"reading {self.path} failed: {exc.strerror}") from exc
+
+    def read_nowait(self) -> bytes:
+        """Return bytes already waiting, or ``b""``."""
+        fd = self._check()
+        os.set_blocking(fd, False)
+        try:
+            return os.read(fd, self._read_size)
+        except BlockingIOError:
+            return b""
+        except OSError as exc:
+            raise TransportError(f"reading {self.path} failed: {exc.strerror}") from exc
+        finally:
+            os.set_blocking(fd, True)
+
+    def close(self) -> None:
+        """Close the FIFO fd; idempotent."""
+        fd, self._fd = self._fd, -1  # -1 first, so a second close never hits a reused fd
+        if fd >= 0:
+            os.close(fd)
+
+
+class FifoOutbox:
+    """A non-blocking writer to one agent's public FIFO."""
+
+    def __init__(self, name: str, path: Path, fd: int) -> None:
+        self.name = name
+        self.path = path
+        self._fd = fd
+        self._lock = threading.Lock()
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLOUT)
+
+    def write_frames(self, frames: Sequence[bytes], timeout_s: float) -> None:
+        """Write every frame whole within ``timeout_s``; see :class:`Outbox`."""
+        deadline = time.monotonic() + timeout_s
+        # One message's parts go out together: the lock keeps a concurrent
+        # close() from freeing the fd under us (parts may interleave with
+        # other processes' parts anyway; the reader reassembles by ID).
+        if not self._lock.acquire(timeout=max(timeout_s, 0.0)):
+            raise SendTimeout(
+                f"another thread kept the pipe to {self.name} busy for {timeout_s:g}s",
+                agent_id=self.name,
+            )
+        try:
+            fd = self._fd
+            if fd < 0:
+                raise TransportClosed(f"the outbox to {self.name} is closed")
+            write = os.write
+            for frame in frames:
+                if len(frame) > PIPE_BUF:
+                    raise ValueError(f"frame of {len(frame)} bytes is over PIPE_BUF={PIPE_BUF}")
+                while True:
+                    try:
+                        write(fd, frame)
+                        break
+                    except BlockingIOError:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            raise SendTimeout(
+                                f"the pipe of {self.name} stayed full for {timeout_s:g}s; "
+                                "the agent is not reading fast enough (raise timeout_s or "
+                                "check that agent)",
+                                agent_id=self.name,
+                            ) from None
+                        self._poll.poll(max(1, int(remaining * 1000)))
+                    except BrokenPipeError as exc:
+                        raise PeerGone(
+                            f"the reader of {self.name} went away", agent_id=self.name
+                        ) from exc
+                    except OSError as exc:
+                        raise PeerGone(
+                            f"writing to {self.path} failed: {exc.strerror}", agent_id=self.name
+                        ) from exc
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        """Close the fd; idempotent and safe while another thread writes."""
+        with self._lock:
+            fd, self._fd = self._fd, -1
+            if fd >= 0:
+                self._poll.unregister(fd)
+                os.close(fd)
+
+
+class FifoTransport:
+    """Inboxes and outboxes on FIFOs in one directory.
+
+    Args:
+        pipes_dir: directory holding ``<name>.public`` FIFOs (created 0700).
+        pipe_size_bytes: buffer size requested for each inbox.
+        suffix: file suffix of inbox FIFOs.
+    """
+
+    def __init__(
+        self,
+        pipes_dir: Path | str,
+        *,
+        pipe_size_bytes: int = DEFAULT_PIPE_SIZE,
+        suffix: str = ".public",
+    ) -> None:
+        self.pipes_dir = Path(pipes_dir)
+        self.pipe_size_bytes = pipe_size_bytes
+        self.suffix = suffix
+        self.pipes_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    @property
+    def max_frame_bytes(self) -> int:
+        """PIPE_BUF: the largest write a FIFO keeps whole."""
+        return PIPE_BUF
+
+    def path(self, name: str) -> Path:
+        """The FIFO path of ``name``'s inbox."""
+        return self.pipes_dir / f"{name}{self.suffix}"
+
+    def address(self, name: str) -> str:
+        """The FIFO path of ``name``'s inbox, as text."""
+        return str(self.path(name))
+
+    def bind(self, name: str) -> FifoInbox:
+        """Create (or take over) ``name``'s FIFO and open it for reading."""
+        return FifoInbox(name, self.path(name), self.pipe_size_bytes)
+
+    def connect(self, name: str) -> FifoOutbox:
+        """Open ``name``'s FIFO for writing without blocking.
+
+        Raises:
+            AgentOffline: no FIFO, or no process reads it.
+            DeliveryError: the path is not a FIFO, or permission is denied.
+        """
+        path = self.path(name)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno in (errno.ENXIO, errno.ENOENT):
+                raise AgentOffline(
+                    f"agent {name} is not reading its pipe (no reader on {path}); "
+                    "start it, or check 'pipemesh agents'",
+                    agent_id=name,
+                ) from exc
+            raise DeliveryError(
+                f"cannot open the pipe of {name} at {path}: {exc.strerror}", agent_id=name
+            ) from exc
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise DeliveryError(
+                f"{path} is not a FIFO; remove it and restart agent {name}", agent_id=name
+            )
+        return FifoOutbox(name, path, fd)
+
+    def remove(self, name: str) -> None:
+        """Unlink ``name``'s FIFO if present."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(name))
+
+
+class StatusPipe:
+    """The writing end of an agent's private FIFO: heartbeats and status for monitors.
+
+    Only the owning agent writes it. Nothing is written while nobody reads it
+    (the non-blocking open fails with ENXIO), and a status that does not fit
+    in the pipe is dropped and counted: monitoring must never slow the agent.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.dropped = 0
+        self._fd = -1
+        try:
+            _make_fifo(path)
+        except OSError as exc:
+            raise TransportError(f"cannot create the pipe {path}: {exc.strerror}") from exc
+
+    def publish(self, frames: Sequence[bytes]) -> bool:
+        """Write ``frames`` if a monitor reads the pipe; True if they were written."""
+        if self._fd < 0:
+            try:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError:
+                return False  # ENXIO: no monitor reading; ENOENT: removed
+        try:
+            for frame in frames:
+                os.write(self._fd, frame)
+        except BlockingIOError:
+            self.dropped += 1
+            return False
+        except OSError:
+            self._close_fd()  # EPIPE: the monitor left
+            return False
+        return True
+
+    def _close_fd(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def close(self) -> None:
+        """Stop publishing and remove the FIFO; idempotent."""
+        self._close_fd()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
