@@ -51,6 +51,7 @@ __all__ = [
     "Reassembler",
     "encode",
     "encode_message",
+    "is_valid_id",
     "is_valid_name",
     "validate_name",
     "validate_type",
@@ -82,6 +83,13 @@ _TYPE_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,31}")
 _ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 _KEY_RE: Final = re.compile(r"[A-Z][A-Z0-9_]{0,15}")
 _REQUIRED: Final = ("FROM", "TO", "PRIORITY", "TYPE", "ID", "LEN")
+_N = rb"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"
+# The header exactly as encode() writes it; anything else takes the general parser.
+_FAST_HEADER: Final = re.compile(
+    rb"\[FROM:(" + _N + rb")\|TO:((?:" + _N + rb")?)\|PRIORITY:([0-3])"
+    rb"\|TYPE:([A-Za-z][A-Za-z0-9_.\-]{0,31})\|ID:(" + _N + rb")\|LEN:([0-9]{1,10})"
+    rb"\|TS:([0-9]{1,19})(?:\|RE:(" + _N + rb"))?(?:\|PART:([0-9]{1,7})/([0-9]{1,7}))?\]\n"
+)
 
 
 class Priority(IntEnum):
@@ -114,6 +122,11 @@ NEED_DATA: Final = NeedData()
 def is_valid_name(name: str) -> bool:
     """Return True if ``name`` is a valid agent name."""
     return _NAME_RE.fullmatch(name) is not None and ".." not in name
+
+
+def is_valid_id(msg_id: str) -> bool:
+    """Return True if ``msg_id`` is a valid message id."""
+    return isinstance(msg_id, str) and _ID_RE.fullmatch(msg_id) is not None
 
 
 def validate_name(name: str, what: str = "agent name") -> str:
@@ -241,18 +254,33 @@ def encode_message(
     sent_ns: int = 0,
     reply_to: str = "",
     max_frame_bytes: int = PIPE_BUF,
+    check: bool = True,
 ) -> list[bytes]:
     """Encode a message as one or more frames, each at most ``max_frame_bytes`` long.
 
     A message whose single frame fits is one frame without ``PART``; a larger
     one is split into ``PART:i/n`` frames that :class:`Reassembler` joins.
 
+    Args:
+        check: validate every header field (pass False only when the caller
+            already validated them, as the runtime does once per peer name).
+
     Raises:
         EncodeError: a header field is invalid, or ``max_frame_bytes`` leaves no
             room for a body.
     """
+    if not check and len(body) + 400 <= max_frame_bytes:
+        # Hot path: names, type and ids were validated by the caller, so the
+        # header is at most ~330 bytes and the message fits one frame.
+        re_field = f"|RE:{reply_to}" if reply_to else ""
+        head = (
+            f"[FROM:{sender}|TO:{to}|PRIORITY:{priority}|TYPE:{msg_type}"
+            f"|ID:{msg_id}|LEN:{len(body)}|TS:{sent_ns}{re_field}]\n"
+        )
+        return [b"".join((head.encode("ascii"), body, TRAILER))]
     proto = Frame(sender, to, priority, msg_type, msg_id, b"", sent_ns, reply_to)
-    _check_frame(proto)
+    if check:
+        _check_frame(proto)
     single = _header(proto, len(body), 1, 1)
     if len(single) + len(body) + len(TRAILER) <= max_frame_bytes:
         return [single + body + TRAILER]
@@ -360,6 +388,9 @@ class FrameDecoder:
                 offset=self._offset + pos,
                 skipped=start - pos,
             )
+        fast = _FAST_HEADER.match(buf, pos)
+        if fast is not None:
+            return self._fast_frame(fast)
         end = buf.find(HEADER_END, pos, pos + self._max_header)
         if end < 0:
             if len(buf) - pos >= self._max_header:
@@ -388,6 +419,52 @@ class FrameDecoder:
             self._pos = 0
         sender, to, priority, msg_type, msg_id, _, sent_ns, reply_to, part, parts = header
         return Frame(sender, to, priority, msg_type, msg_id, body, sent_ns, reply_to, part, parts)
+
+    def _fast_frame(self, m: re.Match[bytes]) -> Frame | NeedData:
+        """A canonical header matched in one regex; values still get their semantic checks."""
+        sender_b, to_b, prio_b, type_b, id_b, len_b, ts_b, re_b, part_b, parts_b = m.groups()
+        pos = self._pos
+        length = int(len_b)
+        if b".." in sender_b or b".." in to_b or length > self._max_body:
+            # Let the general parser produce the precise error.
+            end = m.end() - len(HEADER_END)
+            try:
+                self._parse_header(bytes(self._buf[pos + 1 : end]))
+            except DecodeError as exc:
+                raise self._skip(pos, str(exc)) from None
+        part, parts = 1, 1
+        if part_b is not None:
+            part, parts = int(part_b), int(parts_b)
+            if not 1 <= part <= parts:
+                raise self._skip(pos, f"PART {part}/{parts} is not i/n with 1 <= i <= n")
+        buf = self._buf
+        body_start = m.end()
+        frame_end = body_start + length + len(TRAILER)
+        if len(buf) < frame_end:
+            if self._eof:
+                raise self._skip(pos, "stream ended inside a frame body")
+            return NEED_DATA
+        if not buf.startswith(TRAILER, body_start + length):
+            raise self._skip(pos, f"no {END_MARKER.decode()} after a body of LEN:{length} bytes")
+        body = bytes(buf[body_start : body_start + length])
+        if frame_end == len(buf):
+            buf.clear()
+            self._offset += frame_end
+            self._pos = 0
+        else:
+            self._pos = frame_end
+        return Frame(
+            sender_b.decode(),
+            to_b.decode(),
+            int(prio_b),
+            type_b.decode(),
+            id_b.decode(),
+            body,
+            int(ts_b),
+            re_b.decode() if re_b is not None else "",
+            part,
+            parts,
+        )
 
     def _parse_header(self, raw: bytes) -> tuple[str, str, int, str, str, int, int, str, int, int]:
         try:

@@ -49,19 +49,21 @@ from pipemesh.errors import (
 from pipemesh.home import MeshHome
 from pipemesh.observe import EventLog
 from pipemesh.registry import AgentRecord, Registry, process_start_time, utc_now_iso
-from pipemesh.runtime.router import Dispatcher, Router
+from pipemesh.runtime.router import Router
 from pipemesh.transport.base import Inbox, Outbox, Transport
 from pipemesh.transport.fifo import FifoTransport, StatusPipe
 from pipemesh.wire import (
     MAX_BODY_BYTES,
     Message,
     encode_message,
+    is_valid_id,
     validate_name,
     validate_type,
 )
 
 __all__ = ["AgentBase", "BroadcastResult", "Delivery", "MeshClient"]
 
+_PRIORITIES: Final = frozenset((0, 1, 2, 3))
 CONTROL_PREFIX: Final = "mesh."
 JOIN: Final = "mesh.join"
 LEAVE: Final = "mesh.leave"
@@ -147,6 +149,7 @@ class MeshClient:
         self._id_prefix = secrets.token_hex(4) + "-"
         self._ids = itertools.count(1)
         self._closed = False
+        self._valid: set[str] = {agent_name}  # names and types already validated
         self.sent = 0
 
     # -- peers --
@@ -221,6 +224,7 @@ class MeshClient:
                 sent_ns=sent_ns,
                 reply_to=reply_to,
                 max_frame_bytes=self.transport.max_frame_bytes,
+                check=False,
             )
         except EncodeError as exc:
             raise ValueError(str(exc)) from None
@@ -229,9 +233,21 @@ class MeshClient:
     def _check_args(self, priority: int, msg_type: str) -> None:
         if self._closed:
             raise TransportClosed(f"agent {self.agent_name} is closed")
-        if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 3:
+        if priority not in _PRIORITIES or isinstance(priority, bool):
             raise ValueError(f"priority must be 0, 1, 2 or 3, got {priority!r}")
-        validate_type(msg_type)
+        if msg_type not in self._valid:
+            validate_type(msg_type)
+            self._remember_valid(msg_type)
+
+    def _check_name(self, name: str) -> None:
+        if name not in self._valid:
+            validate_name(name, "recipient name")
+            self._remember_valid(name)
+
+    def _remember_valid(self, value: str) -> None:
+        if len(self._valid) > 10_000:
+            self._valid.clear()  # bounded: a client sending to endless new names
+        self._valid.add(value)
 
     def _write(self, to: str, frames: list[bytes], timeout_s: float) -> None:
         outbox = self._outbox(to)
@@ -274,11 +290,16 @@ class MeshClient:
             MessageTooLarge: the body is over ``max_body_bytes``.
             ValueError: a bad name, type or priority.
         """
-        validate_name(to_agent, "recipient name")
+        self._check_name(to_agent)
         self._check_args(priority, msg_type)
         if msg_type.startswith(CONTROL_PREFIX):
             raise ValueError(f"message types starting with {CONTROL_PREFIX!r} are reserved")
-        msg_id = msg_id or self.next_id()
+        if msg_id is None:
+            msg_id = self.next_id()
+        elif not is_valid_id(msg_id):
+            raise ValueError(f"message id {msg_id!r} is not valid")
+        if reply_to and not is_valid_id(reply_to):
+            raise ValueError(f"reply_to {reply_to!r} is not a valid message id")
         sent_ns = time.time_ns()
         frames, size = self._encode(
             to=to_agent,
@@ -500,15 +521,14 @@ class AgentBase(MeshClient):
         self._router = Router(
             inbox,
             self._route,
+            self._dispatch,
             self._report,
             max_body_bytes=max_body_bytes,
             max_frame_body_bytes=self.transport.max_frame_bytes,
+            max_queue=max_queue,
             name=f"pipemesh-router-{agent_name}",
+            on_exit=self._stopped.set,  # run_forever returns, so `with` closes the agent
         )
-        self._dispatcher = Dispatcher(
-            self._dispatch, max_queue=max_queue, name=f"pipemesh-dispatch-{agent_name}"
-        )
-        self._dispatcher.start()
         self._router.start()
         self._announce(JOIN)
         if isinstance(self.transport, FifoTransport) and heartbeat_s > 0:
@@ -577,7 +597,7 @@ class AgentBase(MeshClient):
                 reply_to=msg.reply_to,
                 size=len(msg.body),
             )
-            return True
+            return False
         self.received += 1
         self.events.message(
             "frame_received",
@@ -596,12 +616,10 @@ class AgentBase(MeshClient):
             self._log_latency("reply_received", msg)
             pending.reply = msg
             pending.event.set()
-            return True
-        return self._dispatcher.put(msg, received_ns) or not self._closing
+            return False
+        return True
 
     def _control(self, msg: Message) -> bool:
-        if msg.msg_type == WAKE and msg.sender == self.agent_name:
-            return not self._closing
         if msg.msg_type == JOIN:
             self._forget(msg.sender)  # a restarted peer may have a new pipe
             try:
@@ -611,7 +629,7 @@ class AgentBase(MeshClient):
         elif msg.msg_type == LEAVE:
             self._forget(msg.sender)
             self._peers.pop(msg.sender, None)
-        return True
+        return False  # WAKE needs nothing: the read it ended was the point
 
     def _log_latency(self, event: str, msg: Message) -> None:
         if msg.sent_ns:
@@ -626,7 +644,7 @@ class AgentBase(MeshClient):
             )
 
     def _dispatch(self, msg: Message, received_ns: int) -> None:
-        """Dispatcher thread: run the handler, report its failures."""
+        """Router thread: run the handler, report its failures."""
         self._log_latency("message_handled", msg)
         try:
             self.on_message_received(msg)
@@ -642,7 +660,7 @@ class AgentBase(MeshClient):
     def on_message_received(self, msg: Message) -> None:
         """Handle one message addressed to this agent or broadcast.
 
-        Runs on the dispatcher thread, one message at a time, highest priority
+        Runs on the router thread, one message at a time, highest priority
         first. The default keeps the message for :meth:`receive`. Exceptions
         are logged to ``mesh_errors.log`` and never stop the agent.
         """
@@ -702,8 +720,8 @@ class AgentBase(MeshClient):
     ) -> Message:
         """Send a question and wait for the reply that names its ID in ``RE``.
 
-        Safe to call from inside :meth:`on_message_received`: replies are
-        matched on the router thread, not the dispatcher.
+        Safe to call from inside :meth:`on_message_received`: the router
+        thread then reads the reply itself and queues other messages.
 
         Raises:
             ReplyTimeout: no reply within ``timeout_s``.
@@ -714,7 +732,11 @@ class AgentBase(MeshClient):
         self._pending[msg_id] = pending
         try:
             self.send_message(to_agent, message, priority, msg_type, msg_id=msg_id)
-            if not pending.event.wait(timeout_s) or pending.reply is None:
+            if threading.current_thread() is self._router.thread:
+                self._router.pump(pending.event.is_set, timeout_s)
+            elif not self._stopped.is_set():
+                pending.event.wait(timeout_s)
+            if pending.reply is None:
                 raise ReplyTimeout(
                     f"{to_agent} did not reply to {msg_id} within {timeout_s:g}s; "
                     "is it handling messages? (see 'pipemesh tail')",
@@ -753,7 +775,7 @@ class AgentBase(MeshClient):
             "uptime_s": round(time.monotonic() - self._started_at, 3),
             "sent": self.sent,
             "received": self.received,
-            "backlog": self._dispatcher.backlog,
+            "backlog": self._router.backlog,
             "handler_errors": self.handler_errors,
             "rejected_frames": self._router.rejected,
             "log_dropped": self.events.dropped,
@@ -809,6 +831,7 @@ class AgentBase(MeshClient):
             self.events.error("unregister_failed", str(exc))
         self.transport.remove(name)
         self._announce(LEAVE)
+        self._router.stop()
         wake, _ = self._encode(
             to=name,
             message="",
@@ -821,9 +844,7 @@ class AgentBase(MeshClient):
         # If the pipe is full, the router sees _closing once the dispatcher frees it.
         with contextlib.suppress(MeshError):
             self._self_outbox.write_frames(wake, min(timeout_s, 1.0))
-        if threading.current_thread() is not self._router.thread:
-            self._router.join(timeout_s)
-        self._dispatcher.close(timeout_s)
+        self._router.join(timeout_s)
         self._heartbeat_stop.set()
         if self._heartbeat is not None and threading.current_thread() is not self._heartbeat:
             self._heartbeat.join(timeout_s)

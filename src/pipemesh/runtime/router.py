@@ -1,13 +1,17 @@
-"""The router thread and the dispatcher thread of one agent.
+"""The router thread of one agent: read, decode, route, and run the handler.
 
-The router thread reads the agent's inbox, decodes and reassembles frames and
-hands each whole message to a callback; it never runs user code, so a slow
-handler never stops the pipe from being drained (up to the queue bound, after
-which the pipe fills and senders get ``SendTimeout``: backpressure, not loss).
+One thread does it all, on purpose: on small VMs every hand-off between
+threads costs a wake-up and a GIL transfer (tens of microseconds here), more
+than the whole pipe round trip. So the router reads the inbox, decodes and
+reassembles frames, routes each whole message (control frames, replies to
+``ask``, misrouted frames are settled right there), and queues the rest in a
+priority heap. Between two handler calls it reads whatever arrived meanwhile
+without blocking, so under a backlog the highest PRIORITY is always handled
+next, first-in first-out within a priority.
 
-The dispatcher thread pops messages highest PRIORITY first, first-in
-first-out within a priority, and calls the handler. Exceptions from the
-handler are reported and never stop it.
+The heap is bounded: when it is full the router stops reading, the pipe
+fills, and senders get ``SendTimeout`` (backpressure, never silent loss).
+Exceptions from the handler are reported and never stop the router.
 """
 
 from __future__ import annotations
@@ -22,43 +26,56 @@ from pipemesh.errors import DecodeError, MeshError
 from pipemesh.transport.base import Inbox
 from pipemesh.wire import FrameDecoder, Message, NeedData, Reassembler
 
-__all__ = ["Dispatcher", "Router"]
+__all__ = ["Router"]
 
-RouteFn = Callable[[Message, int], bool]  # (message, received_ns) -> keep running?
+RouteFn = Callable[[Message, int], bool]  # (message, received_ns) -> queue it for the handler?
+HandleFn = Callable[[Message, int], None]
 ErrorFn = Callable[[str, str, dict[str, object]], None]  # (event, error, fields)
 
 
 class Router:
-    """Reads one inbox on its own thread and routes whole messages.
+    """Reads one inbox on its own thread, routes messages and runs the handler.
 
     Args:
         inbox: the agent's inbox.
-        route: called on the router thread for each message with the receive
-            time; returns False to stop the router (after a final drain).
+        route: called for each whole message with its receive time; returns
+            True to queue it for ``handle``.
+        handle: runs the user's handler (must not raise).
         report: called with (event, error text, fields) for every bad frame.
         max_body_bytes: cap on one message body.
         max_frame_body_bytes: cap on one frame's ``LEN`` (PIPE_BUF on FIFOs).
+        max_queue: messages held for the handler before reading pauses.
         partial_timeout_s: parts of a message older than this are dropped.
+        on_exit: called on the router thread when it ends, for whatever reason.
     """
 
     def __init__(
         self,
         inbox: Inbox,
         route: RouteFn,
+        handle: HandleFn,
         report: ErrorFn,
         *,
         max_body_bytes: int,
         max_frame_body_bytes: int,
+        max_queue: int = 10_000,
         partial_timeout_s: float = 30.0,
         name: str = "router",
+        on_exit: Callable[[], None] = lambda: None,
     ) -> None:
+        self._on_exit = on_exit
         self._inbox = inbox
         self._route = route
+        self._handle = handle
         self._report = report
         self._decoder = FrameDecoder(max_frame_body_bytes=max_frame_body_bytes)
         self._assembler = Reassembler(max_body_bytes=max_body_bytes)
         self._partial_timeout_s = partial_timeout_s
+        self._max_queue = max_queue
+        self._heap: list[tuple[int, int, Message, int]] = []
+        self._seq = itertools.count()
         self._last_expire = time.monotonic()
+        self._stopping = False
         self.frames = 0
         self.rejected = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -68,38 +85,94 @@ class Router:
         """The router thread."""
         return self._thread
 
+    @property
+    def backlog(self) -> int:
+        """Messages waiting for the handler."""
+        return len(self._heap)
+
     def start(self) -> None:
         """Start reading."""
         self._thread.start()
 
+    def stop(self) -> None:
+        """Ask the router to finish: it drains the pipe and the heap, then exits.
+
+        The caller must then make a blocked read return (write to the inbox).
+        """
+        self._stopping = True
+
     def join(self, timeout_s: float) -> bool:
         """Wait for the thread to end; True if it did."""
-        self._thread.join(timeout_s)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout_s)
         return not self._thread.is_alive()
 
     def _run(self) -> None:
+        inbox = self._inbox
+        heap = self._heap
         try:
-            running = True
-            while running:
-                data = self._inbox.read()
-                running = self._consume(data)
-            # Final drain: whatever is already in the pipe still gets routed.
-            for _ in range(10_000):
-                data = self._inbox.read_nowait()
-                if not data:
-                    break
-                self._consume(data, draining=True)
+            while not self._stopping:
+                if not heap:
+                    self._consume(inbox.read())
+                    continue
+                if len(heap) < self._max_queue:
+                    data = inbox.read(0)  # pick up what arrived, so priority is honoured
+                    if data:
+                        self._consume(data)
+                self._handle_next()
+            self._drain(drain_s=5.0)
         except MeshError as exc:
             self._report("router_stopped", str(exc), {})
+        except Exception as exc:  # a bug here must be reported, never silent
+            self._report("router_crashed", f"{type(exc).__name__}: {exc}", {})
         finally:
-            self._inbox.close()
+            inbox.close()
+            self._on_exit()
 
-    def _consume(self, data: bytes, *, draining: bool = False) -> bool:
+    def _drain(self, drain_s: float) -> None:
+        """On stop: route what is already in the pipe and handle the heap, bounded in time."""
+        deadline = time.monotonic() + drain_s
+        for _ in range(1_000_000):
+            data = self._inbox.read(0)
+            if data:
+                self._consume(data)
+            if self._heap:
+                self._handle_next()
+            elif not data:
+                return
+            if time.monotonic() > deadline:
+                self._report(
+                    "drain_timeout",
+                    f"stopped with {len(self._heap)} messages not handled after {drain_s:g}s",
+                    {"dropped": len(self._heap)},
+                )
+                return
+
+    def _handle_next(self) -> None:
+        _, _, msg, received_ns = heapq.heappop(self._heap)
+        self._handle(msg, received_ns)
+
+    def pump(self, done: Callable[[], bool], timeout_s: float) -> None:
+        """Read and route (without handling) until ``done()`` or the timeout.
+
+        For ``ask`` called from inside a handler: the router thread is busy in
+        that handler, so it reads the reply itself; other messages are queued.
+        """
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            data = self._inbox.read(remaining)
+            if data:
+                self._consume(data)
+
+    def _consume(self, data: bytes) -> None:
         decoder = self._decoder
         decoder.feed(data)
         now_ns = time.time_ns()
         now = time.monotonic()
-        running = True
+        heap = self._heap
         while True:
             try:
                 frame = decoder.next_frame()
@@ -118,88 +191,18 @@ class Router:
                 self.rejected += 1
                 self._report("message_rejected", str(exc), {"from": frame.sender, "id": frame.id})
                 continue
-            if msg is not None:
-                try:
-                    if not self._route(msg, now_ns):
-                        running = False
-                except Exception as exc:  # a routing bug must not kill the router
-                    self._report(
-                        "route_failed",
-                        f"{type(exc).__name__}: {exc}",
-                        {"from": msg.sender, "id": msg.id},
-                    )
+            if msg is None:
+                continue
+            try:
+                if self._route(msg, now_ns):
+                    heapq.heappush(heap, (-msg.priority, next(self._seq), msg, now_ns))
+            except Exception as exc:  # a routing bug must not kill the router
+                self._report(
+                    "route_failed",
+                    f"{type(exc).__name__}: {exc}",
+                    {"from": msg.sender, "id": msg.id},
+                )
         if self._assembler.pending and now - self._last_expire > 1.0:
             self._last_expire = now
             for expired in self._assembler.expire(now, self._partial_timeout_s):
                 self._report("parts_expired", str(expired), {})
-        return running or draining
-
-
-class Dispatcher:
-    """A bounded priority queue drained by one handler thread.
-
-    Args:
-        handle: called on the dispatcher thread for each message.
-        max_queue: messages held before :meth:`put` waits (backpressure).
-    """
-
-    def __init__(
-        self,
-        handle: Callable[[Message, int], None],
-        *,
-        max_queue: int = 10_000,
-        name: str = "dispatcher",
-    ) -> None:
-        self._handle = handle
-        self._max_queue = max_queue
-        self._heap: list[tuple[int, int, Message, int]] = []
-        self._seq = itertools.count()
-        self._cond = threading.Condition()
-        self._closing = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    @property
-    def thread(self) -> threading.Thread:
-        """The dispatcher thread."""
-        return self._thread
-
-    @property
-    def backlog(self) -> int:
-        """Messages waiting for the handler."""
-        return len(self._heap)
-
-    def start(self) -> None:
-        """Start handling."""
-        self._thread.start()
-
-    def put(self, msg: Message, received_ns: int) -> bool:
-        """Queue a message; wait while the queue is full. False once closing."""
-        with self._cond:
-            while len(self._heap) >= self._max_queue and not self._closing:
-                self._cond.wait()
-            if self._closing and len(self._heap) >= self._max_queue:
-                return False
-            heapq.heappush(self._heap, (-msg.priority, next(self._seq), msg, received_ns))
-            self._cond.notify_all()
-            return True
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._heap and not self._closing:
-                    self._cond.wait()
-                if not self._heap:
-                    return
-                _, _, msg, received_ns = heapq.heappop(self._heap)
-                self._cond.notify_all()
-            self._handle(msg, received_ns)
-
-    def close(self, timeout_s: float) -> bool:
-        """Handle what is queued (within ``timeout_s``), then stop; True if it stopped."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-        if threading.current_thread() is self._thread or not self._thread.is_alive():
-            return True
-        self._thread.join(timeout_s)
-        return not self._thread.is_alive()

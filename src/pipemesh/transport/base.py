@@ -28,19 +28,17 @@ class Inbox(Protocol):
         """The agent name this inbox belongs to."""
         ...
 
-    def read(self) -> bytes:
-        """Block until bytes arrive and return them.
+    def read(self, timeout_s: float | None = None) -> bytes:
+        """Return the bytes that arrived.
 
+        With ``timeout_s=None`` block until bytes arrive; otherwise wait at
+        most ``timeout_s`` (0: do not wait) and return ``b""`` if none came.
         To stop a blocked reader, write a frame to the inbox (the runtime sends
         itself a wake frame); closing from another thread is not allowed.
 
         Raises:
             TransportClosed: the inbox is closed.
         """
-        ...
-
-    def read_nowait(self) -> bytes:
-        """Return bytes already waiting, or ``b""`` if none; never blocks."""
         ...
 
     def close(self) -> None:

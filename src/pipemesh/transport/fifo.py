@@ -71,7 +71,12 @@ def _make_fifo(path: Path) -> None:
 
 
 class FifoInbox:
-    """The reading end of an agent's public FIFO."""
+    """The reading end of an agent's public FIFO.
+
+    Two fds on the same FIFO: a blocking ``O_RDWR`` one for the idle wait (no
+    CPU while nothing arrives, never EOF), and a non-blocking ``O_RDONLY`` one
+    for reads with a timeout, so the fd's flags never change under a reader.
+    """
 
     def __init__(self, name: str, path: Path, pipe_size_bytes: int) -> None:
         self._name = name
@@ -83,6 +88,9 @@ class FifoInbox:
             raise TransportError(
                 f"cannot create the pipe {path}: {exc.strerror}; check the mesh home permissions"
             ) from exc
+        self._nb_fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self._poll = select.poll()
+        self._poll.register(self._nb_fd, select.POLLIN)
         self.pipe_size = self._set_pipe_size(pipe_size_bytes)
         self._read_size = max(self.pipe_size, 64 * 1024)
 
@@ -101,36 +109,28 @@ class FifoInbox:
         """The agent name this inbox belongs to."""
         return self._name
 
-    def _check(self) -> int:
+    def read(self, timeout_s: float | None = None) -> bytes:
+        """Bytes from the pipe: block (``None``), or wait up to ``timeout_s``; b"" if none."""
         fd = self._fd
         if fd < 0:
             raise TransportClosed(f"the inbox of {self._name} is closed")
-        return fd
-
-    def read(self) -> bytes:
-        """Block until bytes arrive and return them."""
-        fd = self._check()
         try:
-            return os.read(fd, self._read_size)
-        except OSError as exc:
-            raise TransportError(f"reading {self.path} failed: {exc.strerror}") from exc
-
-    def read_nowait(self) -> bytes:
-        """Return bytes already waiting, or ``b""``."""
-        fd = self._check()
-        os.set_blocking(fd, False)
-        try:
-            return os.read(fd, self._read_size)
+            if timeout_s is None:
+                return os.read(fd, self._read_size)
+            if timeout_s > 0 and not self._poll.poll(max(1, int(timeout_s * 1000))):
+                return b""
+            return os.read(self._nb_fd, self._read_size)
         except BlockingIOError:
             return b""
         except OSError as exc:
             raise TransportError(f"reading {self.path} failed: {exc.strerror}") from exc
-        finally:
-            os.set_blocking(fd, True)
 
     def close(self) -> None:
-        """Close the FIFO fd; idempotent."""
+        """Close both fds; idempotent."""
         fd, self._fd = self._fd, -1  # -1 first, so a second close never hits a reused fd
+        nb_fd, self._nb_fd = self._nb_fd, -1
+        if nb_fd >= 0:
+            os.close(nb_fd)
         if fd >= 0:
             os.close(fd)
 
@@ -148,7 +148,7 @@ class FifoOutbox:
 
     def write_frames(self, frames: Sequence[bytes], timeout_s: float) -> None:
         """Write every frame whole within ``timeout_s``; see :class:`Outbox`."""
-        deadline = time.monotonic() + timeout_s
+        deadline = 0.0  # computed on the first EAGAIN only: the common case never waits
         # One message's parts go out together: the lock keeps a concurrent
         # close() from freeing the fd under us (parts may interleave with
         # other processes' parts anyway; the reader reassembles by ID).
@@ -170,6 +170,8 @@ class FifoOutbox:
                         write(fd, frame)
                         break
                     except BlockingIOError:
+                        if not deadline:
+                            deadline = time.monotonic() + timeout_s
                         remaining = deadline - time.monotonic()
                         if remaining <= 0:
                             raise SendTimeout(

@@ -64,20 +64,17 @@ class MemoryInbox:
         self._cond.notify_all()
         return data
 
-    def read(self) -> bytes:
-        """Block until bytes arrive and return them."""
+    def read(self, timeout_s: float | None = None) -> bytes:
+        """Bytes waiting: block (``None``), or wait up to ``timeout_s``; b"" if none."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._cond:
             while not self._chunks:
                 if self.closed:
                     raise TransportClosed(f"the inbox of {self._name} is closed")
-                self._cond.wait()
-            return self._take()
-
-    def read_nowait(self) -> bytes:
-        """Return bytes already waiting, or ``b""``."""
-        with self._cond:
-            if self.closed:
-                raise TransportClosed(f"the inbox of {self._name} is closed")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return b""
+                self._cond.wait(remaining)
             return self._take()
 
     def close(self) -> None:
