@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pipemesh.bench._proto import steady_rate
 from pipemesh.bench.harness import (
     BenchConfig,
     BenchRow,
@@ -87,3 +88,16 @@ def test_add_ratios_divides_by_the_floor_of_the_same_size() -> None:
     ]
     ratios = [row.ratio for row in add_ratios(rows, scenarios)]
     assert ratios == [1.0, 4.5, None]
+
+
+def test_steady_rate_trims_start_and_end() -> None:
+    """The rate window runs from the read that crossed 10% to the one that crossed 90%."""
+    marks_ns = [0, 100, 200, 300, 10_000]
+    marks_count = [1, 10, 50, 90, 100]
+    assert steady_rate(marks_ns, marks_count) == (80, 200)
+
+
+def test_steady_rate_falls_back_to_the_whole_log() -> None:
+    """A log too short to trim gives the whole window; an empty one gives nothing."""
+    assert steady_rate([5], [3]) == (3, 0)
+    assert steady_rate([], []) == (0, 0)

@@ -28,8 +28,8 @@ import json
 import os
 import time
 from array import array
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Final
 
 #: Kinds of samples a worker can report.
@@ -51,6 +51,7 @@ class WorkerResult:
         messages: messages delivered during the measured phase (both directions count).
         elapsed_ns: wall-clock duration of the measured phase.
         errors: messages that arrived malformed (wrong size, torn frame); zero in a sound run.
+        extra: other named numbers the row's JSON should carry.
     """
 
     kind: str
@@ -58,6 +59,7 @@ class WorkerResult:
     messages: int
     elapsed_ns: int
     errors: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
 
     def dump(self, path: str) -> None:
         """Write the result as JSON to `path` (written whole, then renamed into place)."""
@@ -70,6 +72,7 @@ class WorkerResult:
                     "messages": self.messages,
                     "elapsed_ns": self.elapsed_ns,
                     "errors": self.errors,
+                    "extra": self.extra,
                 },
                 fh,
             )
@@ -84,18 +87,23 @@ class WorkerResult:
         """
         with open(path, encoding="utf-8") as fh:
             raw = json.load(fh)
-        if not isinstance(raw, dict) or raw.get("kind") not in (KIND_ROUND_TRIP, KIND_ONE_WAY):
-            raise ValueError(f"worker result {path} is not a result object")
-        samples = raw["samples_ns"]
-        if not isinstance(samples, list) or not all(isinstance(s, int) for s in samples):
-            raise ValueError(f"worker result {path} has no integer samples_ns list")
-        return cls(
-            kind=str(raw["kind"]),
-            samples_ns=samples,
-            messages=int(raw["messages"]),
-            elapsed_ns=int(raw["elapsed_ns"]),
-            errors=int(raw.get("errors", 0)),
-        )
+        try:
+            samples = raw["samples_ns"]
+            extra = raw.get("extra", {})
+            if raw["kind"] not in (KIND_ROUND_TRIP, KIND_ONE_WAY):
+                raise ValueError(f"unknown kind {raw['kind']!r}")
+            if not isinstance(samples, list) or not all(isinstance(s, int) for s in samples):
+                raise ValueError("samples_ns is not a list of integers")
+            return cls(
+                kind=str(raw["kind"]),
+                samples_ns=samples,
+                messages=int(raw["messages"]),
+                elapsed_ns=int(raw["elapsed_ns"]),
+                errors=int(raw.get("errors", 0)),
+                extra={str(k): float(v) for k, v in extra.items()},
+            )
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise ValueError(f"worker result {path} is malformed: {exc}") from exc
 
 
 def add_protocol_args(parser: argparse.ArgumentParser) -> None:
@@ -124,6 +132,28 @@ def wait_go(go_fd: int) -> None:
 def monotonic_ns() -> int:
     """CLOCK_MONOTONIC in ns: one clock for the machine, so stamps compare across processes."""
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+def steady_rate(marks_ns: Sequence[int], marks_count: Sequence[int]) -> tuple[int, int]:
+    """Messages and nanoseconds over the middle 80% of a receive log.
+
+    `marks_ns[i]` is when the i-th read returned and `marks_count[i]` how many messages
+    had arrived by then. Starting N sender processes on 2 cores takes a while, and the
+    last stragglers trickle in alone; both would make the rate say more about process
+    start-up than about the transport. The full window is still reported alongside.
+
+    Returns:
+        (messages, elapsed_ns) between the reads that crossed 10% and 90% of the total,
+        or the whole log when it is too short to trim.
+    """
+    if not marks_count:
+        return 0, 0
+    total = marks_count[-1]
+    lo = next(i for i, n in enumerate(marks_count) if n >= total * 0.1)
+    hi = next(i for i, n in enumerate(marks_count) if n >= total * 0.9)
+    if hi <= lo or marks_ns[hi] <= marks_ns[lo]:
+        return total, max(0, marks_ns[-1] - marks_ns[0])
+    return marks_count[hi] - marks_count[lo], marks_ns[hi] - marks_ns[lo]
 
 
 def measure_round_trips(

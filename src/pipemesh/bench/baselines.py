@@ -40,6 +40,7 @@ from pipemesh.bench._proto import (
     measure_round_trips,
     monotonic_ns,
     signal_ready,
+    steady_rate,
     wait_go,
 )
 
@@ -232,9 +233,10 @@ def _fan_in_receiver(args: WorkerArgs) -> None:
     frame = struct.Struct(f"{FRAME_HEAD.format}{size - FRAME_HEAD.size}x")
     sent_at = array("q")
     latency = array("q")
+    marks_ns = array("q")  # when each read returned ...
+    marks_count = array("q")  # ... and how many good frames had arrived by then
     errors = 0
     pending = b""
-    last_recv = 0
     while True:
         chunk = os.read(fd, 65536)
         now = monotonic_ns()
@@ -250,16 +252,21 @@ def _fan_in_receiver(args: WorkerArgs) -> None:
                 continue
             sent_at.append(stamp)
             latency.append(now - stamp)
-        last_recv = now
+        marks_ns.append(now)
+        marks_count.append(len(latency))
     os.close(fd)
     errors += 1 if pending else 0
-    first_send = min(sent_at) if sent_at else last_recv
+    messages, elapsed = steady_rate(marks_ns, marks_count)
+    # The whole window, from the earliest send stamp to the last receipt, for the record.
+    whole_ns = marks_ns[-1] - min(sent_at) if sent_at else 0
+    extra = {"msgs_per_s_whole": len(latency) / (whole_ns / 1e9)} if whole_ns > 0 else {}
     WorkerResult(
         kind=KIND_ONE_WAY,
         samples_ns=latency.tolist(),
-        messages=len(latency),
-        elapsed_ns=last_recv - first_send,
+        messages=messages,
+        elapsed_ns=elapsed,
         errors=errors,
+        extra=extra,
     ).dump(args.out)
 
 

@@ -8,8 +8,10 @@ the table or JSON on stdout, progress and errors on stderr.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from dataclasses import replace
+from types import FrameType
 
 from pipemesh.bench.harness import BenchConfig, run_bench
 from pipemesh.bench.scenarios import default_scenarios
@@ -52,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -82,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         for scenario in default_scenarios(config):
             print(scenario.key)
         return EXIT_OK
+    # SIGTERM (a CI cancel, `timeout`) would end the process without unwinding, leaving
+    # workers and redis-server behind; make it unwind like Ctrl-C so the pool kills them.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         report = run_bench(config, progress=None if ns.quiet else _progress)
     except UsageError as exc:
@@ -91,5 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     sys.stdout.write(report.to_json() + "\n" if ns.json else report.format_table())
     return EXIT_OK if report.is_ok else EXIT_FAILED

@@ -15,19 +15,25 @@ exact control over killing and reaping, which a stuck FIFO open makes essential.
 Plugging in a scenario (how the mesh rows are added)::
 
     def _mesh_ping_pong(ctx: ScenarioContext) -> Measurement | Unavailable:
+        worker = "pipemesh.bench._mesh_worker"
         return run_ping_pong(
             ctx,
-            server=WorkerSpec("pipemesh.bench._mesh_worker", ("--role", "echo", ...)),
-            client=WorkerSpec("pipemesh.bench._mesh_worker", ("--role", "ping", ...)),
+            server=WorkerSpec(worker, ("--role", "echo", "--size", str(ctx.scenario.size_bytes))),
+            client=WorkerSpec(worker, ("--role", "ping", "--size", str(ctx.scenario.size_bytes))),
         )
 
     Scenario("ping-pong", "mesh", 64, _mesh_ping_pong, count=20_000, warmup=1_000)
 
-and list it in `pipemesh.bench.scenarios.default_scenarios`. A worker module follows the protocol in
-`pipemesh.bench._proto`: signal ready, wait for go, measure, write a `WorkerResult`.
-`run_fan_in` does the same for N senders into one receiver. A scenario function may also
-start helper processes itself through ``ctx.pool`` (the Redis baseline starts
-``redis-server`` that way) so the harness kills and reaps them with the rest.
+and list it in `pipemesh.bench.scenarios.default_scenarios`. A worker module accepts
+the flags of `pipemesh.bench._proto.add_protocol_args`, signals ready, waits for go,
+measures (`measure_round_trips` for a ping-pong client) and writes a `WorkerResult` to
+``--out``. `run_fan_in` does the same for N senders into one receiver. Other shapes
+compose from the pool: start 100 idle agents with ``ctx.pool.spawn`` and
+``ctx.pool.wait_ready(100, ...)``, then call `run_ping_pong` for the ``100 idle`` row
+(give it ``floor_scenario="ping-pong"``); read an agent's memory with `rss_bytes` and
+return it in ``Measurement.extra``. Helper processes that do not speak the protocol go
+through ``ctx.pool.spawn_command`` (the Redis baseline starts ``redis-server`` that way),
+so the harness kills and reaps them with the rest.
 
 This module must not print: results go back as a `BenchReport`; progress goes through
 the caller's callback. Workers and temporary directories never outlive a scenario.
@@ -91,7 +97,7 @@ FULL_PING_PONG: Final = (
     SizePlan(65536, 5_000, 200),
     SizePlan(1 << 20, 500, 20),
 )
-FULL_FAN_IN: Final = (SizePlan(64, 200_000, 0), SizePlan(4096, 50_000, 0))
+FULL_FAN_IN: Final = (SizePlan(64, 400_000, 0), SizePlan(4096, 100_000, 0))
 
 #: Quick run (tests): every row present, tiny counts.
 QUICK_PING_PONG: Final = (
@@ -172,7 +178,7 @@ class Measurement:
             one_way = [s / 2 for s in result.samples_ns]
         else:
             one_way = [float(s) for s in result.samples_ns]
-        return cls(one_way, result.messages, result.elapsed_ns, result.errors)
+        return cls(one_way, result.messages, result.elapsed_ns, result.errors, dict(result.extra))
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,7 +310,8 @@ class WorkerPool:
     def __init__(self, workdir: Path) -> None:
         self._workdir = workdir
         self._workers: list[Worker] = []
-        self._ready_seen = 0
+        self._ready_seen = 0  # ready bytes read from the pipe
+        self._ready_claimed = 0  # of those, how many a wait_ready call has accounted for
         self._ready_r, self._ready_w = os.pipe()
         self._go_r, self._go_w = os.pipe()
         self._closed = False
@@ -352,28 +359,47 @@ class WorkerPool:
         self._workers.append(worker)
         return worker
 
-    def wait_ready(self, total: int, timeout_s: float) -> None:
-        """Block until `total` workers (counted since the pool opened) have signalled ready.
+    def discard(self, worker: Worker) -> None:
+        """Kill and reap `worker` now and stop watching it (a failed helper start)."""
+        if worker.proc.poll() is None:
+            worker.proc.kill()
+        try:
+            worker.proc.wait(timeout=_REAP_TIMEOUT_S)
+        finally:
+            self._workers.remove(worker)
+
+    def wait_ready(self, count: int, timeout_s: float) -> None:
+        """Block until `count` more workers have signalled ready, and claim those signals.
+
+        Each call claims its own signals, so a scenario can start groups one after the
+        other (say 100 idle agents, then a ping-pong pair) and wait for each group.
 
         Raises:
             WorkerFailed: a worker exited badly first, or the timeout passed.
         """
+        target = self._ready_claimed + count
         deadline = time.monotonic() + timeout_s
-        while self._ready_seen < total:
+        while self._ready_seen < target:
             self._check_alive()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise WorkerFailed(
-                    f"{self._ready_seen} of {total} workers ready after {timeout_s:.0f}s"
+                    f"{self._ready_seen - self._ready_claimed} of {count} workers ready "
+                    f"after {timeout_s:.0f}s"
                 )
             # The pool itself holds the ready pipe's write end, so the read never sees
             # EOF; the short select timeout is only there to notice a crashed worker.
             readable, _, _ = select.select([self._ready_r], [], [], min(remaining, 0.05))
             if readable:
                 self._ready_seen += len(os.read(self._ready_r, 4096))
+        self._ready_claimed = target
 
     def go(self) -> None:
-        """Start every worker blocked on the go pipe (they all see EOF at once)."""
+        """Start every worker blocked on the go pipe (they all see EOF at once).
+
+        There is one go per pool: a worker started after it finds the pipe closed and
+        starts at once.
+        """
         if self._go_w >= 0:
             os.close(self._go_w)
             self._go_w = -1
@@ -439,7 +465,7 @@ def run_ping_pong(ctx: ScenarioContext, *, server: WorkerSpec, client: WorkerSpe
     ctx.pool.wait_ready(1, startup)
     measuring = WorkerSpec(client.module, (*client.args, *ctx.measure_args()), client.pass_fds)
     worker = ctx.pool.spawn("client", measuring, measuring=True)
-    ctx.pool.wait_ready(2, startup)
+    ctx.pool.wait_ready(1, startup)
     ctx.pool.go()
     ctx.pool.wait_exit(worker, ctx.time_limit_s + _GRACE_S)
     return Measurement.from_result(worker.result())
@@ -451,7 +477,8 @@ def run_fan_in(
     """Run one measuring `receiver` and N `senders` released together; return the receiver's result.
 
     Every sender gets ``--time-limit-s`` appended and must stop by then; the receiver
-    must write a one-way result whose `messages` / `elapsed_ns` is the rate it handled.
+    must write a one-way result whose `messages` / `elapsed_ns` is the rate it handled
+    (the baselines use `pipemesh.bench._proto.steady_rate`: the middle 80% of receipts).
 
     Raises:
         WorkerFailed: a worker crashed or overran its time.
@@ -464,12 +491,25 @@ def run_fan_in(
         ctx.pool.spawn(f"sender-{i}", WorkerSpec(s.module, (*s.args, *limit), s.pass_fds))
         for i, s in enumerate(senders)
     ]
-    ctx.pool.wait_ready(1 + len(senders), startup)
+    ctx.pool.wait_ready(len(senders), startup)
     ctx.pool.go()
     ctx.pool.wait_exit(rx, ctx.time_limit_s + _GRACE_S)
     for worker in started:
         ctx.pool.wait_exit(worker, _GRACE_S)
     return Measurement.from_result(rx.result())
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of process `pid` (Linux ``/proc/<pid>/status`` VmRSS), in bytes.
+
+    Raises:
+        OSError: the process is gone or /proc is not readable.
+    """
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"no VmRSS line in /proc/{pid}/status; is it a kernel thread?")
 
 
 # --------------------------------------------------------------------------- rows and report
@@ -566,7 +606,7 @@ def _cells(row: BenchRow) -> list[str]:
     def us(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f}"
 
-    note = row.note
+    note = row.note or ", ".join(f"{k}={v:.6g}" for k, v in row.extra.items())
     if row.status == "unavailable":
         note = f"unavailable: {row.note}"
     elif row.status == "error":
@@ -594,8 +634,10 @@ def format_table(report: BenchReport) -> str:
         f"# pipemesh bench ({'quick: numbers are not meaningful' if report.quick else 'full'})"
         f" - {m.cores} cores ({m.cpu}), Linux {m.kernel}, Python {m.python}",
         f"# {versions}" if versions else "#",
-        "# one-way latency in us (ping-pong: round trip / 2; fan-in: send stamp to receipt);"
-        " ratio = p50 / raw-fifo p50, same scenario and size, this run;"
+        "# one-way latency in us (ping-pong: round trip / 2; fan-in: send stamp to receipt,"
+        " queueing included); msgs_per_s: messages delivered per second (a round trip is 2;"
+        " fan-in: middle 80% of receipts);"
+        " ratio = p50 / raw-fifo p50 of the same scenario and size in this run;"
         f" took {report.duration_s:.0f}s",
     ]
     grid = [list(_COLUMNS), *(_cells(row) for row in report.rows)]

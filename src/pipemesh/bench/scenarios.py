@@ -232,6 +232,7 @@ def _start_redis(ctx: ScenarioContext) -> int | Unavailable:
         worker = ctx.pool.spawn_command(f"redis-server-{attempt}", argv)
         if _wait_redis(worker.proc, port, REDIS_TIMEOUT_S):
             return port
+        ctx.pool.discard(worker)  # its exit code must not fail the next wait_ready
         tails.append(f"port {port}: {worker.stderr_tail(200) or 'no output'}")
     raise WorkerFailed(f"redis-server did not answer PING: {'; '.join(tails)}")
 
