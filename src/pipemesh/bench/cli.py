@@ -1,0 +1,106 @@
+"""Command line of the benchmark: ``python -m pipemesh.bench [--json] [--quick]``.
+
+`main` is a plain function so the package CLI (``pipemesh bench``) can call it with its
+own argv. This is the only module of the bench package that writes to stdout/stderr:
+the table or JSON on stdout, progress and errors on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from dataclasses import replace
+from types import FrameType
+
+from pipemesh.bench.harness import BenchConfig, run_bench
+from pipemesh.bench.scenarios import default_scenarios
+from pipemesh.errors import UsageError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipemesh bench",
+        description=(
+            "Measure one-way latency and throughput of pipemesh and its baselines (raw FIFO, "
+            "Unix socket, multiprocessing.Pipe, ZeroMQ, Redis) on this machine, in one run."
+        ),
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny counts: checks the harness, numbers mean nothing"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="run only scenarios whose key contains TEXT (repeatable; floor rows always run)",
+    )
+    parser.add_argument(
+        "--time-limit-s",
+        type=float,
+        default=None,
+        metavar="S",
+        help="upper bound on each scenario's measured phase",
+    )
+    parser.add_argument("--list", action="store_true", help="list scenario keys and exit")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    return parser
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark from a command line; returns the exit code.
+
+    Args:
+        argv: arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        0 when every row was measured or is unavailable, 1 when a row failed,
+        2 for bad arguments, 130 when interrupted.
+    """
+    parser = _parser()
+    try:
+        ns = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on bad input and 0 for --help
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    config = BenchConfig.quick_run() if ns.quick else BenchConfig()
+    config = replace(config, only=tuple(ns.only))
+    if ns.time_limit_s is not None:
+        if ns.time_limit_s <= 0:
+            print("error: --time-limit-s must be positive", file=sys.stderr)
+            return EXIT_USAGE
+        config = replace(config, time_limit_s=ns.time_limit_s)
+    if ns.list:
+        for scenario in default_scenarios(config):
+            print(scenario.key)
+        return EXIT_OK
+    # SIGTERM (a CI cancel, `timeout`) would end the process without unwinding, leaving
+    # workers and redis-server behind; make it unwind like Ctrl-C so the pool kills them.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        report = run_bench(config, progress=None if ns.quiet else _progress)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print("try 'pipemesh bench --help'", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    sys.stdout.write(report.to_json() + "\n" if ns.json else report.format_table())
+    return EXIT_OK if report.is_ok else EXIT_FAILED

@@ -1,0 +1,842 @@
+"""Benchmark harness: worker processes, scenario registry, statistics, table and JSON output.
+
+The harness runs every scenario's endpoints as separate worker processes and turns what
+they measured into rows of one table. It knows nothing about any transport: the baselines
+(`pipemesh.bench.baselines`) and, later, the mesh scenarios plug in as `Scenario` values.
+
+Why `subprocess` and not `multiprocessing` (spawn context): a worker is a plain interpreter
+started as ``[sys.executable, "-m", module, ...flags]``. Nothing is pickled on the way in
+(the project does not use pickle), nothing depends on ``__main__`` being importable, and
+the worker's argv is exactly what a person can paste into a shell to reproduce one end of a
+scenario. File descriptors a worker needs (the start-barrier pipes, a
+``multiprocessing.Pipe`` end) are handed over with ``pass_fds``; `subprocess.Popen` gives
+exact control over killing and reaping, which a stuck FIFO open makes essential.
+
+Plugging in a scenario (how the mesh rows are added)::
+
+    def _mesh_ping_pong(ctx: ScenarioContext) -> Measurement | Unavailable:
+        worker = "pipemesh.bench._mesh_worker"
+        return run_ping_pong(
+            ctx,
+            server=WorkerSpec(worker, ("--role", "echo", "--size", str(ctx.scenario.size_bytes))),
+            client=WorkerSpec(worker, ("--role", "ping", "--size", str(ctx.scenario.size_bytes))),
+        )
+
+    Scenario("ping-pong", "mesh", 64, _mesh_ping_pong, count=20_000, warmup=1_000)
+
+and list it in `pipemesh.bench.scenarios.default_scenarios`. A worker module accepts
+the flags of `pipemesh.bench._proto.add_protocol_args`, signals ready, waits for go,
+measures (`measure_round_trips` for a ping-pong client) and writes a `WorkerResult` to
+``--out``. `run_fan_in` does the same for N senders into one receiver. Other shapes
+compose from the pool: start 100 idle agents with ``ctx.pool.spawn`` and
+``ctx.pool.wait_ready(100, ...)``, then call `run_ping_pong` for the ``100 idle`` row
+(give it ``floor_scenario="ping-pong"``); read an agent's memory with `rss_bytes` and
+return it in ``Measurement.extra``. Helper processes that do not speak the protocol go
+through ``ctx.pool.spawn_command`` (the Redis baseline starts ``redis-server`` that way),
+so the harness kills and reaps them with the rest.
+
+This module must not print: results go back as a `BenchReport`; progress goes through
+the caller's callback. Workers and temporary directories never outlive a scenario.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Final, Literal
+
+from pipemesh.bench._proto import KIND_ROUND_TRIP, WorkerResult
+from pipemesh.errors import UsageError
+
+#: The transport whose ping-pong p50 is the floor every ``ratio`` is measured against.
+FLOOR_TRANSPORT: Final = "raw-fifo"
+
+#: Seconds to wait for a killed worker to be reaped before giving up on it.
+_REAP_TIMEOUT_S: Final = 5.0
+
+#: Extra seconds a measuring worker gets past its own time limit (warm-up, result file).
+_GRACE_S: Final = 15.0
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True, slots=True)
+class SizePlan:
+    """How many messages of one body size a scenario sends.
+
+    Attributes:
+        size_bytes: body size.
+        count: upper bound on measured messages (round trips for ping-pong, messages in
+            total for fan-in).
+        warmup: unmeasured round trips before measuring.
+    """
+
+    size_bytes: int
+    count: int
+    warmup: int
+
+
+#: Full run: about two minutes on 2 cores for all baselines. Big bodies get fewer
+#: messages so every row stays within the time limit on the slowest transport.
+FULL_PING_PONG: Final = (
+    SizePlan(64, 20_000, 1_000),
+    SizePlan(4096, 20_000, 1_000),
+    SizePlan(65536, 5_000, 200),
+    SizePlan(1 << 20, 500, 20),
+)
+FULL_FAN_IN: Final = (SizePlan(64, 400_000, 0), SizePlan(4096, 100_000, 0))
+
+#: Quick run (tests): every row present, tiny counts.
+QUICK_PING_PONG: Final = (
+    SizePlan(64, 40, 5),
+    SizePlan(4096, 40, 5),
+    SizePlan(65536, 20, 2),
+    SizePlan(1 << 20, 5, 1),
+)
+QUICK_FAN_IN: Final = (SizePlan(64, 200, 0), SizePlan(4096, 100, 0))
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    """What one benchmark run measures, and how long it may take.
+
+    Attributes:
+        ping_pong: body sizes and message counts for the ping-pong scenarios.
+        fan_in: body sizes and total message counts for the fan-in scenarios.
+        fan_in_senders: sender process counts for the fan-in scenarios.
+        time_limit_s: upper bound on one scenario's measured phase.
+        startup_timeout_s: upper bound on starting one scenario's processes.
+        only: substrings of scenario keys (``ping-pong/raw-fifo/64B``) to run; empty runs
+            all. The raw-FIFO floor rows the selection needs for its ratios always run.
+        quick: tiny counts, for tests; the numbers mean nothing.
+        tmp_dir: parent of the per-scenario temporary directories (default: system temp).
+    """
+
+    ping_pong: tuple[SizePlan, ...] = FULL_PING_PONG
+    fan_in: tuple[SizePlan, ...] = FULL_FAN_IN
+    fan_in_senders: tuple[int, ...] = (10, 100)
+    time_limit_s: float = 4.0
+    startup_timeout_s: float = 60.0
+    only: tuple[str, ...] = ()
+    quick: bool = False
+    tmp_dir: str | None = None
+
+    @classmethod
+    def quick_run(cls) -> BenchConfig:
+        """A tiny configuration that only checks the harness works (seconds, not minutes).
+
+        The default `BenchConfig()` is the full run (a few minutes on 2 cores).
+        """
+        return cls(
+            ping_pong=QUICK_PING_PONG,
+            fan_in=QUICK_FAN_IN,
+            fan_in_senders=(2, 4),
+            time_limit_s=2.0,
+            startup_timeout_s=30.0,
+            quick=True,
+        )
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """What a scenario measured, before statistics.
+
+    Attributes:
+        one_way_ns: one latency sample per measured message (one-way, nanoseconds).
+        messages: messages delivered in the measured phase.
+        elapsed_ns: duration of the measured phase.
+        errors: malformed messages seen (wrong size, torn frame).
+        extra: other named numbers for the JSON output (RSS, join time, ...).
+    """
+
+    one_way_ns: list[float]
+    messages: int
+    elapsed_ns: int
+    errors: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_result(cls, result: WorkerResult) -> Measurement:
+        """Convert a worker's result; round trips are halved into one-way latencies."""
+        if result.kind == KIND_ROUND_TRIP:
+            one_way = [s / 2 for s in result.samples_ns]
+        else:
+            one_way = [float(s) for s in result.samples_ns]
+        return cls(one_way, result.messages, result.elapsed_ns, result.errors, dict(result.extra))
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """A scenario that cannot run here; the row says why instead of showing numbers."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """One row of the benchmark table.
+
+    Attributes:
+        scenario: what is measured (``ping-pong``, ``fan-in-10``, ...).
+        transport: what carries the messages (``raw-fifo``, ``zmq-pair``, ``mesh``, ...).
+        size_bytes: body size, or None when the scenario has no body size.
+        run: starts the workers through ``ctx.pool`` and returns what they measured.
+        count: upper bound on measured messages (the scenario decides what a message is).
+        warmup: unmeasured messages first.
+        floor_scenario: the raw-FIFO scenario this row's ratio divides by (default: the
+            same scenario name; a ``ping-pong-100-idle`` row would name ``ping-pong``).
+    """
+
+    scenario: str
+    transport: str
+    size_bytes: int | None
+    run: Callable[[ScenarioContext], Measurement | Unavailable]
+    count: int = 0
+    warmup: int = 0
+    floor_scenario: str | None = None
+
+    @property
+    def key(self) -> str:
+        """A unique, filterable name: ``scenario/transport/size``."""
+        size = "-" if self.size_bytes is None else format_size(self.size_bytes, compact=True)
+        return f"{self.scenario}/{self.transport}/{size}"
+
+    @property
+    def floor_key(self) -> str | None:
+        """Key of the floor row this row's ratio uses, or None when there is none."""
+        if self.size_bytes is None:
+            return None
+        size = format_size(self.size_bytes, compact=True)
+        return f"{self.floor_scenario or self.scenario}/{FLOOR_TRANSPORT}/{size}"
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioContext:
+    """Everything a scenario function gets: its plan, a private directory, a worker pool."""
+
+    config: BenchConfig
+    scenario: Scenario
+    workdir: Path
+    pool: WorkerPool
+
+    @property
+    def time_limit_s(self) -> float:
+        """Upper bound on the measured phase."""
+        return self.config.time_limit_s
+
+    def measure_args(self) -> tuple[str, ...]:
+        """Flags a measuring worker takes: ``--count``, ``--warmup``, ``--time-limit-s``."""
+        return (
+            "--count",
+            str(self.scenario.count),
+            "--warmup",
+            str(self.scenario.warmup),
+            "--time-limit-s",
+            str(self.time_limit_s),
+        )
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class WorkerFailed(Exception):
+    """A worker exited badly, or did not get ready or finish in time.
+
+    Internal to the bench: `run_scenario` turns it into an error row, so it never escapes
+    `run_bench` (which is why it is not part of `pipemesh.errors`).
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """How to start one worker: ``python -m module *args`` plus inherited fds."""
+
+    module: str
+    args: tuple[str, ...]
+    pass_fds: tuple[int, ...] = ()
+
+
+@dataclass(slots=True)
+class Worker:
+    """A started worker process and the files that hold its output."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    stderr_path: Path
+    out_path: Path | None
+
+    def stderr_tail(self, max_chars: int = 400) -> str:
+        """The end of the worker's stderr, one line, for an error row."""
+        try:
+            text = self.stderr_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return " | ".join(text.strip().splitlines())[-max_chars:]
+
+    def result(self) -> WorkerResult:
+        """The result file the worker wrote.
+
+        Raises:
+            WorkerFailed: the worker wrote no result.
+        """
+        if self.out_path is None or not self.out_path.exists():
+            raise WorkerFailed(f"worker {self.name} exited without writing a result")
+        return WorkerResult.load(str(self.out_path))
+
+
+class WorkerPool:
+    """Starts one scenario's processes and guarantees they are all killed and reaped.
+
+    Workers started with `spawn` share two pipes: a ready pipe they write one byte to, and
+    a go pipe whose EOF starts them all at once (see `pipemesh.bench._proto`).
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self._workdir = workdir
+        self._workers: list[Worker] = []
+        self._ready_seen = 0  # ready bytes read from the pipe
+        self._ready_claimed = 0  # of those, how many a wait_ready call has accounted for
+        self._ready_r, self._ready_w = os.pipe()
+        self._go_r, self._go_w = os.pipe()
+        self._closed = False
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def spawn(self, name: str, spec: WorkerSpec, *, measuring: bool = False) -> Worker:
+        """Start a protocol worker; a measuring worker also gets ``--out``."""
+        out_path = self._workdir / f"{name}.json" if measuring else None
+        argv = [
+            sys.executable,
+            "-m",
+            spec.module,
+            *spec.args,
+            "--ready-fd",
+            str(self._ready_w),
+            "--go-fd",
+            str(self._go_r),
+        ]
+        if out_path is not None:
+            argv += ["--out", str(out_path)]
+        fds = (self._ready_w, self._go_r, *spec.pass_fds)
+        return self._start(name, argv, fds, out_path)
+
+    def spawn_command(self, name: str, argv: Sequence[str]) -> Worker:
+        """Start a helper process that does not speak the protocol (e.g. ``redis-server``)."""
+        return self._start(name, list(argv), (), None)
+
+    def _start(
+        self, name: str, argv: list[str], fds: tuple[int, ...], out_path: Path | None
+    ) -> Worker:
+        if self._closed:
+            raise WorkerFailed(f"worker pool closed; cannot start {name}")
+        stdout_path = self._workdir / f"{name}.stdout"
+        stderr_path = self._workdir / f"{name}.stderr"
+        with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, pass_fds=fds
+            )
+        worker = Worker(name, proc, stderr_path, out_path)
+        self._workers.append(worker)
+        return worker
+
+    def discard(self, worker: Worker) -> None:
+        """Kill and reap `worker` now and stop watching it (a failed helper start)."""
+        if worker.proc.poll() is None:
+            worker.proc.kill()
+        try:
+            worker.proc.wait(timeout=_REAP_TIMEOUT_S)
+        finally:
+            self._workers.remove(worker)
+
+    def wait_ready(self, count: int, timeout_s: float) -> None:
+        """Block until `count` more workers have signalled ready, and claim those signals.
+
+        Each call claims its own signals, so a scenario can start groups one after the
+        other (say 100 idle agents, then a ping-pong pair) and wait for each group.
+
+        Raises:
+            WorkerFailed: a worker exited badly first, or the timeout passed.
+        """
+        target = self._ready_claimed + count
+        deadline = time.monotonic() + timeout_s
+        while self._ready_seen < target:
+            self._check_alive()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WorkerFailed(
+                    f"{self._ready_seen - self._ready_claimed} of {count} workers ready "
+                    f"after {timeout_s:.0f}s"
+                )
+            # The pool itself holds the ready pipe's write end, so the read never sees
+            # EOF; the short select timeout is only there to notice a crashed worker.
+            readable, _, _ = select.select([self._ready_r], [], [], min(remaining, 0.05))
+            if readable:
+                self._ready_seen += len(os.read(self._ready_r, 4096))
+        self._ready_claimed = target
+
+    def go(self) -> None:
+        """Start every worker blocked on the go pipe (they all see EOF at once).
+
+        There is one go per pool: a worker started after it finds the pipe closed and
+        starts at once.
+        """
+        if self._go_w >= 0:
+            os.close(self._go_w)
+            self._go_w = -1
+
+    def wait_exit(self, worker: Worker, timeout_s: float) -> None:
+        """Wait for `worker` to exit 0.
+
+        Raises:
+            WorkerFailed: it exited non-zero or is still running after `timeout_s`.
+        """
+        try:
+            code = worker.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            raise WorkerFailed(
+                f"worker {worker.name} still running after {timeout_s:.0f}s"
+            ) from exc
+        if code != 0:
+            raise WorkerFailed(f"worker {worker.name} exited {code}: {worker.stderr_tail()}")
+
+    def _check_alive(self) -> None:
+        for worker in self._workers:
+            code = worker.proc.poll()
+            if code is not None and code != 0:
+                raise WorkerFailed(f"worker {worker.name} exited {code}: {worker.stderr_tail()}")
+
+    def close(self) -> None:
+        """Kill every worker still running, reap all of them, close the pipes (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for worker in self._workers:
+                if worker.proc.poll() is None:
+                    worker.proc.kill()
+            for worker in self._workers:
+                try:
+                    worker.proc.wait(timeout=_REAP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    # SIGKILL was sent; a process stuck in uninterruptible sleep is the
+                    # kernel's to finish. Nothing more we can do without hanging the run.
+                    continue
+        finally:
+            for fd in (self._ready_r, self._ready_w, self._go_r, self._go_w):
+                if fd >= 0:
+                    os.close(fd)
+            self._ready_r = self._ready_w = self._go_r = self._go_w = -1
+
+
+# --------------------------------------------------------------------------- generic runs
+
+
+def run_ping_pong(ctx: ScenarioContext, *, server: WorkerSpec, client: WorkerSpec) -> Measurement:
+    """Run an echo `server` worker and a measuring `client` worker; return the client's samples.
+
+    The client gets ``ctx.measure_args()`` appended and must write a round-trip result;
+    the server is killed once the client is done.
+
+    Raises:
+        WorkerFailed: a worker crashed or overran its time.
+    """
+    startup = ctx.config.startup_timeout_s
+    ctx.pool.spawn("server", server)
+    ctx.pool.wait_ready(1, startup)
+    measuring = WorkerSpec(client.module, (*client.args, *ctx.measure_args()), client.pass_fds)
+    worker = ctx.pool.spawn("client", measuring, measuring=True)
+    ctx.pool.wait_ready(1, startup)
+    ctx.pool.go()
+    ctx.pool.wait_exit(worker, ctx.time_limit_s + _GRACE_S)
+    return Measurement.from_result(worker.result())
+
+
+def run_fan_in(
+    ctx: ScenarioContext, *, receiver: WorkerSpec, senders: Sequence[WorkerSpec]
+) -> Measurement:
+    """Run one measuring `receiver` and N `senders` released together; return the receiver's result.
+
+    Every sender gets ``--time-limit-s`` appended and must stop by then; the receiver
+    must write a one-way result whose `messages` / `elapsed_ns` is the rate it handled
+    (the baselines use `pipemesh.bench._proto.steady_rate`: the middle 80% of receipts).
+
+    Raises:
+        WorkerFailed: a worker crashed or overran its time.
+    """
+    startup = ctx.config.startup_timeout_s
+    rx = ctx.pool.spawn("receiver", receiver, measuring=True)
+    ctx.pool.wait_ready(1, startup)
+    limit = ("--time-limit-s", str(ctx.time_limit_s))
+    started = [
+        ctx.pool.spawn(f"sender-{i}", WorkerSpec(s.module, (*s.args, *limit), s.pass_fds))
+        for i, s in enumerate(senders)
+    ]
+    ctx.pool.wait_ready(len(senders), startup)
+    ctx.pool.go()
+    ctx.pool.wait_exit(rx, ctx.time_limit_s + _GRACE_S)
+    for worker in started:
+        ctx.pool.wait_exit(worker, _GRACE_S)
+    return Measurement.from_result(rx.result())
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of process `pid` (Linux ``/proc/<pid>/status`` VmRSS), in bytes.
+
+    Raises:
+        OSError: the process is gone or /proc is not readable.
+    """
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"no VmRSS line in /proc/{pid}/status; is it a kernel thread?")
+
+
+# --------------------------------------------------------------------------- rows and report
+
+
+Status = Literal["ok", "unavailable", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class BenchRow:
+    """One line of the table; latencies in microseconds, one-way.
+
+    ``ratio`` is this row's p50 divided by the raw-FIFO p50 of the same (floor) scenario
+    and body size measured in the same run. ``note`` holds the reason for an
+    ``unavailable`` or ``error`` status.
+    """
+
+    key: str
+    scenario: str
+    transport: str
+    size_bytes: int | None
+    status: Status
+    n: int = 0
+    p50_us: float | None = None
+    p90_us: float | None = None
+    p99_us: float | None = None
+    max_us: float | None = None
+    msgs_per_s: float | None = None
+    ratio: float | None = None
+    note: str = ""
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MachineInfo:
+    """The facts a reader needs to compare two runs."""
+
+    cores: int
+    cpu: str
+    kernel: str
+    python: str
+    versions: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class BenchReport:
+    """The outcome of `run_bench`: machine facts, rows in run order, total duration."""
+
+    machine: MachineInfo
+    rows: list[BenchRow]
+    duration_s: float
+    quick: bool
+
+    @property
+    def is_ok(self) -> bool:
+        """True when no row failed (unavailable rows are not failures)."""
+        return all(row.status != "error" for row in self.rows)
+
+    def to_json(self) -> str:
+        """The report as a JSON object: ``machine``, ``duration_s``, ``quick``, ``rows``."""
+        return json.dumps(asdict(self), indent=2)
+
+    def format_table(self) -> str:
+        """The report as an aligned text table with a header line of machine facts."""
+        return format_table(self)
+
+
+_COLUMNS: Final = (
+    "scenario",
+    "transport",
+    "size",
+    "n",
+    "p50_us",
+    "p90_us",
+    "p99_us",
+    "max_us",
+    "msgs_per_s",
+    "ratio",
+    "note",
+)
+_LEFT_ALIGNED: Final = frozenset({"scenario", "transport", "note"})
+
+
+def format_size(size_bytes: int, *, compact: bool = False) -> str:
+    """``64 B``, ``4 KiB``, ``1 MiB`` (``64B``... when `compact`)."""
+    sep = "" if compact else " "
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size_bytes >= scale and size_bytes % scale == 0:
+            return f"{size_bytes // scale}{sep}{unit}"
+    return f"{size_bytes}{sep}B"
+
+
+def _cells(row: BenchRow) -> list[str]:
+    def us(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    note = row.note or ", ".join(f"{k}={v:.6g}" for k, v in row.extra.items())
+    if row.status == "unavailable":
+        note = f"unavailable: {row.note}"
+    elif row.status == "error":
+        note = f"error: {row.note}"
+    return [
+        row.scenario,
+        row.transport,
+        "-" if row.size_bytes is None else format_size(row.size_bytes),
+        str(row.n) if row.status != "unavailable" else "-",
+        us(row.p50_us),
+        us(row.p90_us),
+        us(row.p99_us),
+        us(row.max_us),
+        "-" if row.msgs_per_s is None else f"{row.msgs_per_s:.0f}",
+        "-" if row.ratio is None else f"{row.ratio:.2f}",
+        note,
+    ]
+
+
+def format_table(report: BenchReport) -> str:
+    """Render `report` as text: machine header, column header, one line per row."""
+    m = report.machine
+    versions = ", ".join(f"{k} {v}" for k, v in m.versions.items())
+    header = [
+        f"# pipemesh bench ({'quick: numbers are not meaningful' if report.quick else 'full'})"
+        f" - {m.cores} cores ({m.cpu}), Linux {m.kernel}, Python {m.python}",
+        f"# {versions}" if versions else "#",
+        "# one-way latency in us (ping-pong: round trip / 2; fan-in: send stamp to receipt,"
+        " queueing included); msgs_per_s: messages delivered per second (a round trip is 2;"
+        " fan-in: middle 80% of receipts);"
+        " ratio = p50 / raw-fifo p50 of the same scenario and size in this run;"
+        f" took {report.duration_s:.0f}s",
+    ]
+    grid = [list(_COLUMNS), *(_cells(row) for row in report.rows)]
+    widths = [max(len(line[i]) for line in grid) for i in range(len(_COLUMNS))]
+    lines = []
+    for line in grid:
+        cells = [
+            cell.ljust(width) if name in _LEFT_ALIGNED else cell.rjust(width)
+            for cell, width, name in zip(line, widths, _COLUMNS, strict=True)
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join([*header, *lines]) + "\n"
+
+
+def percentile(sorted_values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile of an ascending, non-empty sequence."""
+    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def summarize(scenario: Scenario, measured: Measurement) -> BenchRow:
+    """Turn a measurement into a row (ratio is filled in once the whole run is done)."""
+    values = sorted(measured.one_way_ns)
+    if not values:
+        return _error_row(scenario, "no message was measured")
+    rate = measured.messages / (measured.elapsed_ns / 1e9) if measured.elapsed_ns > 0 else None
+    extra = dict(measured.extra)
+    status: Status = "ok"
+    note = ""
+    if measured.errors:
+        extra["errors"] = float(measured.errors)
+        status, note = "error", f"{measured.errors} malformed messages"
+    return BenchRow(
+        key=scenario.key,
+        scenario=scenario.scenario,
+        transport=scenario.transport,
+        size_bytes=scenario.size_bytes,
+        status=status,
+        n=len(values),
+        p50_us=percentile(values, 50) / 1000,
+        p90_us=percentile(values, 90) / 1000,
+        p99_us=percentile(values, 99) / 1000,
+        max_us=values[-1] / 1000,
+        msgs_per_s=rate,
+        note=note,
+        extra=extra,
+    )
+
+
+def _error_row(scenario: Scenario, note: str, status: Status = "error") -> BenchRow:
+    return BenchRow(
+        key=scenario.key,
+        scenario=scenario.scenario,
+        transport=scenario.transport,
+        size_bytes=scenario.size_bytes,
+        status=status,
+        note=note,
+    )
+
+
+# --------------------------------------------------------------------------- running
+
+
+def machine_info() -> MachineInfo:
+    """Cores, CPU model, kernel, Python, and the versions of the baseline engines."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass  # not Linux, or /proc not mounted: platform's answer stands
+    versions: dict[str, str] = {}
+    from importlib import metadata  # noqa: PLC0415  # only needed for this header
+
+    for dist in ("pyzmq", "redis"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    redis_server = shutil.which("redis-server")
+    if redis_server is not None:
+        try:
+            out = subprocess.run(
+                [redis_server, "--version"], capture_output=True, text=True, timeout=10, check=False
+            ).stdout
+            versions["redis-server"] = next(
+                (p[2:] for p in out.split() if p.startswith("v=")), out.strip()
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            versions["redis-server"] = "unknown"
+    else:
+        versions["redis-server"] = "not installed"
+    return MachineInfo(
+        cores=os.cpu_count() or 0,
+        cpu=cpu,
+        kernel=platform.release(),
+        python=f"{platform.python_version()} ({platform.python_implementation()})",
+        versions=versions,
+    )
+
+
+def select_scenarios(config: BenchConfig, scenarios: Sequence[Scenario]) -> list[Scenario]:
+    """The scenarios `config.only` asks for, plus the floor rows their ratios need.
+
+    Raises:
+        UsageError: a pattern in `config.only` matches no scenario.
+    """
+    if not config.only:
+        return list(scenarios)
+    for pattern in config.only:
+        if not any(pattern in s.key for s in scenarios):
+            raise UsageError(
+                f"--only {pattern!r} matches no scenario (keys look like "
+                f"{scenarios[0].key if scenarios else 'ping-pong/raw-fifo/64B'}; try --list)"
+            )
+    wanted = {s.key for s in scenarios if any(p in s.key for p in config.only)}
+    wanted |= {s.floor_key for s in scenarios if s.key in wanted and s.floor_key is not None}
+    return [s for s in scenarios if s.key in wanted]
+
+
+@contextmanager
+def _scenario_context(config: BenchConfig, scenario: Scenario) -> Iterator[ScenarioContext]:
+    # Short prefix: AF_UNIX and ipc:// paths must stay under 108 bytes.
+    with (
+        tempfile.TemporaryDirectory(prefix="pmb-", dir=config.tmp_dir) as tmp,
+        WorkerPool(Path(tmp)) as pool,
+    ):
+        yield ScenarioContext(config, scenario, Path(tmp), pool)
+
+
+def run_scenario(config: BenchConfig, scenario: Scenario) -> BenchRow:
+    """Run one scenario in its own directory and worker pool; never leaves a process behind."""
+    with _scenario_context(config, scenario) as ctx:
+        try:
+            outcome = scenario.run(ctx)
+        except WorkerFailed as exc:
+            return _error_row(scenario, str(exc))
+        except (OSError, ValueError) as exc:
+            return _error_row(scenario, f"{type(exc).__name__}: {exc}")
+    if isinstance(outcome, Unavailable):
+        return _error_row(scenario, outcome.reason, status="unavailable")
+    return summarize(scenario, outcome)
+
+
+def add_ratios(rows: Sequence[BenchRow], scenarios: Sequence[Scenario]) -> list[BenchRow]:
+    """Fill in each row's ratio to its raw-FIFO floor row of the same run."""
+    by_key = {row.key: row for row in rows}
+    floors = {s.key: s.floor_key for s in scenarios}
+    out = []
+    for row in rows:
+        floor_key = floors.get(row.key)
+        floor = by_key.get(floor_key) if floor_key else None
+        if row.p50_us is not None and floor is not None and floor.p50_us:
+            out.append(replace(row, ratio=row.p50_us / floor.p50_us))
+        else:
+            out.append(row)
+    return out
+
+
+def run_bench(
+    config: BenchConfig,
+    scenarios: Sequence[Scenario] | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> BenchReport:
+    """Run the benchmark and return its report.
+
+    Args:
+        config: what to run; `BenchConfig()` (full) or `BenchConfig.quick_run()`.
+        scenarios: the scenarios to choose from (default:
+            `pipemesh.bench.scenarios.default_scenarios`).
+        progress: called with one line per scenario as it starts (the CLI prints them
+            to stderr).
+
+    Returns:
+        Machine facts and one row per scenario, in run order, with ratios filled in.
+
+    Raises:
+        UsageError: `config.only` selects nothing.
+    """
+    started = time.monotonic()
+    if scenarios is None:
+        # The registry imports this module for its types; import it only when needed.
+        from pipemesh.bench.scenarios import default_scenarios  # noqa: PLC0415
+
+        scenarios = default_scenarios(config)
+    pool = list(scenarios)
+    chosen = select_scenarios(config, pool)
+    rows = []
+    for i, scenario in enumerate(chosen, 1):
+        if progress is not None:
+            progress(f"[{i}/{len(chosen)}] {scenario.key}")
+        rows.append(run_scenario(config, scenario))
+    return BenchReport(
+        machine=machine_info(),
+        rows=add_ratios(rows, chosen),
+        duration_s=time.monotonic() - started,
+        quick=config.quick,
+    )

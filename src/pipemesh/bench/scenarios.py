@@ -1,0 +1,257 @@
+"""Scenario definitions: what each benchmark row runs, on the parent side.
+
+For every baseline this module prepares what a scenario needs inside its private
+directory (FIFOs, a socket path, a ``multiprocessing.Pipe`` pair, a ``redis-server`` on
+127.0.0.1 with no persistence) and hands the harness the worker specs to start. The
+endpoints themselves are in `pipemesh.bench.baselines`; process handling, statistics and
+output are in `pipemesh.bench.harness`.
+
+`default_scenarios` is the registry of a run: the baseline rows now; the mesh rows
+(ping-pong full stack, 100 idle agents, fan-in, broadcast, join/leave) are added there as
+more `Scenario` values, e.g. ``[*baseline_scenarios(config), *mesh_scenarios(config)]``.
+A missing pyzmq, redis-py or redis-server gives an `Unavailable` row, never a number.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import multiprocessing
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Final
+
+from pipemesh.bench._proto import PIPE_BUF
+from pipemesh.bench.baselines import (
+    FRAME_HEAD,
+    MP_PIPE,
+    RAW_FIFO,
+    RAW_FIFO_BIG_PIPE,
+    REDIS_PUBSUB,
+    REDIS_TIMEOUT_S,
+    ROLE_CLIENT,
+    ROLE_FAN_IN_RECEIVER,
+    ROLE_FAN_IN_SENDER,
+    ROLE_SERVER,
+    UNIX_SOCKET,
+    ZMQ_DEALER_ROUTER,
+    ZMQ_PAIR,
+)
+from pipemesh.bench.harness import (
+    BenchConfig,
+    Measurement,
+    Scenario,
+    ScenarioContext,
+    Unavailable,
+    WorkerFailed,
+    WorkerSpec,
+    run_fan_in,
+    run_ping_pong,
+)
+
+#: The worker entry point every baseline endpoint runs in.
+WORKER_MODULE: Final = "pipemesh.bench._worker"
+
+_UNAVAILABLE_ZMQ: Final = "pyzmq is not installed (pip install 'pipemesh[bench]')"
+_UNAVAILABLE_REDIS_PY: Final = "redis-py is not installed (pip install 'pipemesh[bench]')"
+_UNAVAILABLE_REDIS_SERVER: Final = (
+    "redis-server is not on PATH (Debian: apt-get install redis-server; or make bench-setup)"
+)
+
+
+def default_scenarios(config: BenchConfig) -> list[Scenario]:
+    """Every scenario of a run, in run order (the registry the harness runs from)."""
+    return baseline_scenarios(config)
+
+
+def baseline_scenarios(config: BenchConfig) -> list[Scenario]:
+    """Every baseline row for `config`: ping-pong per size and transport, then fan-in."""
+    ping_pong: tuple[tuple[str, Callable[[ScenarioContext], Measurement | Unavailable]], ...] = (
+        (RAW_FIFO, partial(_ping_pong_raw_fifo, transport=RAW_FIFO)),
+        (RAW_FIFO_BIG_PIPE, partial(_ping_pong_raw_fifo, transport=RAW_FIFO_BIG_PIPE)),
+        (UNIX_SOCKET, _ping_pong_unix_socket),
+        (MP_PIPE, _ping_pong_mp_pipe),
+        (ZMQ_PAIR, partial(_ping_pong_zmq, transport=ZMQ_PAIR)),
+        (ZMQ_DEALER_ROUTER, partial(_ping_pong_zmq, transport=ZMQ_DEALER_ROUTER)),
+        (REDIS_PUBSUB, _ping_pong_redis),
+    )
+    out = [
+        Scenario("ping-pong", name, plan.size_bytes, run, plan.count, plan.warmup)
+        for plan in config.ping_pong
+        for name, run in ping_pong
+    ]
+    out += [
+        Scenario(
+            f"fan-in-{n}",
+            RAW_FIFO,
+            plan.size_bytes,
+            partial(_fan_in_raw_fifo, n_senders=n),
+            plan.count,
+        )
+        for n in config.fan_in_senders
+        for plan in config.fan_in
+    ]
+    return out
+
+
+def _spec(ctx: ScenarioContext, transport: str, role: str, *args: str) -> WorkerSpec:
+    size = ctx.scenario.size_bytes or 0
+    return WorkerSpec(
+        WORKER_MODULE, ("--transport", transport, "--role", role, "--size", str(size), *args)
+    )
+
+
+def _ping_pong_raw_fifo(ctx: ScenarioContext, *, transport: str) -> Measurement:
+    to_server, to_client = ctx.workdir / "c2s.fifo", ctx.workdir / "s2c.fifo"
+    os.mkfifo(to_server, 0o600)
+    os.mkfifo(to_client, 0o600)
+    addr = ("--addr", str(to_server), "--addr", str(to_client))
+    return run_ping_pong(
+        ctx,
+        server=_spec(ctx, transport, ROLE_SERVER, *addr),
+        client=_spec(ctx, transport, ROLE_CLIENT, *addr),
+    )
+
+
+def _ping_pong_unix_socket(ctx: ScenarioContext) -> Measurement:
+    addr = ("--addr", str(ctx.workdir / "uds.sock"))
+    return run_ping_pong(
+        ctx,
+        server=_spec(ctx, UNIX_SOCKET, ROLE_SERVER, *addr),
+        client=_spec(ctx, UNIX_SOCKET, ROLE_CLIENT, *addr),
+    )
+
+
+def _ping_pong_mp_pipe(ctx: ScenarioContext) -> Measurement:
+    # multiprocessing.Pipe() (duplex) is a socketpair wrapped in Connection objects; each
+    # worker gets one end by fd number and wraps it in a Connection again.
+    server_end, client_end = multiprocessing.Pipe(duplex=True)
+    try:
+        server = _spec(ctx, MP_PIPE, ROLE_SERVER, "--fd", str(server_end.fileno()))
+        client = _spec(ctx, MP_PIPE, ROLE_CLIENT, "--fd", str(client_end.fileno()))
+        return run_ping_pong(
+            ctx,
+            server=WorkerSpec(server.module, server.args, (server_end.fileno(),)),
+            client=WorkerSpec(client.module, client.args, (client_end.fileno(),)),
+        )
+    finally:
+        server_end.close()
+        client_end.close()
+
+
+def _ping_pong_zmq(ctx: ScenarioContext, *, transport: str) -> Measurement | Unavailable:
+    if importlib.util.find_spec("zmq") is None:
+        return Unavailable(_UNAVAILABLE_ZMQ)
+    addr = ("--addr", f"ipc://{ctx.workdir / 'zmq.sock'}")
+    return run_ping_pong(
+        ctx,
+        server=_spec(ctx, transport, ROLE_SERVER, *addr),
+        client=_spec(ctx, transport, ROLE_CLIENT, *addr),
+    )
+
+
+def _ping_pong_redis(ctx: ScenarioContext) -> Measurement | Unavailable:
+    if importlib.util.find_spec("redis") is None:
+        return Unavailable(_UNAVAILABLE_REDIS_PY)
+    port = _start_redis(ctx)
+    if isinstance(port, Unavailable):
+        return port
+    addr = ("--addr", f"127.0.0.1:{port}")
+    return run_ping_pong(
+        ctx,
+        server=_spec(ctx, REDIS_PUBSUB, ROLE_SERVER, *addr),
+        client=_spec(ctx, REDIS_PUBSUB, ROLE_CLIENT, *addr),
+    )
+
+
+def _fan_in_raw_fifo(ctx: ScenarioContext, *, n_senders: int) -> Measurement | Unavailable:
+    size = ctx.scenario.size_bytes or 0
+    if not FRAME_HEAD.size <= size <= PIPE_BUF:
+        # Bigger writes tear with concurrent writers (FIFO-FACTS.md, fact 4): no floor there.
+        return Unavailable(f"fan-in frames must be {FRAME_HEAD.size}..{PIPE_BUF} bytes")
+    fifo = ctx.workdir / "fan-in.fifo"
+    os.mkfifo(fifo, 0o600)
+    per_sender = max(1, ctx.scenario.count // n_senders)
+    addr = ("--addr", str(fifo))
+    receiver = _spec(
+        ctx, RAW_FIFO, ROLE_FAN_IN_RECEIVER, *addr, "--count", str(per_sender * n_senders)
+    )
+    senders = [
+        _spec(
+            ctx,
+            RAW_FIFO,
+            ROLE_FAN_IN_SENDER,
+            *addr,
+            "--count",
+            str(per_sender),
+            "--sender-id",
+            str(i),
+        )
+        for i in range(n_senders)
+    ]
+    return run_fan_in(ctx, receiver=receiver, senders=senders)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _start_redis(ctx: ScenarioContext) -> int | Unavailable:
+    """Start redis-server on a free 127.0.0.1 port (no persistence); return the port."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        return Unavailable(_UNAVAILABLE_REDIS_SERVER)
+    # The free port can be taken between probe and bind; try a few before giving up.
+    tails = []
+    for attempt in range(3):
+        port = _free_port()
+        argv = [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+            str(ctx.workdir),
+            "--loglevel",
+            "warning",
+        ]
+        worker = ctx.pool.spawn_command(f"redis-server-{attempt}", argv)
+        if _wait_redis(worker.proc, port, REDIS_TIMEOUT_S):
+            return port
+        ctx.pool.discard(worker)  # its exit code must not fail the next wait_ready
+        tails.append(f"port {port}: {worker.stderr_tail(200) or 'no output'}")
+    raise WorkerFailed(f"redis-server did not answer PING: {'; '.join(tails)}")
+
+
+def _wait_redis(proc: subprocess.Popen[bytes], port: int, timeout_s: float) -> bool:
+    """Poll until redis answers PING, it exits, or the timeout passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(64).startswith(b"+PONG"):
+                    return True
+        except OSError:
+            pass  # not listening yet
+        try:
+            proc.wait(timeout=0.02)
+        except subprocess.TimeoutExpired:
+            continue
+    return False
