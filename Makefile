@@ -19,8 +19,8 @@ demo: setup
 	$(VENV)/bin/pipemesh demo
 
 lint: setup
-	$(VENV)/bin/ruff format --check src tests bench
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests
 
 typecheck: setup
 	$(VENV)/bin/mypy src tests/typing
