@@ -464,6 +464,8 @@ class AgentBase(MeshClient):
         heartbeat_s: seconds between heartbeats on the private pipe.
         log_messages: write the mesh logs.
         registry_lock_timeout_s: how long to wait for the registry lock.
+        partial_timeout_s: parts of a large message that stop coming for this
+            long (their sender died or gave up) are dropped and reported.
 
     Raises:
         NameTaken: a live agent already holds ``agent_name``.
@@ -485,6 +487,7 @@ class AgentBase(MeshClient):
         heartbeat_s: float = 5.0,
         log_messages: bool = True,
         registry_lock_timeout_s: float = 5.0,
+        partial_timeout_s: float = 30.0,
     ) -> None:
         super().__init__(
             agent_name,
@@ -526,6 +529,7 @@ class AgentBase(MeshClient):
             max_body_bytes=max_body_bytes,
             max_frame_body_bytes=self.transport.max_frame_bytes,
             max_queue=max_queue,
+            partial_timeout_s=partial_timeout_s,
             name=f"pipemesh-router-{agent_name}",
             on_exit=self._stopped.set,  # run_forever returns, so `with` closes the agent
         )
