@@ -273,12 +273,12 @@ def test_join_and_leave_seen_without_registry_reads(mesh_home: Path) -> None:
             return original()  # type: ignore[return-value]
 
         w.registry.read = counting_read  # type: ignore[method-assign]
-        newcomer = AgentBase("newcomer")
+        newcomer = AgentBase("newcomer", "scout")
         wait_for(lambda: "newcomer" in w.peers())
-        assert reads == 1  # one refresh, triggered by the join frame
+        assert w.peers()["newcomer"].role == "scout"
         for _ in range(20):
             w.send_message("newcomer", "hi")
-        assert reads == 1  # sends never read the registry
+        assert reads == 0  # the join frame carried the record; sends never read the registry
         newcomer.close()
         wait_for(lambda: "newcomer" not in w.peers())
 
