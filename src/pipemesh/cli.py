@@ -8,6 +8,7 @@ diagnostics as ``error: <message>``. Exit codes: 0 ok, 1 runtime error,
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import signal
@@ -277,6 +278,7 @@ def listen(state: _State, name: str, role: str, count: int, timeout_s: float) ->
             click.echo(json.dumps({**_msg_json(msg), "latency_us": round(latency_us, 1)}))
         else:
             click.echo(_format_message(msg, latency_us))
+        sys.stdout.flush()
         seen += 1
         if count and seen >= count:
             agent.close()
@@ -300,13 +302,8 @@ def _msg_json(msg: Message) -> dict[str, object]:
     }
 
 
-def _follow(path: Path, *, lines: int, follow: bool, timeout_s: float) -> Iterator[dict[str, Any]]:
-    """The last ``lines`` records of ``path``, then new ones as they are appended."""
-    recent = list(read_records(path))[-lines:] if lines else []
-    yield from recent
-    if not follow:
-        return
-    offset = path.stat().st_size if path.exists() else 0
+def _follow(path: Path, *, offset: int, timeout_s: float) -> Iterator[dict[str, Any]]:
+    """Records appended to ``path`` after byte ``offset``, as they come."""
     deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
     partial = b""
     while deadline is None or time.monotonic() < deadline:
@@ -358,10 +355,18 @@ def _format_record(rec: dict[str, Any]) -> str:
 def tail(state: _State, lines: int, no_follow: bool, all_events: bool, timeout_s: float) -> None:
     """Follow the mesh traffic (each message once, as sent), readably."""
     path = state.home().logs_dir / COMM_LOG
-    for rec in _follow(path, lines=lines, follow=not no_follow, timeout_s=timeout_s):
+    offset = path.stat().st_size if path.exists() else 0
+    recent = list(read_records(path)) if lines else []
+    shown = [r for r in recent if all_events or r.get("event") == "frame_sent"][-lines:]
+    records: Iterator[dict[str, Any]] = iter(shown)
+    if not no_follow:
+        click.echo(f"following {path}; Ctrl-C to stop", err=True)
+        records = itertools.chain(shown, _follow(path, offset=offset, timeout_s=timeout_s))
+    for rec in records:
         if not all_events and rec.get("event") != "frame_sent":
             continue
         click.echo(json.dumps(rec) if state.as_json else _format_record(rec))
+        sys.stdout.flush()  # a follower is usually piped into another program
 
 
 @cli.command()
