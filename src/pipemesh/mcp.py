@@ -6,7 +6,7 @@ Gemini CLI, Codex) keeps it running. What arrives goes to a persisted inbox
 restart of the server and the hooks (:mod:`pipemesh.hooks`) can hand them to the
 model at turn boundaries.
 
-Five tools, kept small on purpose (the whole listing is about 600 tokens, see
+Five tools, kept small on purpose (the whole listing is about 320 tokens, see
 ``docs/agents.md``): ``send``, ``broadcast``, ``inbox`` (optionally waiting up to N
 seconds; it wakes the moment a message arrives, with no poll interval), ``reply``
 and ``agents``. Mesh errors come back as tool errors with the error's sentence;
@@ -40,9 +40,11 @@ from pipemesh.wire import Message, is_valid_name
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
 
-__all__ = ["MAX_WAIT_S", "McpAgent", "build_server", "mcp_command"]
+__all__ = ["MAX_MCP_BODY_BYTES", "MAX_WAIT_S", "McpAgent", "build_server", "mcp_command"]
 
 MAX_WAIT_S: Final = 600.0
+# A model reads and writes text: 1 MiB is plenty, and keeps tool results sane.
+MAX_MCP_BODY_BYTES: Final = 1024 * 1024
 T = TypeVar("T")
 
 INSTRUCTIONS: Final = (
@@ -62,6 +64,7 @@ class McpAgent(AgentBase):
         home: mesh home directory.
         heartbeat_s: seconds between heartbeats on the private pipe.
         send_timeout_s: how long a send waits on a full pipe.
+        max_body_bytes: largest message body sent or received.
     """
 
     def __init__(
@@ -72,13 +75,19 @@ class McpAgent(AgentBase):
         *,
         heartbeat_s: float = 5.0,
         send_timeout_s: float = 10.0,
+        max_body_bytes: int = MAX_MCP_BODY_BYTES,
     ) -> None:
         self._arrived = threading.Condition()
         self._arrivals = 0
         # The inbox exists before the router starts, so no message finds it missing.
         self.inbox_file = InboxFile.open(MeshHome.open(home).root, agent_name)
         super().__init__(
-            agent_name, role, home, heartbeat_s=heartbeat_s, send_timeout_s=send_timeout_s
+            agent_name,
+            role,
+            home,
+            heartbeat_s=heartbeat_s,
+            send_timeout_s=send_timeout_s,
+            max_body_bytes=max_body_bytes,
         )
 
     def on_message_received(self, msg: Message) -> None:
@@ -245,8 +254,15 @@ def _exit_on_sigterm() -> None:
 @click.command("mcp")
 @click.option("--name", required=True, help="Agent name on the mesh.")
 @click.option("--role", default="mcp", show_default=True, help="Role shown in the registry.")
+@click.option(
+    "--max-body-bytes",
+    type=click.IntRange(1),
+    default=MAX_MCP_BODY_BYTES,
+    show_default=True,
+    help="Largest message body sent or received.",
+)
 @click.pass_context
-def mcp_command(ctx: click.Context, name: str, role: str) -> None:
+def mcp_command(ctx: click.Context, name: str, role: str, max_body_bytes: int) -> None:
     """Run a stdio MCP server that joins the mesh as NAME (for Claude Code, Gemini, Codex)."""
     if not is_valid_name(name):
         raise click.UsageError(f"agent name {name!r} is not valid")
@@ -258,7 +274,7 @@ def mcp_command(ctx: click.Context, name: str, role: str) -> None:
             "the MCP SDK is not installed; run: pip install 'pipemesh[mcp]'"
         ) from None
     _exit_on_sigterm()
-    agent = McpAgent(name, role, home, heartbeat_s=5.0)
+    agent = McpAgent(name, role, home, max_body_bytes=max_body_bytes)
     try:
         build_server(agent).run("stdio")
     finally:
