@@ -185,3 +185,22 @@ class TestCodexHooks:
         got = json.loads(_hook(mesh_home, *args, data=CODEX_PROMPT).stdout)
         assert got["hookSpecificOutput"]["hookEventName"] == "UserPromptSubmit"
         assert "run the tests" in got["hookSpecificOutput"]["additionalContext"]
+
+
+def test_setup_write_keeps_a_backup_and_shows_a_diff(mesh_home: Path, tmp_path: Path) -> None:
+    """`setup codex --write` shows a diff, keeps a backup, and is a no-op the second time."""
+    project = tmp_path / "proj"
+    (project / ".codex").mkdir(parents=True)
+    config = project / ".codex" / "config.toml"
+    config.write_text('model = "gpt-5"\n')
+    args = ("--home", str(mesh_home), "setup", "codex", "--name", "cx", "--dir", str(project))
+    out = run_cli(*args, "--write")
+    assert out.returncode == 0, out.stderr
+    assert "+[mcp_servers.pipemesh]" in out.stdout
+    assert config.read_text().startswith('model = "gpt-5"\n')
+    backups = list((project / ".codex").glob("config.toml.bak-*"))
+    assert [b.read_text() for b in backups] == ['model = "gpt-5"\n']
+    hooks = json.loads((project / ".codex" / "hooks.json").read_text())
+    assert set(hooks["hooks"]) == {"Stop", "UserPromptSubmit", "PostToolUse"}
+    again = run_cli(*args, "--write")
+    assert "already set up, left as is" in again.stdout
