@@ -463,3 +463,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         click.echo(f"error: {exc}", err=True)
         return 2
     return 0
+
+
+# -- commands defined in their own modules (kept at the end so merges stay trivial) --
+from pipemesh.agents.cli import run_group  # noqa: E402
+from pipemesh.hooks import hook_group  # noqa: E402
+from pipemesh.mcp import mcp_command  # noqa: E402
+from pipemesh.setup_clients import setup_command  # noqa: E402
+
+cli.add_command(mcp_command)
+cli.add_command(hook_group)
+cli.add_command(run_group)
+cli.add_command(setup_command)
