@@ -23,7 +23,13 @@ import click
 
 from pipemesh.errors import MeshError, UsageError
 from pipemesh.home import MeshHome
-from pipemesh.observe import COMM_LOG, LATENCY_LOG, latency_summary, read_records
+from pipemesh.observe import (
+    COMM_LOG,
+    LATENCY_LOG,
+    LogTail,
+    latency_summary,
+    read_log,
+)
 from pipemesh.registry import Registry
 from pipemesh.runtime.agent import AgentBase, MeshClient
 from pipemesh.wire import Message, is_valid_name
@@ -302,36 +308,17 @@ def _msg_json(msg: Message) -> dict[str, object]:
 
 def _follow(path: Path, *, lines: int, follow: bool, timeout_s: float) -> Iterator[dict[str, Any]]:
     """The last ``lines`` records of ``path``, then new ones as they are appended."""
-    recent = list(read_records(path))[-lines:] if lines else []
-    yield from recent
-    if not follow:
-        return
-    offset = path.stat().st_size if path.exists() else 0
-    deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
-    partial = b""
-    while deadline is None or time.monotonic() < deadline:
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            size = 0
-        if size < offset:
-            offset = 0  # rotated or truncated
-        if size > offset:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                data = f.read(size - offset)
-            offset = size
-            partial += data
-            *complete, partial = partial.split(b"\n")
-            for line in complete:
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(rec, dict):
-                    yield rec
-        else:
-            time.sleep(0.1)
+    with LogTail(path) as tail:  # one reader: nothing slips between the past and the new
+        recent = tail.poll()
+        yield from recent[-lines:] if lines else []
+        if not follow:
+            return
+        deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
+        while deadline is None or time.monotonic() < deadline:
+            records = tail.poll()  # follows rotation (rename) by inode, and truncation
+            yield from records
+            if not records:
+                time.sleep(0.1)
 
 
 def _format_record(rec: dict[str, Any]) -> str:
@@ -365,10 +352,28 @@ def tail(state: _State, lines: int, no_follow: bool, all_events: bool, timeout_s
 
 
 @cli.command()
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also draw latency and messages/s per agent to FILE.png.",
+)
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the same charts as a self-contained FILE.html.",
+)
 @pass_state
-def stats(state: _State) -> None:
+def stats(state: _State, plot_path: Path | None, html_path: Path | None) -> None:
     """Latency p50/p90/p99/max per receiving agent, from mesh_latency.log."""
-    rows = latency_summary(read_records(state.home().logs_dir / LATENCY_LOG))
+    if plot_path or html_path:
+        from pipemesh.plots import write_charts  # noqa: PLC0415 - matplotlib is an extra
+
+        write_charts(state.home().logs_dir / LATENCY_LOG, png=plot_path, html_out=html_path)
+    rows = latency_summary(read_log(state.home().logs_dir / LATENCY_LOG))
     if state.as_json:
         _print_json([dataclasses.asdict(r) for r in rows])
         return
