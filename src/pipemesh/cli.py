@@ -463,3 +463,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         click.echo(f"error: {exc}", err=True)
         return 2
     return 0
+
+
+# Commands defined in their own modules (kept at the end so merges stay trivial).
+from pipemesh.history import history as _history  # noqa: E402 - registered after the group
+from pipemesh.monitor import monitor as _monitor  # noqa: E402 - registered after the group
+
+cli.add_command(_history)
+cli.add_command(_monitor)
