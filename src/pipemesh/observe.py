@@ -380,6 +380,12 @@ class LogTail:
         self._ino = -1
         self._partial = b""
         self._open_current(seek_end=from_end)
+        # With no file yet, rotated files that exist now are old; any later ones are new.
+        self._before: set[int] = set()
+        if self._file is None:
+            for file in log_files(self.path):
+                with contextlib.suppress(FileNotFoundError):
+                    self._before.add(os.stat(file).st_ino)
 
     def _open_current(self, *, seek_end: bool = False) -> None:
         try:
@@ -429,13 +435,16 @@ class LogTail:
         newer: list[Path] = []
         for file in reversed(log_files(self.path)[:-1]):  # x.log.1, x.log.2, ...
             try:
-                if os.stat(file).st_ino == old_ino:
-                    break
+                file_ino = os.stat(file).st_ino
             except FileNotFoundError:
                 continue
+            if file_ino == old_ino or file_ino in self._before:
+                break
             newer.append(file)
         else:
-            newer = []  # ours is gone or unknown: do not guess
+            if old_ino != -1:
+                newer = []  # ours is gone (dropped past keep_files): do not guess
+        self._before = set()
         for file in reversed(newer):
             out += list(read_records(file))
         self._open_current()
