@@ -167,7 +167,8 @@ class MonitorApp(App[None]):
         ):
             table = self.query_one(table_id, DataTable)
             for key, label in columns:
-                table.add_column(label, key=key)
+                # Fixed width where values change length after the first row.
+                table.add_column(label, key=key, width=8 if key == "status" else None)
         self.refresh_view()
         self.query_one("#traffic", DataTable).focus()
         self.set_interval(self.refresh_s, self.refresh_view)
@@ -183,9 +184,12 @@ class MonitorApp(App[None]):
         self._update_agents()
         traffic = self.query_one("#traffic", DataTable)
         if not self.paused:
-            for rec in msgs:
-                if self.filter.matches(rec):
-                    self._add_traffic_row(traffic, rec)
+            visible = [rec for rec in msgs if self.filter.matches(rec)]
+            for rec in visible:
+                self._add_traffic_row(traffic, rec)
+            if visible:
+                # Each process appends its own batches: keep the feed in send order.
+                traffic.sort("time")
             for msg_id in latencies:
                 if msg_id in traffic.rows:
                     lat = self.view.latency_by_id[msg_id]
@@ -263,6 +267,7 @@ class MonitorApp(App[None]):
         for rec in self.view.traffic:
             if self.filter.matches(rec):
                 self._add_traffic_row(table, rec)
+        table.sort("time")
 
     # -- actions --
 
