@@ -24,7 +24,13 @@ import click
 
 from pipemesh.errors import MeshError, UsageError
 from pipemesh.home import MeshHome
-from pipemesh.observe import COMM_LOG, LATENCY_LOG, latency_summary, read_records
+from pipemesh.observe import (
+    COMM_LOG,
+    LATENCY_LOG,
+    LogTail,
+    latency_summary,
+    read_log,
+)
 from pipemesh.registry import Registry
 from pipemesh.runtime.agent import AgentBase, MeshClient
 from pipemesh.wire import Message, is_valid_name
@@ -302,32 +308,13 @@ def _msg_json(msg: Message) -> dict[str, object]:
     }
 
 
-def _follow(path: Path, *, offset: int, timeout_s: float) -> Iterator[dict[str, Any]]:
-    """Records appended to ``path`` after byte ``offset``, as they come."""
+def _follow(tail: LogTail, *, timeout_s: float) -> Iterator[dict[str, Any]]:
+    """Records appended after what ``tail`` already read, as they come (across rotation)."""
     deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
-    partial = b""
     while deadline is None or time.monotonic() < deadline:
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            size = 0
-        if size < offset:
-            offset = 0  # rotated or truncated
-        if size > offset:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                data = f.read(size - offset)
-            offset = size
-            partial += data
-            *complete, partial = partial.split(b"\n")
-            for line in complete:
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(rec, dict):
-                    yield rec
-        else:
+        records = tail.poll()  # follows rotation (rename) by inode, and truncation
+        yield from records
+        if not records:
             time.sleep(0.1)
 
 
@@ -355,25 +342,43 @@ def _format_record(rec: dict[str, Any]) -> str:
 def tail(state: _State, lines: int, no_follow: bool, all_events: bool, timeout_s: float) -> None:
     """Follow the mesh traffic (each message once, as sent), readably."""
     path = state.home().logs_dir / COMM_LOG
-    offset = path.stat().st_size if path.exists() else 0
-    recent = list(read_records(path)) if lines else []
-    shown = [r for r in recent if all_events or r.get("event") == "frame_sent"][-lines:]
-    records: Iterator[dict[str, Any]] = iter(shown)
-    if not no_follow:
-        click.echo(f"following {path}; Ctrl-C to stop", err=True)
-        records = itertools.chain(shown, _follow(path, offset=offset, timeout_s=timeout_s))
-    for rec in records:
-        if not all_events and rec.get("event") != "frame_sent":
-            continue
-        click.echo(json.dumps(rec) if state.as_json else _format_record(rec))
-        sys.stdout.flush()  # a follower is usually piped into another program
+    with LogTail(path) as log_tail:  # one reader: nothing slips between the past and the new
+        recent = log_tail.poll()
+        shown = [r for r in recent if all_events or r.get("event") == "frame_sent"]
+        records: Iterator[dict[str, Any]] = iter(shown[-lines:] if lines else [])
+        if not no_follow:
+            click.echo(f"following {path}; Ctrl-C to stop", err=True)
+            records = itertools.chain(records, _follow(log_tail, timeout_s=timeout_s))
+        for rec in records:
+            if not all_events and rec.get("event") != "frame_sent":
+                continue
+            click.echo(json.dumps(rec) if state.as_json else _format_record(rec))
+            sys.stdout.flush()  # a follower is usually piped into another program
 
 
 @cli.command()
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also draw latency and messages/s per agent to FILE.png.",
+)
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the same charts as a self-contained FILE.html.",
+)
 @pass_state
-def stats(state: _State) -> None:
+def stats(state: _State, plot_path: Path | None, html_path: Path | None) -> None:
     """Latency p50/p90/p99/max per receiving agent, from mesh_latency.log."""
-    rows = latency_summary(read_records(state.home().logs_dir / LATENCY_LOG))
+    if plot_path or html_path:
+        from pipemesh.plots import write_charts  # noqa: PLC0415 - matplotlib is an extra
+
+        write_charts(state.home().logs_dir / LATENCY_LOG, png=plot_path, html_out=html_path)
+    rows = latency_summary(read_log(state.home().logs_dir / LATENCY_LOG))
     if state.as_json:
         _print_json([dataclasses.asdict(r) for r in rows])
         return
@@ -467,11 +472,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # -- commands defined in their own modules (kept at the end so merges stay trivial) --
 from pipemesh.agents.cli import run_group  # noqa: E402
+from pipemesh.history import history as _history  # noqa: E402
 from pipemesh.hooks import hook_group  # noqa: E402
 from pipemesh.mcp import mcp_command  # noqa: E402
+from pipemesh.monitor import monitor as _monitor  # noqa: E402
 from pipemesh.setup_clients import setup_command  # noqa: E402
 
 cli.add_command(mcp_command)
 cli.add_command(hook_group)
 cli.add_command(run_group)
 cli.add_command(setup_command)
+cli.add_command(_history)
+cli.add_command(_monitor)
