@@ -378,9 +378,7 @@ class FrameDecoder:
         pos = self._pos
         if not buf.startswith(HEADER_START, pos):
             start = self._resync_point(pos)
-            if start == pos:
-                if self._eof and pos < len(buf):
-                    raise self._skip(pos, "stream ended inside a frame header")
+            if start == pos:  # empty, or only a possible header start awaiting more bytes
                 return NEED_DATA
             self._pos = start
             raise DecodeError(

@@ -596,3 +596,60 @@ def test_property_mutated_frame_never_crashes(text: str, where: int, junk: bytes
             asm.add(frame, 0.0)
         except DecodeError:
             continue
+
+
+class TestGeneralParser:
+    """Headers not in encode()'s canonical order take the general parser: same rules."""
+
+    HEAD = b"[FROM:a|ID:x|TO:b|TYPE:t|PRIORITY:1|LEN:5]\n"
+
+    def test_reordered_frames_back_to_back(self) -> None:
+        """Two non-canonical frames in one feed both decode."""
+        frame = self.HEAD + b"hello" + b"\n===END_MESSAGE===\n"
+        assert [f.body for f in decode_all(frame * 2)] == [b"hello", b"hello"]
+
+    def test_reordered_part_header(self) -> None:
+        """PART is read by the general parser too."""
+        data = b"[FROM:a|PART:2/3|ID:x|TO:b|TYPE:t|PRIORITY:1|LEN:2]\nhi\n===END_MESSAGE===\n"
+        (frame,) = decode_all(data)
+        assert (frame.part, frame.parts, frame.body) == (2, 3, b"hi")
+
+    def test_reordered_frame_body_incomplete(self) -> None:
+        """NEED_DATA while the body is short; DecodeError if the stream ends there."""
+        dec = FrameDecoder()
+        dec.feed(self.HEAD + b"hel")
+        assert dec.next_frame() is NEED_DATA
+        dec.feed(b"")
+        with pytest.raises(DecodeError, match="stream ended inside a frame body"):
+            dec.next_frame()
+
+    def test_reordered_frame_bad_marker(self) -> None:
+        """A wrong marker after a non-canonical header is a DecodeError."""
+        dec = FrameDecoder()
+        dec.feed(self.HEAD + b"hello\n===END_MESSAGX===\n")
+        with pytest.raises(DecodeError, match="no ===END_MESSAGE==="):
+            dec.next_frame()
+
+    def test_header_cut_by_end_of_stream(self) -> None:
+        """A header start with no header end before EOF is a DecodeError."""
+        dec = FrameDecoder()
+        dec.feed(b"[FROM:a|TO:b|PRI")
+        assert dec.next_frame() is NEED_DATA
+        dec.feed(b"")
+        with pytest.raises(DecodeError, match="stream ended inside a frame header"):
+            dec.next_frame()
+
+    def test_unchecked_large_message_splits_like_checked(self) -> None:
+        """check=False on a multi-part body gives the same frames as check=True."""
+        body = b"q" * 10_000
+        assert encode_message("a", "b", body, msg_id="m", check=False) == encode_message(
+            "a", "b", body, msg_id="m"
+        )
+
+    def test_too_many_parts_is_an_encode_error(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A body needing more parts than MAX_PARTS is refused before anything is written."""
+        from pipemesh import wire
+
+        monkeypatch.setattr(wire, "MAX_PARTS", 2)
+        with pytest.raises(EncodeError, match="needs 3 parts, limit is 2"):
+            encode_message("a", "b", b"z" * 10_000, msg_id="m")
