@@ -209,6 +209,8 @@ def test_unknown_agent_offline_agent_and_bad_input(mesh_home: Path) -> None:
             s.send_message("sender", "x" * 1001)
         with pytest.raises(TypeError):
             s.send_message("sender", b"bytes")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="lone surrogate"):
+            s.send_message("sender", "bad \ud800 text")
         # A registry entry whose process is gone.
         add_entry(s, "dead", 2**22 + 12345)
         os.mkfifo(mesh_home / "pipes" / "dead.public", 0o600)

@@ -205,7 +205,13 @@ class MeshClient:
     ) -> tuple[list[bytes], int]:
         if not isinstance(message, str):
             raise TypeError(f"message must be str, got {type(message).__name__}")
-        body = message.encode("utf-8", "surrogatepass")
+        try:
+            body = message.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"message is not valid text: {exc.reason} at position {exc.start} "
+                "(a lone surrogate cannot be sent as UTF-8)"
+            ) from None
         if len(body) > self.max_body_bytes:
             raise MessageTooLarge(
                 f"body is {len(body)} bytes, limit is {self.max_body_bytes} "
