@@ -596,3 +596,26 @@ def test_property_mutated_frame_never_crashes(text: str, where: int, junk: bytes
             asm.add(frame, 0.0)
         except DecodeError:
             continue
+
+
+def test_frames_split_at_every_offset() -> None:
+    """Two frames (one in parts) fed as two pieces split at every offset decode the same."""
+    data = b"".join(
+        encode_message("a", "b", "héllo ===END_MESSAGE=== x".encode() * 3, msg_id="m1", ack=True)
+        + encode_message("a", "b", b"y" * 5000, msg_id="m2", reply_to="m1")
+    )
+    whole = messages_of([data])
+    assert [m.id for m in whole] == ["m1", "m2"]
+    assert whole[0].ack
+    assert not whole[1].ack
+    for cut in range(len(data) + 1):
+        dec = FrameDecoder(max_frame_body_bytes=PIPE_BUF)
+        asm = Reassembler()
+        got = []
+        for piece in (data[:cut], data[cut:]):
+            dec.feed(piece)
+            while not isinstance(frame := dec.next_frame(), NeedData):
+                msg = asm.add(frame, 0.0)
+                if msg is not None:
+                    got.append(msg)
+        assert got == whole, cut
