@@ -44,8 +44,8 @@ from pipemesh.registry import pid_alive
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_MESSAGES", "Spool", "SpoolEntry"]
 
-DEFAULT_MAX_MESSAGES: Final = 100_000
-DEFAULT_MAX_BYTES: Final = 256 * 1024 * 1024
+DEFAULT_MAX_MESSAGES: Final = 10_000
+DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
 SUFFIX: Final = ".msg"
 TMP_PREFIX: Final = ".tmp-"
 _SCAN_TTL_S: Final = 0.25
