@@ -15,6 +15,7 @@ Quick start::
 from __future__ import annotations
 
 from pipemesh.errors import (
+    AckTimeout,
     AgentOffline,
     DecodeError,
     DeliveryError,
@@ -28,6 +29,8 @@ from pipemesh.errors import (
     RegistryLockTimeout,
     ReplyTimeout,
     SendTimeout,
+    SpoolError,
+    SpoolFull,
     TransportClosed,
     TransportError,
     UnknownAgent,
@@ -36,12 +39,13 @@ from pipemesh.errors import (
 )
 from pipemesh.home import MeshHome
 from pipemesh.registry import AgentRecord, Registry
-from pipemesh.runtime import AgentBase, BroadcastResult, Delivery, MeshClient
+from pipemesh.runtime import AgentBase, BroadcastResult, Delivery, MeshClient, SendResult
 from pipemesh.wire import Message, Priority
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AckTimeout",
     "AgentBase",
     "AgentOffline",
     "AgentRecord",
@@ -63,7 +67,10 @@ __all__ = [
     "RegistryError",
     "RegistryLockTimeout",
     "ReplyTimeout",
+    "SendResult",
     "SendTimeout",
+    "SpoolError",
+    "SpoolFull",
     "TransportClosed",
     "TransportError",
     "UnknownAgent",

@@ -20,6 +20,9 @@ MeshError
 │   ├── AgentOffline       registered, but nobody reads its pipe
 │   ├── SendTimeout        the pipe stayed full past the timeout
 │   ├── ReplyTimeout       ask() got no reply in time
+│   ├── AckTimeout         send(ack=True) got no acknowledgement in time
+│   ├── SpoolError         a message for an offline agent could not be queued
+│   │   └── SpoolFull      its spool is at its message/byte limit, or the disk is full
 │   └── MessageTooLarge
 └── UsageError             bad CLI input or configuration (CLI exit code 2)
 ```
@@ -30,6 +33,7 @@ This module must not import anything from the rest of the package.
 from __future__ import annotations
 
 __all__ = [
+    "AckTimeout",
     "AgentOffline",
     "DecodeError",
     "DeliveryError",
@@ -43,6 +47,8 @@ __all__ = [
     "RegistryLockTimeout",
     "ReplyTimeout",
     "SendTimeout",
+    "SpoolError",
+    "SpoolFull",
     "TransportClosed",
     "TransportError",
     "UnknownAgent",
@@ -141,6 +147,25 @@ class SendTimeout(DeliveryError):
 
 class ReplyTimeout(DeliveryError):
     """ask() sent the question, but no reply came back in time."""
+
+
+class AckTimeout(DeliveryError):
+    """send(ack=True) wrote the message, but no acknowledgement came back in time.
+
+    The message may or may not have been handled: retry with the same
+    ``message_id`` (receivers drop duplicates) to get it handled once.
+    """
+
+
+class SpoolError(DeliveryError):
+    """A message for an offline durable agent could not be queued in its spool.
+
+    Nothing was half-written: the spool holds whole messages only.
+    """
+
+
+class SpoolFull(SpoolError):
+    """The agent's spool is at its message or byte limit, or the disk is full."""
 
 
 class MessageTooLarge(DeliveryError):

@@ -7,6 +7,7 @@ Layout::
     <home>/pipes/<name>.public        each agent's inbox FIFO
     <home>/pipes/<name>.private       each agent's heartbeat/status FIFO
     <home>/logs/mesh_*.log            JSON Lines logs (see observe.py)
+    <home>/spool/<name>/*.msg         messages queued for durable agents (see spool.py)
 
 The home is found from, in order: an explicit argument (``--home``),
 ``$PIPEMESH_HOME``, ``$XDG_RUNTIME_DIR/pipemesh``, or ``<tmp>/pipemesh-<uid>``.
@@ -80,7 +81,7 @@ class MeshHome:
         root = Path(home).expanduser() if home is not None else default_home()
         root = root.absolute()
         made = cls(root)
-        for path in (root, made.pipes_dir, made.logs_dir):
+        for path in (root, made.pipes_dir, made.logs_dir, made.spool_dir):
             _secure_dir(path)
         return made
 
@@ -103,6 +104,11 @@ class MeshHome:
     def logs_dir(self) -> Path:
         """Directory of the three mesh logs."""
         return self.root / "logs"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Directory of the durable agents' spools."""
+        return self.root / "spool"
 
     def public_pipe(self, name: str) -> Path:
         """Path of ``name``'s inbox FIFO."""

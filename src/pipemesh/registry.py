@@ -14,6 +14,10 @@ write a temporary file, then ``os.replace`` it over the registry: readers never
 lock and always see a whole file, old or new, and a writer killed at any point
 leaves a valid registry (the kernel drops its flock with its fds).
 
+A *durable* agent (``"durable": true``) keeps its entry when it stops: the
+entry reads ``inactive`` and senders queue messages for it in its spool (see
+:mod:`pipemesh.spool`); :meth:`Registry.gc` leaves such entries alone.
+
 Liveness is read, not stored: an entry whose pid is gone (or is a zombie, or
 was reused by a newer process, checked with the start time from /proc) reads
 as ``inactive``.
@@ -108,6 +112,7 @@ class AgentRecord:
     private_pipe: str
     status: str = ACTIVE
     pid_start: int = 0
+    durable: bool = False
 
     @property
     def is_active(self) -> bool:
@@ -145,6 +150,7 @@ class AgentRecord:
                 private_pipe=str(data.get("private_pipe", "")),
                 status=str(data.get("status", ACTIVE)),
                 pid_start=int(data.get("pid_start", 0)),
+                durable=data.get("durable", False) is True,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"entry {name} is malformed: {exc}") from None
@@ -278,10 +284,28 @@ class Registry:
             del records[name]
             return True
 
-    def gc(self) -> list[AgentRecord]:
-        """Remove every inactive entry and return the removed records."""
+    def mark_stopped(self, name: str, pid: int) -> bool:
+        """Keep ``name``'s entry as ``inactive`` (a durable agent's clean stop)."""
         with self.transaction() as records:
-            dead = [rec for rec in records.values() if not rec.with_liveness().is_active]
+            rec = records.get(name)
+            if rec is None or rec.pid != pid:
+                return False
+            records[name] = replace(rec, status=INACTIVE)
+            return True
+
+    def gc(self, *, keep_durable: bool = True) -> list[AgentRecord]:
+        """Remove inactive entries and return the removed records.
+
+        Args:
+            keep_durable: leave inactive durable entries (their spools still
+                take messages for them).
+        """
+        with self.transaction() as records:
+            dead = [
+                rec
+                for rec in records.values()
+                if not rec.with_liveness().is_active and not (keep_durable and rec.durable)
+            ]
             for rec in dead:
                 del records[rec.name]
         return dead

@@ -10,6 +10,8 @@ The frame is the seed's readable text frame, with a few extra header fields::
   marker line included; the marker after the body becomes a check.
 * ``TS`` is the sender's wall clock in nanoseconds (for latency).
 * ``RE`` (optional) is the ID of the message this one answers.
+* ``ACK:1`` (optional) asks the receiver for a ``mesh.ack`` control frame
+  (``RE`` = this ID) once its handler has taken the message.
 * ``PART`` (optional, ``i/n``) marks one part of a message split into parts.
   A FIFO write is atomic only up to PIPE_BUF (4096 B), so the FIFO transport
   writes every message as parts of at most PIPE_BUF bytes each; parts from many
@@ -88,7 +90,8 @@ _N = rb"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"
 _FAST_HEADER: Final = re.compile(
     rb"\[FROM:(" + _N + rb")\|TO:((?:" + _N + rb")?)\|PRIORITY:([0-3])"
     rb"\|TYPE:([A-Za-z][A-Za-z0-9_.\-]{0,31})\|ID:(" + _N + rb")\|LEN:([0-9]{1,10})"
-    rb"\|TS:([0-9]{1,19})(?:\|RE:(" + _N + rb"))?(?:\|PART:([0-9]{1,7})/([0-9]{1,7}))?\]\n"
+    rb"\|TS:([0-9]{1,19})(?:\|RE:(" + _N + rb"))?(\|ACK:1)?"
+    rb"(?:\|PART:([0-9]{1,7})/([0-9]{1,7}))?\]\n"
 )
 
 
@@ -168,6 +171,7 @@ class Frame:
     reply_to: str = ""
     part: int = 1
     parts: int = 1
+    ack: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +187,7 @@ class Message:
         body: the message text, exactly as sent.
         sent_ns: sender's ``time.time_ns()`` when it sent the message.
         reply_to: ID of the message this one answers, or empty.
+        ack: the sender waits for a ``mesh.ack`` (the runtime sends it).
     """
 
     sender: str
@@ -193,6 +198,7 @@ class Message:
     body: str
     sent_ns: int = 0
     reply_to: str = ""
+    ack: bool = False
 
     @property
     def is_broadcast(self) -> bool:
@@ -228,6 +234,8 @@ def _header(frame: Frame, body_len: int, part: int, parts: int) -> bytes:
     )
     if frame.reply_to:
         text += f"|RE:{frame.reply_to}"
+    if frame.ack:
+        text += "|ACK:1"
     if parts != 1:
         text += f"|PART:{part}/{parts}"
     return (text + "]\n").encode("ascii")
@@ -255,6 +263,7 @@ def encode_message(
     reply_to: str = "",
     max_frame_bytes: int = PIPE_BUF,
     check: bool = True,
+    ack: bool = False,
 ) -> list[bytes]:
     """Encode a message as one or more frames, each at most ``max_frame_bytes`` long.
 
@@ -264,6 +273,7 @@ def encode_message(
     Args:
         check: validate every header field (pass False only when the caller
             already validated them, as the runtime does once per peer name).
+        ack: ask the receiver for an acknowledgement (``ACK:1``).
 
     Raises:
         EncodeError: a header field is invalid, or ``max_frame_bytes`` leaves no
@@ -273,12 +283,14 @@ def encode_message(
         # Hot path: names, type and ids were validated by the caller, so the
         # header is at most ~330 bytes and the message fits one frame.
         re_field = f"|RE:{reply_to}" if reply_to else ""
+        if ack:
+            re_field += "|ACK:1"
         head = (
             f"[FROM:{sender}|TO:{to}|PRIORITY:{priority}|TYPE:{msg_type}"
             f"|ID:{msg_id}|LEN:{len(body)}|TS:{sent_ns}{re_field}]\n"
         )
         return [b"".join((head.encode("ascii"), body, TRAILER))]
-    proto = Frame(sender, to, priority, msg_type, msg_id, b"", sent_ns, reply_to)
+    proto = Frame(sender, to, priority, msg_type, msg_id, b"", sent_ns, reply_to, ack=ack)
     if check:
         _check_frame(proto)
     single = _header(proto, len(body), 1, 1)
@@ -415,12 +427,14 @@ class FrameDecoder:
             buf.clear()
             self._offset += frame_end
             self._pos = 0
-        sender, to, priority, msg_type, msg_id, _, sent_ns, reply_to, part, parts = header
-        return Frame(sender, to, priority, msg_type, msg_id, body, sent_ns, reply_to, part, parts)
+        sender, to, priority, msg_type, msg_id, _, sent_ns, reply_to, part, parts, ack = header
+        return Frame(
+            sender, to, priority, msg_type, msg_id, body, sent_ns, reply_to, part, parts, ack
+        )
 
     def _fast_frame(self, m: re.Match[bytes]) -> Frame | NeedData:
         """A canonical header matched in one regex; values still get their semantic checks."""
-        sender_b, to_b, prio_b, type_b, id_b, len_b, ts_b, re_b, part_b, parts_b = m.groups()
+        sender_b, to_b, prio_b, type_b, id_b, len_b, ts_b, re_b, ack_b, part_b, parts_b = m.groups()
         pos = self._pos
         length = int(len_b)
         if b".." in sender_b or b".." in to_b or length > self._max_body:
@@ -462,9 +476,12 @@ class FrameDecoder:
             re_b.decode() if re_b is not None else "",
             part,
             parts,
+            ack_b is not None,
         )
 
-    def _parse_header(self, raw: bytes) -> tuple[str, str, int, str, str, int, int, str, int, int]:
+    def _parse_header(
+        self, raw: bytes
+    ) -> tuple[str, str, int, str, str, int, int, str, int, int, bool]:
         try:
             text = raw.decode("ascii")
         except UnicodeDecodeError:
@@ -505,7 +522,8 @@ class FrameDecoder:
             parts = _small_int(b, "PART", MAX_PARTS) if sep else 0
             if not 1 <= part <= parts:
                 raise DecodeError(f"PART {fields['PART'][:20]!r} is not i/n with 1 <= i <= n")
-        return sender, to, priority, msg_type, msg_id, length, sent_ns, reply_to, part, parts
+        ack = fields.get("ACK", "") == "1"
+        return sender, to, priority, msg_type, msg_id, length, sent_ns, reply_to, part, parts, ack
 
 
 def _small_int(text: str, key: str, limit: int) -> int:
@@ -660,4 +678,5 @@ def _to_message(frame: Frame, body: bytes, max_body_bytes: int) -> Message:
         text,
         frame.sent_ns,
         frame.reply_to,
+        frame.ack,
     )

@@ -142,15 +142,13 @@ class TestEncode:
         with pytest.raises(EncodeError, match="no room"):
             encode_message("a", "b", b"x" * 1000, msg_id="m", max_frame_bytes=60)
 
-    def test_encode_message_unchecked_matches_checked(self) -> None:
+    @pytest.mark.parametrize("ack", [False, True])
+    def test_encode_message_unchecked_matches_checked(self, ack: bool) -> None:
         """The hot-path encoder writes the same bytes as the checked one."""
         kw = {"msg_id": "m-1", "priority": 2, "msg_type": "q", "sent_ns": 7, "reply_to": "r-1"}
-        assert encode_message("a", "b", b"hi", check=False, **kw) == encode_message(  # type: ignore[arg-type]
-            "a",
-            "b",
-            b"hi",
-            **kw,  # type: ignore[arg-type]
-        )
+        fast = encode_message("a", "b", b"hi", check=False, ack=ack, **kw)  # type: ignore[arg-type]
+        assert fast == encode_message("a", "b", b"hi", ack=ack, **kw)  # type: ignore[arg-type]
+        assert (b"|ACK:1]" in fast[0]) is ack
 
     def test_priority_enum_values_match_seed(self) -> None:
         """0 low, 1 normal, 2 urgent, 3 critical."""
@@ -653,3 +651,26 @@ class TestGeneralParser:
         monkeypatch.setattr(wire, "MAX_PARTS", 2)
         with pytest.raises(EncodeError, match="needs 3 parts, limit is 2"):
             encode_message("a", "b", b"z" * 10_000, msg_id="m")
+
+
+def test_frames_split_at_every_offset() -> None:
+    """Two frames (one in parts) fed as two pieces split at every offset decode the same."""
+    data = b"".join(
+        encode_message("a", "b", "héllo ===END_MESSAGE=== x".encode() * 3, msg_id="m1", ack=True)
+        + encode_message("a", "b", b"y" * 5000, msg_id="m2", reply_to="m1")
+    )
+    whole = messages_of([data])
+    assert [m.id for m in whole] == ["m1", "m2"]
+    assert whole[0].ack
+    assert not whole[1].ack
+    for cut in range(len(data) + 1):
+        dec = FrameDecoder(max_frame_body_bytes=PIPE_BUF)
+        asm = Reassembler()
+        got = []
+        for piece in (data[:cut], data[cut:]):
+            dec.feed(piece)
+            while not isinstance(frame := dec.next_frame(), NeedData):
+                msg = asm.add(frame, 0.0)
+                if msg is not None:
+                    got.append(msg)
+        assert got == whole, cut

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from pipemesh.runtime.agent import AgentBase, BroadcastResult, Delivery, MeshClient
+from pipemesh.runtime.agent import AgentBase, BroadcastResult, Delivery, MeshClient, SendResult
 
-__all__ = ["AgentBase", "BroadcastResult", "Delivery", "MeshClient"]
+__all__ = ["AgentBase", "BroadcastResult", "Delivery", "MeshClient", "SendResult"]

@@ -13,6 +13,19 @@ A send to a name it has not heard of re-reads the registry once before it
 raises ``UnknownAgent``; a crashed peer shows up as ``AgentOffline`` on the
 next send to it.
 
+Durability (see docs/delivery.md): an agent started with ``durable=True``
+marks its registry entry durable and keeps it (``inactive``) when it stops.
+A send to such an agent while nobody reads its pipe goes to its spool and
+reports :attr:`Delivery.QUEUED`; the agent drains its spool into its router
+when it starts (before it reads its pipe, so each sender's order is kept) and
+whenever a sender that queued something finds it reading (``mesh.spooled``).
+The spool is only touched after a pipe write failed.
+
+Acknowledgements: ``send(..., ack=True)`` marks the frame ``ACK:1`` and waits
+for a ``mesh.ack`` frame (``RE`` = the message ID), which the receiver sends
+once its handler has returned. Receivers drop duplicates by (sender, ID) in a
+bounded window, so a retry with the same ID is handled once.
+
 Threads (all daemon, all joined by ``close()``): router (reads the pipe),
 dispatcher (runs the handler), log writer, heartbeat.
 """
@@ -28,14 +41,17 @@ import secrets
 import threading
 import time
 import traceback
-from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
 from pipemesh.errors import (
+    AckTimeout,
     AgentOffline,
+    DecodeError,
     DeliveryError,
     EncodeError,
     MeshError,
@@ -48,35 +64,59 @@ from pipemesh.errors import (
 )
 from pipemesh.home import MeshHome
 from pipemesh.observe import EventLog
-from pipemesh.registry import AgentRecord, Registry, process_start_time, utc_now_iso
+from pipemesh.registry import INACTIVE, AgentRecord, Registry, process_start_time, utc_now_iso
 from pipemesh.runtime.router import Router
+from pipemesh.spool import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Spool, SpoolEntry
 from pipemesh.transport.base import Inbox, Outbox, Transport
 from pipemesh.transport.fifo import FifoTransport, StatusPipe
 from pipemesh.wire import (
     MAX_BODY_BYTES,
+    FrameDecoder,
     Message,
+    NeedData,
+    Reassembler,
     encode_message,
     is_valid_id,
     validate_name,
     validate_type,
 )
 
-__all__ = ["AgentBase", "BroadcastResult", "Delivery", "MeshClient"]
+__all__ = ["AgentBase", "BroadcastResult", "Delivery", "MeshClient", "SendResult"]
 
 _PRIORITIES: Final = frozenset((0, 1, 2, 3))
 CONTROL_PREFIX: Final = "mesh."
 JOIN: Final = "mesh.join"
 LEAVE: Final = "mesh.leave"
 WAKE: Final = "mesh.wake"
+ACK: Final = "mesh.ack"
+SPOOLED: Final = "mesh.spooled"
 
 
 class Delivery(enum.StrEnum):
     """What happened to one recipient of a message."""
 
     DELIVERED = "delivered"
+    """Written whole to the recipient's pipe (with ``ack=True``: handled by it)."""
+    QUEUED = "queued"
+    """The recipient is durable and not reading: the message waits in its spool."""
     OFFLINE = "offline"
     TIMEOUT = "timeout"
     FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """Outcome of :meth:`MeshClient.send`.
+
+    Attributes:
+        id: the message ID.
+        delivery: :attr:`Delivery.DELIVERED` or :attr:`Delivery.QUEUED`.
+        acked: True when the recipient acknowledged it (``ack=True`` sends).
+    """
+
+    id: str
+    delivery: Delivery
+    acked: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +139,18 @@ class BroadcastResult:
         return [n for n, d in self.outcomes.items() if d is Delivery.DELIVERED]
 
     @property
+    def queued(self) -> list[str]:
+        """Durable recipients that were not reading: the message waits in their spool."""
+        return [n for n, d in self.outcomes.items() if d is Delivery.QUEUED]
+
+    @property
     def failed(self) -> list[str]:
-        """Recipients that did not get it."""
-        return [n for n, d in self.outcomes.items() if d is not Delivery.DELIVERED]
+        """Recipients that did not get it and will not (not delivered, not queued)."""
+        return [
+            n
+            for n, d in self.outcomes.items()
+            if d is not Delivery.DELIVERED and d is not Delivery.QUEUED
+        ]
 
 
 class MeshClient:
@@ -117,6 +166,9 @@ class MeshClient:
         send_timeout_s: how long a send waits on a full pipe before SendTimeout.
         max_body_bytes: largest body accepted, in bytes of UTF-8.
         log_messages: write the mesh logs (off for benchmarks of the bare path).
+        spool_max_messages: messages one durable agent's spool may hold.
+        spool_max_bytes: bytes one durable agent's spool may hold.
+        spool_fsync: fsync each queued message (survives a machine crash too).
     """
 
     def __init__(
@@ -129,6 +181,9 @@ class MeshClient:
         max_body_bytes: int = MAX_BODY_BYTES,
         log_messages: bool = True,
         registry_lock_timeout_s: float = 5.0,
+        spool_max_messages: int = DEFAULT_MAX_MESSAGES,
+        spool_max_bytes: int = DEFAULT_MAX_BYTES,
+        spool_fsync: bool = True,
     ) -> None:
         self.agent_name = validate_name(agent_name)
         self.home = MeshHome.open(home)
@@ -143,6 +198,12 @@ class MeshClient:
         self.send_timeout_s = send_timeout_s
         self.max_body_bytes = max_body_bytes
         self.events = EventLog(self.home.logs_dir, agent_name, enabled=log_messages)
+        self.spool = Spool(
+            self.home.spool_dir,
+            max_messages=spool_max_messages,
+            max_bytes=spool_max_bytes,
+            fsync=spool_fsync,
+        )
         self._peers: dict[str, AgentRecord] = {}
         self._outboxes: dict[str, Outbox] = {}
         self._connect_lock = threading.Lock()
@@ -202,6 +263,7 @@ class MeshClient:
         msg_id: str,
         reply_to: str,
         sent_ns: int,
+        ack: bool = False,
     ) -> tuple[list[bytes], int]:
         if not isinstance(message, str):
             raise TypeError(f"message must be str, got {type(message).__name__}")
@@ -231,6 +293,7 @@ class MeshClient:
                 reply_to=reply_to,
                 max_frame_bytes=self.transport.max_frame_bytes,
                 check=False,
+                ack=ack,
             )
         except EncodeError as exc:
             raise ValueError(str(exc)) from None
@@ -274,8 +337,41 @@ class MeshClient:
         reply_to: str = "",
         timeout_s: float | None = None,
         msg_id: str | None = None,
+        ack: bool = False,
+        ack_timeout_s: float = 10.0,
     ) -> str:
-        """Send ``message`` to ``to_agent``'s public pipe and return the message ID.
+        """Send ``message`` to ``to_agent`` and return the message ID.
+
+        The same as :meth:`send` but returns only the ID (a queued message
+        returns its ID too; use :meth:`send` to learn which happened).
+        """
+        return self.send(
+            to_agent,
+            message,
+            priority,
+            msg_type,
+            reply_to=reply_to,
+            timeout_s=timeout_s,
+            msg_id=msg_id,
+            ack=ack,
+            ack_timeout_s=ack_timeout_s,
+        ).id
+
+    def send(
+        self,
+        to_agent: str,
+        message: str,
+        priority: int = 1,
+        msg_type: str = "response",
+        *,
+        reply_to: str = "",
+        timeout_s: float | None = None,
+        msg_id: str | None = None,
+        ack: bool = False,
+        ack_timeout_s: float = 10.0,
+        queue: bool = True,
+    ) -> SendResult:
+        """Send ``message`` to ``to_agent``'s public pipe, or queue it for a durable agent.
 
         Args:
             to_agent: the recipient's name.
@@ -284,17 +380,29 @@ class MeshClient:
             msg_type: question, response, status, directive, ...
             reply_to: ID of the message this one answers.
             timeout_s: how long to wait on a full pipe (default ``send_timeout_s``).
-            msg_id: use this ID instead of a fresh one (for retries).
+            msg_id: use this ID instead of a fresh one (for retries: receivers
+                drop a message whose (sender, ID) they have already taken).
+            ack: wait until the recipient's handler has taken the message
+                (needs an inbox for the ``mesh.ack`` frame: an :class:`AgentBase`).
+            ack_timeout_s: how long to wait for the acknowledgement.
+            queue: spool the message when the recipient is durable and not
+                reading (False: raise AgentOffline instead).
 
         Returns:
-            The message ID.
+            The ID and :attr:`Delivery.DELIVERED` (with ``ack=True``: handled)
+            or :attr:`Delivery.QUEUED` (in the recipient's spool; it is handled
+            when the recipient starts again; no ack is awaited).
 
         Raises:
             UnknownAgent: no agent of that name is registered.
-            AgentOffline: it is registered but nobody reads its pipe.
+            AgentOffline: it is registered, not durable, and nobody reads its pipe.
+            SpoolFull: it is durable and offline, and its spool is full.
+            SpoolError: it is durable and offline, and its spool cannot be written.
             SendTimeout: its pipe stayed full for ``timeout_s``.
+            AckTimeout: ``ack=True`` and no acknowledgement came in ``ack_timeout_s``;
+                retry with ``msg_id=exc.message_id``.
             MessageTooLarge: the body is over ``max_body_bytes``.
-            ValueError: a bad name, type or priority.
+            ValueError: a bad name, type or priority; ``ack=True`` on a bare MeshClient.
         """
         self._check_name(to_agent)
         self._check_args(priority, msg_type)
@@ -315,17 +423,49 @@ class MeshClient:
             msg_id=msg_id,
             reply_to=reply_to,
             sent_ns=sent_ns,
+            ack=ack,
         )
         timeout = self.send_timeout_s if timeout_s is None else timeout_s
+        waiter = self._expect_ack(to_agent, msg_id) if ack else None
+        acked = False
+        # History first: a fast reply must never be recorded before its question.
+        sent = Message(
+            self.agent_name, to_agent, priority, msg_type, msg_id, message, sent_ns, reply_to
+        )
+        self._sent_hook(sent)
         try:
-            self._write(to_agent, frames, timeout)
-        except DeliveryError as exc:
-            exc.message_id = msg_id
+            delivery = Delivery.DELIVERED
+            try:
+                self._write(to_agent, frames, timeout)
+            except (AgentOffline, PeerGone):
+                if not (queue and self._is_durable(to_agent)):
+                    raise
+                self._queue(to_agent, frames, msg_id)
+                delivery = Delivery.QUEUED
+            if waiter is not None and delivery is Delivery.DELIVERED:
+                self._wait_ack(waiter, ack_timeout_s)
+                acked = waiter.is_set()
+                if not acked:
+                    raise AckTimeout(
+                        f"{to_agent} did not acknowledge {msg_id} within {ack_timeout_s:g}s; "
+                        "it may or may not have handled it: retry with the same msg_id "
+                        "(duplicates are dropped)",
+                        agent_id=to_agent,
+                        message_id=msg_id,
+                    )
+        except (DeliveryError, PeerGone) as exc:
+            if isinstance(exc, DeliveryError):
+                exc.message_id = msg_id
+            if not isinstance(exc, AckTimeout):
+                self._unsent_hook(sent)
             self.events.error("send_failed", str(exc), to=to_agent, id=msg_id, type=msg_type)
             raise
+        finally:
+            if waiter is not None:
+                self._drop_ack(msg_id)
         self.sent += 1
         self.events.message(
-            "frame_sent",
+            "frame_sent" if delivery is Delivery.DELIVERED else "frame_queued",
             sender=self.agent_name,
             to=to_agent,
             msg_type=msg_type,
@@ -335,15 +475,43 @@ class MeshClient:
             reply_to=reply_to,
             size=size,
         )
-        self._sent_hook(
-            Message(
-                self.agent_name, to_agent, priority, msg_type, msg_id, message, sent_ns, reply_to
-            )
-        )
-        return msg_id
+        return SendResult(msg_id, delivery, acked)
 
     def _sent_hook(self, msg: Message) -> None:
-        """Called after each successful send (AgentBase keeps history)."""
+        """Called before each send (AgentBase keeps history)."""
+
+    def _unsent_hook(self, msg: Message) -> None:
+        """Called when that send failed."""
+
+    # -- acknowledgements and the spool (slow paths) --
+
+    def _expect_ack(self, to: str, msg_id: str) -> threading.Event:
+        raise ValueError(
+            "ack=True needs an inbox to receive the acknowledgement: send from an "
+            "AgentBase, not a bare MeshClient"
+        )
+
+    def _wait_ack(self, waiter: threading.Event, timeout_s: float) -> None:
+        waiter.wait(timeout_s)
+
+    def _drop_ack(self, msg_id: str) -> None:
+        """Forget the ack waiter of ``msg_id`` (AgentBase keeps them)."""
+
+    def _is_durable(self, name: str) -> bool:
+        """True if ``name``'s registry entry is durable (re-read once if not cached so)."""
+        rec = self._peers.get(name)
+        if rec is None or not rec.durable:
+            rec = self.refresh_peers().get(name)
+        return rec is not None and rec.durable
+
+    def _queue(self, to: str, frames: list[bytes], msg_id: str) -> None:
+        self.spool.put(to, b"".join(frames), msg_id)
+        # If the agent started reading meanwhile, its start-up drain may have
+        # run before our file existed: tell it to look again. Without a reader
+        # the open fails at once, and the drain at its start will see the file.
+        self._forget(to)
+        with contextlib.suppress(MeshError):
+            self._send_control(to, SPOOLED, "", min(self.send_timeout_s, 1.0))
 
     def broadcast_message(
         self,
@@ -356,7 +524,8 @@ class MeshClient:
         """Send ``message`` with an empty TO to every other active agent.
 
         Never fails on the first dead peer: each recipient's outcome is in the
-        result (delivered, offline, timeout, failed).
+        result (delivered, queued, offline, timeout, failed). Durable agents
+        that are not reading get the message in their spool (queued).
 
         Raises:
             MessageTooLarge: the body is over ``max_body_bytes``.
@@ -398,10 +567,17 @@ class MeshClient:
         timeout = self.send_timeout_s if timeout_s is None else timeout_s
         result = BroadcastResult(msg_id)
         for name, rec in list(self._peers.items()):
-            if name == self.agent_name or not rec.is_active:
+            if name == self.agent_name or not (rec.is_active or rec.durable):
                 continue
             try:
-                self._write(name, frames, timeout)
+                try:
+                    self._write(name, frames, timeout)
+                except (AgentOffline, PeerGone):
+                    if not rec.durable:
+                        raise
+                    self._queue(name, frames, msg_id)
+                    result.outcomes[name] = Delivery.QUEUED
+                    continue
             except AgentOffline as exc:
                 result.outcomes[name], result.errors[name] = Delivery.OFFLINE, str(exc)
             except SendTimeout as exc:
@@ -412,14 +588,16 @@ class MeshClient:
                 result.outcomes[name] = Delivery.DELIVERED
         return result
 
-    def _send_control(self, to: str, msg_type: str, body: str, timeout_s: float) -> None:
+    def _send_control(
+        self, to: str, msg_type: str, body: str, timeout_s: float, reply_to: str = ""
+    ) -> None:
         frames, _ = self._encode(
             to=to,
             message=body,
             priority=3,
             msg_type=msg_type,
             msg_id=self.next_id(),
-            reply_to="",
+            reply_to=reply_to,
             sent_ns=time.time_ns(),
         )
         self._write(to, frames, timeout_s)
@@ -472,6 +650,15 @@ class AgentBase(MeshClient):
         registry_lock_timeout_s: how long to wait for the registry lock.
         partial_timeout_s: parts of a large message that stop coming for this
             long (their sender died or gave up) are dropped and reported.
+        durable: mark the registry entry durable: senders queue messages in
+            this agent's spool while it is not reading, and a clean
+            :meth:`close` keeps the entry (``inactive``) instead of removing it.
+        dedupe_window: how many recent (sender, ID) pairs are remembered to
+            drop duplicates (retries after a lost ack).
+        seen_ids: (sender, ID) pairs already handled in an earlier run (for
+            handlers that store them with their effects, to get exactly-once
+            effects across a crash); the last ``dedupe_window`` are kept.
+        spool_max_messages, spool_max_bytes, spool_fsync: see :class:`MeshClient`.
 
     Raises:
         NameTaken: a live agent already holds ``agent_name``.
@@ -494,6 +681,12 @@ class AgentBase(MeshClient):
         log_messages: bool = True,
         registry_lock_timeout_s: float = 30.0,
         partial_timeout_s: float = 30.0,
+        durable: bool = False,
+        dedupe_window: int = 16_384,
+        seen_ids: Iterable[tuple[str, str]] = (),
+        spool_max_messages: int = DEFAULT_MAX_MESSAGES,
+        spool_max_bytes: int = DEFAULT_MAX_BYTES,
+        spool_fsync: bool = True,
     ) -> None:
         super().__init__(
             agent_name,
@@ -503,7 +696,22 @@ class AgentBase(MeshClient):
             max_body_bytes=max_body_bytes,
             log_messages=log_messages,
             registry_lock_timeout_s=registry_lock_timeout_s,
+            spool_max_messages=spool_max_messages,
+            spool_max_bytes=spool_max_bytes,
+            spool_fsync=spool_fsync,
         )
+        self.durable = durable
+        self.duplicates = 0
+        self._dedupe_window = max(1, dedupe_window)
+        # Insertion-ordered; the oldest pair is evicted first: O(1) per message.
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        for key in seen_ids:
+            self._seen[key] = None
+            if len(self._seen) > self._dedupe_window:
+                self._seen.popitem(last=False)
+        self._acks: dict[str, tuple[str, threading.Event]] = {}
+        self._from_spool: dict[tuple[str, str], SpoolEntry] = {}
+        self._spool_injected: set[Path] = set()
         self.role = role.replace("\n", " ")[:200]
         self.history_limit = history_limit
         self.received = 0
@@ -539,6 +747,9 @@ class AgentBase(MeshClient):
             name=f"pipemesh-router-{agent_name}",
             on_exit=self._stopped.set,  # run_forever returns, so `with` closes the agent
         )
+        # Before the first pipe read: what waited in the spool goes first.
+        self.spool.remove_stale_tmp(agent_name)
+        self._drain_spool()
         self._router.start()
         self._announce(JOIN)
         if isinstance(self.transport, FifoTransport) and heartbeat_s > 0:
@@ -565,6 +776,7 @@ class AgentBase(MeshClient):
                 public_pipe=self.transport.address(name),
                 private_pipe=str(self.home.private_pipe(name)) if self._status_pipe else "",
                 pid_start=process_start_time(pid),
+                durable=self.durable,
             )
             self._peers = {n: r.with_liveness() for n, r in records.items()}
         return inbox
@@ -609,6 +821,27 @@ class AgentBase(MeshClient):
                 size=len(msg.body),
             )
             return False
+        key = (msg.sender, msg.id)
+        seen = self._seen
+        if key in seen:
+            self.duplicates += 1
+            self.events.message(
+                "frame_duplicate",
+                sender=msg.sender,
+                to=msg.to,
+                msg_type=msg.msg_type,
+                priority=msg.priority,
+                msg_id=msg.id,
+                body="",
+                reply_to=msg.reply_to,
+                size=len(msg.body),
+            )
+            if msg.ack and key not in self._from_spool:
+                self._send_ack(msg)  # the first ack was lost, or the first copy is still queued
+            return False
+        seen[key] = None
+        if len(seen) > self._dedupe_window:
+            seen.popitem(last=False)
         self.received += 1
         self.events.message(
             "frame_received",
@@ -627,6 +860,8 @@ class AgentBase(MeshClient):
             self._log_latency("reply_received", msg)
             pending.reply = msg
             pending.event.set()
+            if msg.ack:
+                self._send_ack(msg)
             return False
         return True
 
@@ -641,8 +876,106 @@ class AgentBase(MeshClient):
                 self.events.error("join_rejected", f"join frame from {msg.sender}: {exc}")
         elif msg.msg_type == LEAVE:
             self._forget(msg.sender)
-            self._peers.pop(msg.sender, None)
+            # A durable agent's leave carries its record: keep it, inactive,
+            # so sends to it are queued; anything else is forgotten.
+            try:
+                rec = AgentRecord.from_json(msg.sender, json.loads(msg.body))
+            except ValueError:
+                rec = None
+            if rec is not None and rec.durable:
+                self._peers[msg.sender] = replace(rec, status=INACTIVE)
+            else:
+                self._peers.pop(msg.sender, None)
+        elif msg.msg_type == ACK:
+            waiter = self._acks.get(msg.reply_to)
+            if waiter is not None and waiter[0] == msg.sender:
+                waiter[1].set()
+        elif msg.msg_type == SPOOLED:
+            self._drain_spool()
         return False  # WAKE needs nothing: the read it ended was the point
+
+    # -- acknowledgements, duplicates and the spool --
+
+    def _expect_ack(self, to: str, msg_id: str) -> threading.Event:
+        event = threading.Event()
+        self._acks[msg_id] = (to, event)
+        return event
+
+    def _wait_ack(self, waiter: threading.Event, timeout_s: float) -> None:
+        if threading.current_thread() is self._router.thread:
+            self._router.pump(waiter.is_set, timeout_s)  # we are the reader of the ack
+        elif not self._stopped.is_set():
+            waiter.wait(timeout_s)
+
+    def _drop_ack(self, msg_id: str) -> None:
+        self._acks.pop(msg_id, None)
+
+    def _send_ack(self, msg: Message) -> None:
+        try:
+            self._send_control(msg.sender, ACK, "", min(self.send_timeout_s, 1.0), msg.id)
+        except MeshError as exc:
+            self.events.error("ack_failed", str(exc), to=msg.sender, id=msg.id)
+
+    def _drain_spool(self) -> None:
+        """Route every message waiting in our spool, oldest first (router thread or start)."""
+        try:
+            entries = self.spool.entries(self.agent_name)
+        except MeshError as exc:
+            self.events.error("spool_unreadable", str(exc))
+            return
+        now_ns = time.time_ns()
+        for entry in entries:
+            if entry.path in self._spool_injected:
+                continue  # already in the router's queue
+            msg = self._read_spooled(entry)
+            if msg is None:
+                continue
+            key = (msg.sender, msg.id)
+            if key in self._from_spool:
+                Spool.remove(entry)  # the same message queued twice (a retry): one is enough
+                continue
+            self._from_spool[key] = entry
+            self._spool_injected.add(entry.path)
+            if not self._router.inject(msg, now_ns):
+                self._spooled_done(key)
+
+    def _read_spooled(self, entry: SpoolEntry) -> Message | None:
+        data = Spool.read(entry)
+        if data is None:
+            return None
+        decoder = FrameDecoder(max_frame_body_bytes=self.transport.max_frame_bytes)
+        assembler = Reassembler(max_body_bytes=self.max_body_bytes)
+        decoder.feed(data)
+        decoder.feed(b"")
+        msg: Message | None = None
+        error = ""
+        try:
+            while msg is None:
+                frame = decoder.next_frame()
+                if isinstance(frame, NeedData):
+                    break
+                msg = assembler.add(frame, 0.0)
+        except DecodeError as exc:
+            error = str(exc)
+        if msg is not None and (msg.msg_type.startswith(CONTROL_PREFIX) or msg.sender == ""):
+            error = f"control message {msg.msg_type} in a spool file"
+            msg = None
+        if msg is None:
+            bad = entry.path.with_name(entry.path.name + ".rejected")
+            with contextlib.suppress(OSError):
+                os.replace(entry.path, bad)
+            self.events.error(
+                "spool_rejected",
+                f"{entry.path.name} is not one whole message ({error or 'no frame'}); "
+                f"kept as {bad.name}",
+            )
+        return msg
+
+    def _spooled_done(self, key: tuple[str, str]) -> None:
+        entry = self._from_spool.pop(key, None)
+        if entry is not None:
+            self._spool_injected.discard(entry.path)
+            Spool.remove(entry)
 
     def _log_latency(self, event: str, msg: Message) -> None:
         if msg.sent_ns:
@@ -669,6 +1002,10 @@ class AgentBase(MeshClient):
                 id=msg.id,
                 traceback="".join(traceback.format_exception(exc)[-3:]),
             )
+        if self._from_spool and (msg.sender, msg.id) in self._from_spool:
+            self._spooled_done((msg.sender, msg.id))  # its sender was told "queued": no ack
+        elif msg.ack:
+            self._send_ack(msg)
 
     def on_message_received(self, msg: Message) -> None:
         """Handle one message addressed to this agent or broadcast.
@@ -717,6 +1054,12 @@ class AgentBase(MeshClient):
 
     def _sent_hook(self, msg: Message) -> None:
         self._remember(msg.to, msg)
+
+    def _unsent_hook(self, msg: Message) -> None:
+        hist = self._history.get(msg.to)
+        if hist:
+            with contextlib.suppress(ValueError):
+                hist.remove(msg)
 
     def history(self, peer: str) -> list[Message]:
         """The last ``history_limit`` messages exchanged with ``peer``, oldest first."""
@@ -832,14 +1175,23 @@ class AgentBase(MeshClient):
     def close(self, timeout_s: float = 5.0) -> None:
         """Unregister, remove the pipes, let queued messages be handled, stop threads.
 
-        Idempotent; safe to call from a handler.
+        A durable agent keeps its registry entry, marked ``inactive``, so that
+        messages sent while it is away are queued in its spool; remove it with
+        ``Registry.unregister`` (or ``pipemesh gc`` will not: it keeps durable
+        entries). Idempotent; safe to call from a handler.
         """
         if self._closing:
             return
         self._closing = True
         name = self.agent_name
         try:
-            self.registry.unregister(name, os.getpid())
+            if self.durable:
+                self.registry.mark_stopped(name, os.getpid())
+                me = self._peers.get(name)
+                if me is not None:
+                    self._peers[name] = replace(me, status=INACTIVE)
+            else:
+                self.registry.unregister(name, os.getpid())
         except MeshError as exc:
             self.events.error("unregister_failed", str(exc))
         self.transport.remove(name)

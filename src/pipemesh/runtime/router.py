@@ -167,6 +167,17 @@ class Router:
             if data:
                 self._consume(data)
 
+    def inject(self, msg: Message, received_ns: int) -> bool:
+        """Route one whole message that did not come through the pipe (a spooled one).
+
+        Call it on the router thread, or before :meth:`start`. Returns whether
+        the message was queued for the handler.
+        """
+        if self._route(msg, received_ns):
+            heapq.heappush(self._heap, (-msg.priority, next(self._seq), msg, received_ns))
+            return True
+        return False
+
     def _consume(self, data: bytes) -> None:
         decoder = self._decoder
         decoder.feed(data)
