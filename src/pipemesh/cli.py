@@ -458,3 +458,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         click.echo(f"error: {exc}", err=True)
         return 2
     return 0
+
+
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("bench_args", nargs=-1, type=click.UNPROCESSED)
+@pass_state
+def bench(state: _State, bench_args: tuple[str, ...]) -> None:
+    """Benchmark the mesh against raw FIFOs, sockets, ZeroMQ and Redis (--help for options)."""
+    # Imported here: the harness is not needed by any other command.
+    from pipemesh.bench.cli import main as bench_main  # noqa: PLC0415
+
+    args = list(bench_args)
+    if state.as_json and "--json" not in args:
+        args.append("--json")  # `pipemesh --json bench` means the same as `bench --json`
+    raise SystemExit(bench_main(args))
