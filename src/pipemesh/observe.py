@@ -77,6 +77,7 @@ class EventLog:
         self.dropped = 0
         self._records: deque[tuple[object, ...]] = deque()
         self._wake = threading.Event()
+        self._closing = threading.Event()
         self._fds: list[int] = []
         self._thread: threading.Thread | None = None
         self._closed = not enabled
@@ -196,8 +197,8 @@ class EventLog:
         records = self._records
         while True:
             self._wake.wait()
-            if not self._closed:
-                time.sleep(self.flush_interval_s)  # gather a batch; releases the GIL
+            # Gather a batch (releases the GIL); close() cuts the wait short.
+            self._closing.wait(self.flush_interval_s)
             self._wake.clear()  # before draining: a record added after this wakes us again
             batches: list[list[bytes]] = [[], [], []]
             size = 0
@@ -234,6 +235,7 @@ class EventLog:
         self._closed = True
         thread, self._thread = self._thread, None
         if thread is not None:
+            self._closing.set()
             self._wake.set()
             thread.join(timeout_s)
         fds, self._fds = self._fds, []

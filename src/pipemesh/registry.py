@@ -230,7 +230,10 @@ class Registry:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[dict[str, AgentRecord]]:
-        """Lock the registry and yield its entries (with liveness) to change in place.
+        """Lock the registry and yield its entries, as stored, to change in place.
+
+        Liveness is not computed here (it costs a /proc read per entry and the
+        lock is held meanwhile); use :meth:`check_available` for one name.
 
         The dict is written back atomically when the block exits normally.
 
@@ -247,7 +250,7 @@ class Registry:
                 f"{self.lock_timeout_s:g}s; is another mesh process stuck?"
             ) from None
         try:
-            records = self.read()
+            records = self._load()
             before = dict(records)
             yield records
             if records != before:
@@ -258,7 +261,7 @@ class Registry:
     def check_available(self, records: dict[str, AgentRecord], name: str) -> None:
         """Raise NameTaken if a live agent holds ``name`` in ``records``."""
         held = records.get(name)
-        if held is not None and held.is_active:
+        if held is not None and held.with_liveness().is_active:
             raise NameTaken(
                 f"agent name {name} is held by live process {held.pid} (role {held.role}); "
                 "pick another name or stop that agent",
@@ -278,7 +281,7 @@ class Registry:
     def gc(self) -> list[AgentRecord]:
         """Remove every inactive entry and return the removed records."""
         with self.transaction() as records:
-            dead = [rec for rec in records.values() if not rec.is_active]
+            dead = [rec for rec in records.values() if not rec.with_liveness().is_active]
             for rec in dead:
                 del records[rec.name]
         return dead

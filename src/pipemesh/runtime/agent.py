@@ -464,6 +464,8 @@ class AgentBase(MeshClient):
         heartbeat_s: seconds between heartbeats on the private pipe.
         log_messages: write the mesh logs.
         registry_lock_timeout_s: how long to wait for the registry lock.
+        partial_timeout_s: parts of a large message that stop coming for this
+            long (their sender died or gave up) are dropped and reported.
 
     Raises:
         NameTaken: a live agent already holds ``agent_name``.
@@ -484,7 +486,8 @@ class AgentBase(MeshClient):
         max_queue: int = 10_000,
         heartbeat_s: float = 5.0,
         log_messages: bool = True,
-        registry_lock_timeout_s: float = 5.0,
+        registry_lock_timeout_s: float = 30.0,
+        partial_timeout_s: float = 30.0,
     ) -> None:
         super().__init__(
             agent_name,
@@ -526,6 +529,7 @@ class AgentBase(MeshClient):
             max_body_bytes=max_body_bytes,
             max_frame_body_bytes=self.transport.max_frame_bytes,
             max_queue=max_queue,
+            partial_timeout_s=partial_timeout_s,
             name=f"pipemesh-router-{agent_name}",
             on_exit=self._stopped.set,  # run_forever returns, so `with` closes the agent
         )
@@ -556,11 +560,12 @@ class AgentBase(MeshClient):
                 private_pipe=str(self.home.private_pipe(name)) if self._status_pipe else "",
                 pid_start=process_start_time(pid),
             )
-            self._peers = dict(records)
+            self._peers = {n: r.with_liveness() for n, r in records.items()}
         return inbox
 
     def _announce(self, kind: str) -> None:
-        body = json.dumps({"role": self.role, "pid": os.getpid()})
+        me = self._peers.get(self.agent_name)
+        body = json.dumps(me.to_json() if me is not None else {})
         for name, rec in list(self._peers.items()):
             if name == self.agent_name or not rec.is_active:
                 continue
@@ -622,10 +627,12 @@ class AgentBase(MeshClient):
     def _control(self, msg: Message) -> bool:
         if msg.msg_type == JOIN:
             self._forget(msg.sender)  # a restarted peer may have a new pipe
+            # The frame carries the joiner's registry record: no registry read,
+            # so 100 agents joining at once cost O(N) each, not a registry storm.
             try:
-                self.refresh_peers()
-            except MeshError as exc:
-                self.events.error("registry_unreadable", str(exc))
+                self._peers[msg.sender] = AgentRecord.from_json(msg.sender, json.loads(msg.body))
+            except ValueError as exc:
+                self.events.error("join_rejected", f"join frame from {msg.sender}: {exc}")
         elif msg.msg_type == LEAVE:
             self._forget(msg.sender)
             self._peers.pop(msg.sender, None)
