@@ -8,6 +8,7 @@ diagnostics as ``error: <message>``. Exit codes: 0 ok, 1 runtime error,
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import signal
@@ -23,7 +24,13 @@ import click
 
 from pipemesh.errors import MeshError, UsageError
 from pipemesh.home import MeshHome
-from pipemesh.observe import COMM_LOG, LATENCY_LOG, latency_summary, read_records
+from pipemesh.observe import (
+    COMM_LOG,
+    LATENCY_LOG,
+    LogTail,
+    latency_summary,
+    read_log,
+)
 from pipemesh.registry import Registry
 from pipemesh.runtime.agent import AgentBase, MeshClient
 from pipemesh.wire import Message, is_valid_name
@@ -277,6 +284,7 @@ def listen(state: _State, name: str, role: str, count: int, timeout_s: float) ->
             click.echo(json.dumps({**_msg_json(msg), "latency_us": round(latency_us, 1)}))
         else:
             click.echo(_format_message(msg, latency_us))
+        sys.stdout.flush()
         seen += 1
         if count and seen >= count:
             agent.close()
@@ -300,37 +308,13 @@ def _msg_json(msg: Message) -> dict[str, object]:
     }
 
 
-def _follow(path: Path, *, lines: int, follow: bool, timeout_s: float) -> Iterator[dict[str, Any]]:
-    """The last ``lines`` records of ``path``, then new ones as they are appended."""
-    recent = list(read_records(path))[-lines:] if lines else []
-    yield from recent
-    if not follow:
-        return
-    offset = path.stat().st_size if path.exists() else 0
+def _follow(tail: LogTail, *, timeout_s: float) -> Iterator[dict[str, Any]]:
+    """Records appended after what ``tail`` already read, as they come (across rotation)."""
     deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
-    partial = b""
     while deadline is None or time.monotonic() < deadline:
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            size = 0
-        if size < offset:
-            offset = 0  # rotated or truncated
-        if size > offset:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                data = f.read(size - offset)
-            offset = size
-            partial += data
-            *complete, partial = partial.split(b"\n")
-            for line in complete:
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(rec, dict):
-                    yield rec
-        else:
+        records = tail.poll()  # follows rotation (rename) by inode, and truncation
+        yield from records
+        if not records:
             time.sleep(0.1)
 
 
@@ -358,17 +342,43 @@ def _format_record(rec: dict[str, Any]) -> str:
 def tail(state: _State, lines: int, no_follow: bool, all_events: bool, timeout_s: float) -> None:
     """Follow the mesh traffic (each message once, as sent), readably."""
     path = state.home().logs_dir / COMM_LOG
-    for rec in _follow(path, lines=lines, follow=not no_follow, timeout_s=timeout_s):
-        if not all_events and rec.get("event") != "frame_sent":
-            continue
-        click.echo(json.dumps(rec) if state.as_json else _format_record(rec))
+    with LogTail(path) as log_tail:  # one reader: nothing slips between the past and the new
+        recent = log_tail.poll()
+        shown = [r for r in recent if all_events or r.get("event") == "frame_sent"]
+        records: Iterator[dict[str, Any]] = iter(shown[-lines:] if lines else [])
+        if not no_follow:
+            click.echo(f"following {path}; Ctrl-C to stop", err=True)
+            records = itertools.chain(records, _follow(log_tail, timeout_s=timeout_s))
+        for rec in records:
+            if not all_events and rec.get("event") != "frame_sent":
+                continue
+            click.echo(json.dumps(rec) if state.as_json else _format_record(rec))
+            sys.stdout.flush()  # a follower is usually piped into another program
 
 
 @cli.command()
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also draw latency and messages/s per agent to FILE.png.",
+)
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the same charts as a self-contained FILE.html.",
+)
 @pass_state
-def stats(state: _State) -> None:
+def stats(state: _State, plot_path: Path | None, html_path: Path | None) -> None:
     """Latency p50/p90/p99/max per receiving agent, from mesh_latency.log."""
-    rows = latency_summary(read_records(state.home().logs_dir / LATENCY_LOG))
+    if plot_path or html_path:
+        from pipemesh.plots import write_charts  # noqa: PLC0415 - matplotlib is an extra
+
+        write_charts(state.home().logs_dir / LATENCY_LOG, png=plot_path, html_out=html_path)
+    rows = latency_summary(read_log(state.home().logs_dir / LATENCY_LOG))
     if state.as_json:
         _print_json([dataclasses.asdict(r) for r in rows])
         return
@@ -460,18 +470,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-@cli.command(
-    context_settings={"ignore_unknown_options": True, "help_option_names": []},
-    add_help_option=False,
-)
-@click.argument("bench_args", nargs=-1, type=click.UNPROCESSED)
-@pass_state
-def bench(state: _State, bench_args: tuple[str, ...]) -> None:
-    """Benchmark the mesh against raw FIFOs, sockets, ZeroMQ and Redis (--help for options)."""
-    # Imported here: the harness is not needed by any other command.
-    from pipemesh.bench.cli import main as bench_main  # noqa: PLC0415
+# -- commands defined in their own modules (kept at the end so merges stay trivial) --
+from pipemesh.agents.cli import run_group  # noqa: E402
+from pipemesh.bench._command import bench_command  # noqa: E402
+from pipemesh.history import history as _history  # noqa: E402
+from pipemesh.hooks import hook_group  # noqa: E402
+from pipemesh.mcp import mcp_command  # noqa: E402
+from pipemesh.monitor import monitor as _monitor  # noqa: E402
+from pipemesh.setup_clients import setup_command  # noqa: E402
 
-    args = list(bench_args)
-    if state.as_json and "--json" not in args:
-        args.append("--json")  # `pipemesh --json bench` means the same as `bench --json`
-    raise SystemExit(bench_main(args))
+cli.add_command(mcp_command)
+cli.add_command(hook_group)
+cli.add_command(run_group)
+cli.add_command(setup_command)
+cli.add_command(_history)
+cli.add_command(_monitor)
+cli.add_command(bench_command)

@@ -13,10 +13,23 @@ Writing happens on a background thread: the send and receive paths only put a
 tuple on a queue. Each batch is appended with one ``write`` on an ``O_APPEND``
 fd, and every record is a whole line, so 100 processes appending at once never
 split or interleave records on a local filesystem.
+
+Rotation by size (``max_bytes``, ``keep_files``; defaults from
+``$PIPEMESH_LOG_MAX_BYTES`` and ``$PIPEMESH_LOG_KEEP``) happens on the writer
+thread, never on the send path. Every file has a lock file next to it
+(``x.log.lock``): a writer appends under a shared ``flock`` after checking that
+its fd is still the file at ``x.log`` (reopening if not), and the writer that
+sees the file over the limit renames ``x.log.N-1`` -> ``x.log.N`` ... ``x.log`` ->
+``x.log.1`` under the exclusive lock. So a batch lands whole in exactly one
+file, and no append goes to a file after it was rotated away. Readers use
+:func:`log_files` / :func:`read_log` (oldest file first) and :class:`LogTail`,
+which follows the file across renames by inode.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import threading
@@ -25,16 +38,21 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 __all__ = [
     "COMM_LOG",
+    "DEFAULT_KEEP_FILES",
+    "DEFAULT_MAX_BYTES",
     "ERRORS_LOG",
     "LATENCY_LOG",
     "EventLog",
     "LatencySummary",
+    "LogTail",
     "latency_summary",
+    "log_files",
     "percentile",
+    "read_log",
     "read_records",
 ]
 
@@ -47,6 +65,17 @@ _BATCH_BYTES: Final = 256 * 1024
 _encode_str: Final = json.encoder.encode_basestring
 _END: Final = "}\n"
 _TRUNCATED_END: Final = ',"truncated":true}\n'
+DEFAULT_MAX_BYTES: Final = 32 * 1024 * 1024
+DEFAULT_KEEP_FILES: Final = 5
+ENV_MAX_BYTES: Final = "PIPEMESH_LOG_MAX_BYTES"
+ENV_KEEP_FILES: Final = "PIPEMESH_LOG_KEEP"
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return max(0, int(os.environ.get(name, "")))
+    except ValueError:
+        return default
 
 
 class EventLog:
@@ -62,6 +91,10 @@ class EventLog:
         enabled: False makes every call a no-op (nothing is written).
         max_body_chars: bodies longer than this are cut in the communication log.
         flush_interval_s: how long the writer gathers records before a write.
+        max_bytes: rotate a file once it reaches this size; 0 never rotates
+            (default ``$PIPEMESH_LOG_MAX_BYTES``, else 32 MiB).
+        keep_files: rotated files kept per log, ``x.log.1`` newest
+            (default ``$PIPEMESH_LOG_KEEP``, else 5; at least 1).
     """
 
     def __init__(
@@ -72,8 +105,16 @@ class EventLog:
         enabled: bool = True,
         max_body_chars: int = 4096,
         flush_interval_s: float = 0.05,
+        max_bytes: int | None = None,
+        keep_files: int | None = None,
     ) -> None:
         self.logs_dir = Path(logs_dir)
+        self.max_bytes = (
+            _env_int(ENV_MAX_BYTES, DEFAULT_MAX_BYTES) if max_bytes is None else max_bytes
+        )
+        keep = _env_int(ENV_KEEP_FILES, DEFAULT_KEEP_FILES) if keep_files is None else keep_files
+        self.keep_files = max(1, keep)
+        self.rotations = 0
         self.agent = agent
         self.enabled = enabled
         self.max_body_chars = max_body_chars
@@ -83,12 +124,15 @@ class EventLog:
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._fds: list[int] = []
+        self._lock_fds: list[int] = []
+        self._paths = [self.logs_dir / name for name in _FILES]
         self._thread: threading.Thread | None = None
         self._closed = not enabled
         if enabled:
             self.logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-            self._fds = [os.open(self.logs_dir / name, flags, 0o600) for name in _FILES]
+            self._fds = [self._open(path) for path in self._paths]
+            lock_flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+            self._lock_fds = [os.open(_lock_path(p), lock_flags, 0o600) for p in self._paths]
             self._thread = threading.Thread(
                 target=self._run, name=f"pipemesh-log-{agent}", daemon=True
             )
@@ -212,20 +256,66 @@ class EventLog:
             if self._closed and not records:
                 return
 
-    def _flush(self, batches: list[list[bytes]]) -> None:
-        for fd, lines in zip(self._fds, batches, strict=True):
-            if lines:
-                self._append(fd, b"".join(lines))
+    @staticmethod
+    def _open(path: Path) -> int:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
-    def _append(self, fd: int, data: bytes) -> None:
-        view = memoryview(data)
+    def _flush(self, batches: list[list[bytes]]) -> None:
+        for i, lines in enumerate(batches):
+            if lines:
+                self._append(i, b"".join(lines))
+
+    def _append(self, i: int, data: bytes) -> None:
         try:
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
+            size = self._locked_write(i, data)
+            if self.max_bytes and size >= self.max_bytes:
+                self._rotate(i)
         except OSError:
             # A full disk must not kill the agent; the count shows in heartbeats.
             self.dropped += data.count(b"\n")
+
+    def _locked_write(self, i: int, data: bytes) -> int:
+        """Append under the shared lock to the file now at the path; return its size."""
+        lock_fd, path = self._lock_fds[i], self._paths[i]
+        fcntl.flock(lock_fd, fcntl.LOCK_SH)
+        try:
+            fd = self._fds[i]
+            try:
+                current = os.stat(path).st_ino
+            except FileNotFoundError:
+                current = -1
+            if current != os.fstat(fd).st_ino:
+                # Another process rotated (or someone removed) the file: follow the path.
+                self._fds[i] = self._open(path)
+                os.close(fd)
+                fd = self._fds[i]
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            return os.fstat(fd).st_size
+        finally:
+            fcntl.flock(lock_fd, fcntl.LOCK_UN)
+
+    def _rotate(self, i: int) -> None:
+        """Shift ``x.log`` to ``x.log.1`` (and older ones up) under the exclusive lock."""
+        lock_fd, path = self._lock_fds[i], self._paths[i]
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        try:
+            try:
+                if os.stat(path).st_size < self.max_bytes:
+                    return  # another writer rotated it first
+            except FileNotFoundError:
+                return
+            for n in range(self.keep_files - 1, 0, -1):
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(f"{path}.{n}", f"{path}.{n + 1}")  # replaces the oldest
+            os.rename(path, f"{path}.1")
+            fd, self._fds[i] = self._fds[i], self._open(path)
+            os.close(fd)
+            self.rotations += 1
+        finally:
+            fcntl.flock(lock_fd, fcntl.LOCK_UN)
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush what is queued and stop the writer thread; idempotent."""
@@ -238,8 +328,142 @@ class EventLog:
             self._wake.set()
             thread.join(timeout_s)
         fds, self._fds = self._fds, []
-        for fd in fds:
+        lock_fds, self._lock_fds = self._lock_fds, []
+        for fd in fds + lock_fds:
             os.close(fd)
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def log_files(path: Path) -> list[Path]:
+    """``path`` and its rotated files that exist, oldest first (``x.log.N`` ... ``x.log``)."""
+    rotated: list[tuple[int, Path]] = []
+    prefix = path.name + "."
+    with contextlib.suppress(FileNotFoundError):
+        for entry in path.parent.iterdir():
+            suffix = entry.name[len(prefix) :] if entry.name.startswith(prefix) else ""
+            if suffix.isdigit():
+                rotated.append((int(suffix), entry))
+    out = [p for _, p in sorted(rotated, reverse=True)]
+    if path.exists():
+        out.append(path)
+    return out
+
+
+def read_log(path: Path) -> Iterator[dict[str, object]]:
+    """The records of ``path`` and its rotated files, oldest first.
+
+    A rotation during the read may show a few records twice, never split one.
+    """
+    for file in log_files(path):
+        yield from read_records(file)
+
+
+class LogTail:
+    """Reads the records appended to one log since the last call, across rotation.
+
+    Keeps its file open and remembers the offset: a rename (rotation) is seen
+    as a new inode at the path; the old file is read to its end, then any
+    rotated files newer than it, then the new file from the start. A file that
+    shrank (truncated) is read again from the start. Partial last lines wait
+    for their end.
+
+    Args:
+        path: the log file (``x.log``).
+        from_end: start at the current end instead of the beginning.
+    """
+
+    def __init__(self, path: Path, *, from_end: bool = False) -> None:
+        self.path = Path(path)
+        self._file: BinaryIO | None = None
+        self._ino = -1
+        self._partial = b""
+        self._open_current(seek_end=from_end)
+        # With no file yet, rotated files that exist now are old; any later ones are new.
+        self._before: set[int] = set()
+        if self._file is None:
+            for file in log_files(self.path):
+                with contextlib.suppress(FileNotFoundError):
+                    self._before.add(os.stat(file).st_ino)
+
+    def _open_current(self, *, seek_end: bool = False) -> None:
+        try:
+            f = open(self.path, "rb")  # noqa: SIM115 - kept open across calls; closed in close()
+        except FileNotFoundError:
+            self._file, self._ino = None, -1
+            return
+        self._file, self._ino = f, os.fstat(f.fileno()).st_ino
+        if seek_end:
+            f.seek(0, os.SEEK_END)
+
+    def _lines(self, data: bytes) -> list[dict[str, object]]:
+        out: list[dict[str, object]] = []
+        if not data:
+            return out
+        *complete, self._partial = (self._partial + data).split(b"\n")
+        for line in complete:
+            try:
+                rec = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
+
+    def poll(self) -> list[dict[str, object]]:
+        """The whole records appended since the last call (possibly none)."""
+        out: list[dict[str, object]] = []
+        f = self._file
+        if f is not None:
+            if os.fstat(f.fileno()).st_size < f.tell():
+                f.seek(0)  # truncated in place
+                self._partial = b""
+            out += self._lines(f.read())
+        try:
+            ino = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return out
+        if ino == self._ino:
+            return out
+        old_ino = self._ino
+        if f is not None:
+            out += self._lines(f.read())
+            f.close()
+        self._partial = b""
+        # Files rotated after ours but before the current one (several rotations per poll).
+        newer: list[Path] = []
+        for file in reversed(log_files(self.path)[:-1]):  # x.log.1, x.log.2, ...
+            try:
+                file_ino = os.stat(file).st_ino
+            except FileNotFoundError:
+                continue
+            if file_ino == old_ino or file_ino in self._before:
+                break
+            newer.append(file)
+        else:
+            if old_ino != -1:
+                newer = []  # ours is gone (dropped past keep_files): do not guess
+        self._before = set()
+        for file in reversed(newer):
+            out += list(read_records(file))
+        self._open_current()
+        if self._file is not None:
+            out += self._lines(self._file.read())
+        return out
+
+    def close(self) -> None:
+        """Close the file; idempotent."""
+        f, self._file = self._file, None
+        if f is not None:
+            f.close()
+
+    def __enter__(self) -> LogTail:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def read_records(path: Path) -> Iterator[dict[str, object]]:

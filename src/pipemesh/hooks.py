@@ -1,0 +1,208 @@
+"""``pipemesh hook stop|context``: push-to-wake hooks for Claude Code, Gemini CLI and Codex.
+
+Each CLI runs a hook as a short-lived process at a turn boundary, with one JSON
+object on stdin, and reads one JSON object from stdout. These commands hand the
+messages waiting in the inbox of agent NAME (kept by ``pipemesh mcp --name NAME``,
+see :mod:`pipemesh._inbox`) to the model, so a message reaches an idle or busy
+agent without the model asking:
+
+``stop``
+    At the end of a turn (Claude Code and Codex ``Stop``, Gemini CLI
+    ``AfterAgent``): when messages wait, or arrive within ``--wait`` seconds, the
+    stop is blocked and the messages become the reason to go on. The wait wakes
+    on a FIFO that the MCP server writes to, not on a poll tick.
+``context``
+    After a prompt or a tool call (Claude Code and Codex ``UserPromptSubmit`` /
+    ``PostToolUse`` / ``SessionStart``, Gemini CLI ``BeforeAgent`` / ``AfterTool`` /
+    ``SessionStart``): waiting messages are added as context. It never waits.
+
+Messages handed over are taken from the inbox (once: the MCP ``inbox`` tool will
+not show them again) and stay findable by ``reply(id, ...)``.
+
+Why the hooks read the inbox file instead of asking the server over the mesh:
+a hook cannot join the mesh as NAME (the server holds the name), a question to
+the server needs the server alive and a request/reply protocol of its own, and
+the file must exist anyway so messages survive a server restart. A lock makes
+"take" exactly-once between the server's tool and the hooks.
+
+Formats followed (input fields read: ``hook_event_name``, ``stop_hook_active``):
+
+- Claude Code, https://code.claude.com/docs/en/hooks : ``Stop`` blocks with
+  ``{"decision": "block", "reason": ...}``; ``UserPromptSubmit``, ``PostToolUse`` and
+  ``SessionStart`` add context with ``{"hookSpecificOutput": {"hookEventName": ...,
+  "additionalContext": ...}}``; exit 0 with no output lets things proceed.
+- Gemini CLI, https://geminicli.com/docs/hooks/reference (google-gemini/gemini-cli
+  ``docs/hooks/reference.md``): ``AfterAgent`` with ``{"decision": "deny", "reason": ...}``
+  rejects the response and sends the reason to the agent as a new prompt;
+  ``BeforeAgent`` / ``AfterTool`` / ``SessionStart`` take
+  ``hookSpecificOutput.additionalContext``; stdout must be JSON only, so "nothing
+  to say" is ``{}``.
+- Codex, https://developers.openai.com/codex/hooks (schemas in openai/codex
+  ``codex-rs/hooks/schema/generated/``): ``Stop`` takes ``{"decision": "block",
+  "reason": ...}`` and continues the turn with the reason as the next prompt;
+  ``UserPromptSubmit`` / ``PostToolUse`` / ``SessionStart`` take
+  ``hookSpecificOutput.additionalContext``; "nothing to say" is ``{}``.
+
+A hook never exits 2 (that would block with stderr as the reason); failures exit
+1 with one line on stderr, which every CLI treats as a non-blocking error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Final
+
+import click
+
+from pipemesh._inbox import InboxFile, format_messages
+from pipemesh.errors import MeshError
+from pipemesh.home import MeshHome
+from pipemesh.registry import Registry
+from pipemesh.wire import Message, is_valid_name
+
+__all__ = [
+    "CONTEXT_EVENTS",
+    "STOP_EVENTS",
+    "context_output",
+    "hook_group",
+    "stop_output",
+]
+
+CLIS: Final = ("claude", "gemini", "codex")
+STOP_EVENTS: Final = {
+    "claude": ("Stop", "SubagentStop"),
+    "codex": ("Stop", "SubagentStop"),
+    "gemini": ("AfterAgent",),
+}
+CONTEXT_EVENTS: Final = {
+    "claude": ("UserPromptSubmit", "PostToolUse", "SessionStart"),
+    "codex": ("UserPromptSubmit", "PostToolUse", "SessionStart"),
+    "gemini": ("BeforeAgent", "AfterTool", "SessionStart"),
+}
+MAX_HOOK_WAIT_S: Final = 3600.0
+
+
+def _nothing(cli: str) -> dict[str, object] | None:
+    # Claude Code: no output means "proceed"; Gemini CLI wants JSON only; Codex accepts {}.
+    return None if cli == "claude" else {}
+
+
+def _text(name: str, msgs: list[Message]) -> str:
+    n = len(msgs)
+    return (
+        f"pipemesh: {n} new message{'s' if n != 1 else ''} for you ({name}). "
+        "Act on them; answer one with the pipemesh reply tool (reply(id, text)).\n\n"
+        + format_messages(msgs)
+    )
+
+
+def stop_output(cli: str, name: str, msgs: list[Message]) -> dict[str, object] | None:
+    """The JSON a stop hook prints: block the stop and hand over ``msgs``, or let it stop."""
+    if not msgs:
+        return _nothing(cli)
+    decision = "deny" if cli == "gemini" else "block"
+    return {"decision": decision, "reason": _text(name, msgs)}
+
+
+def context_output(
+    cli: str, event: str, name: str, msgs: list[Message]
+) -> dict[str, object] | None:
+    """The JSON a context hook prints: ``msgs`` as additional context, or nothing."""
+    if not msgs:
+        return _nothing(cli)
+    return {"hookSpecificOutput": {"hookEventName": event, "additionalContext": _text(name, msgs)}}
+
+
+def _read_input(expected: tuple[str, ...]) -> dict[str, object]:
+    raw = sys.stdin.read(1 << 20)
+    try:
+        data = json.loads(raw) if raw.strip() else {}
+    except ValueError as exc:
+        raise click.ClickException(f"hook input on stdin is not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise click.ClickException("hook input on stdin is not a JSON object")
+    event = data.get("hook_event_name", expected[0])
+    if event not in expected:
+        raise click.ClickException(
+            f"this hook handles {', '.join(expected)} events, got {event!r}; "
+            "check the hook's event in your settings"
+        )
+    return data
+
+
+def _inbox(ctx: click.Context, name: str) -> tuple[MeshHome, InboxFile]:
+    if not is_valid_name(name):
+        raise click.UsageError(f"agent name {name!r} is not valid")
+    home = MeshHome.open(getattr(ctx.obj, "home_arg", None))
+    return home, InboxFile.open(home.root, name)
+
+
+def _emit(out: dict[str, object] | None) -> None:
+    if out is not None:
+        click.echo(json.dumps(out, ensure_ascii=False))
+
+
+@click.group("hook")
+def hook_group() -> None:
+    """Hooks for Claude Code, Gemini CLI and Codex that hand mesh messages to the model."""
+
+
+_cli_option = click.option(
+    "--cli",
+    "cli_name",
+    type=click.Choice(CLIS),
+    default="claude",
+    show_default=True,
+    help="Which CLI runs the hook (its JSON format).",
+)
+_name_option = click.option("--name", required=True, help="The agent name of `pipemesh mcp`.")
+_max_option = click.option(
+    "--max", "max_count", type=click.IntRange(1, 1000), default=10, show_default=True
+)
+
+
+@hook_group.command("stop")
+@_name_option
+@_cli_option
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(0, MAX_HOOK_WAIT_S),
+    default=0.0,
+    show_default=True,
+    help="Seconds to wait for a message before letting the agent stop (keep it under the "
+    "hook timeout of the CLI).",
+)
+@_max_option
+@click.pass_context
+def stop_hook(ctx: click.Context, name: str, cli_name: str, wait_s: float, max_count: int) -> None:
+    """End of turn: block the stop while messages for NAME wait (or arrive within --wait)."""
+    _read_input(STOP_EVENTS[cli_name])
+    home, inbox = _inbox(ctx, name)
+    try:
+        if wait_s > 0:
+            rec = Registry(home.registry_path, home.lock_path).read().get(name)
+            if rec is None or not rec.is_active:
+                wait_s = 0.0  # no server holds NAME, so nothing can arrive
+        msgs = inbox.wait_take(wait_s, max_count)
+    except MeshError as exc:
+        raise click.ClickException(str(exc)) from None
+    _emit(stop_output(cli_name, name, msgs))
+
+
+@hook_group.command("context")
+@_name_option
+@_cli_option
+@_max_option
+@click.pass_context
+def context_hook(ctx: click.Context, name: str, cli_name: str, max_count: int) -> None:
+    """After a prompt or tool call: add the messages waiting for NAME as context."""
+    data = _read_input(CONTEXT_EVENTS[cli_name])
+    event = str(data.get("hook_event_name", CONTEXT_EVENTS[cli_name][0]))
+    _, inbox = _inbox(ctx, name)
+    try:
+        msgs = inbox.take(max_count)
+    except MeshError as exc:
+        raise click.ClickException(str(exc)) from None
+    _emit(context_output(cli_name, event, name, msgs))
