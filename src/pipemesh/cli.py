@@ -472,6 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # -- commands defined in their own modules (kept at the end so merges stay trivial) --
 from pipemesh.agents.cli import run_group  # noqa: E402
+from pipemesh.bench._command import bench_command  # noqa: E402
 from pipemesh.history import history as _history  # noqa: E402
 from pipemesh.hooks import hook_group  # noqa: E402
 from pipemesh.mcp import mcp_command  # noqa: E402
@@ -484,3 +485,4 @@ cli.add_command(run_group)
 cli.add_command(setup_command)
 cli.add_command(_history)
 cli.add_command(_monitor)
+cli.add_command(bench_command)

@@ -28,6 +28,8 @@ PING_PONG_TRANSPORTS = (
 )
 PING_PONG_SIZES = (64, 4096, 65536, 1 << 20)
 QUICK_FAN_IN_SENDERS = (2, 4)
+QUICK_IDLE_AGENTS = 3
+QUICK_BROADCAST_TO = (2, 4)
 FAN_IN_SIZES = (64, 4096)
 TABLE_COLUMNS = (
     "scenario",
@@ -68,22 +70,29 @@ def _check_row(row: dict[str, Any]) -> None:
     assert row["p50_us"] <= row["p90_us"] <= row["p99_us"] <= row["max_us"], row
 
 
-@pytest.mark.timeout(180)
-def test_bench_quick_json_has_every_baseline_row() -> None:
-    """A quick run exits 0 and reports every baseline row, measured or with a reason."""
+@pytest.fixture(scope="module")
+def quick_report() -> dict[str, Any]:
+    """One quick run of every scenario, shared by the tests that read its JSON."""
     proc = _bench("--json")
     assert proc.returncode == 0, proc.stderr + proc.stdout
-    report = json.loads(proc.stdout)
+    report: dict[str, Any] = json.loads(proc.stdout)
+    return report
+
+
+@pytest.mark.timeout(240)
+def test_bench_quick_json_has_every_baseline_row(quick_report: dict[str, Any]) -> None:
+    """A quick run exits 0 and reports every baseline row, measured or with a reason."""
+    report = quick_report
     assert report["quick"] is True
     assert report["machine"]["cores"] >= 1
     assert report["machine"]["kernel"]
-    rows = {row["key"]: row for row in report["rows"]}
+    rows = {row["key"]: row for row in report["rows"] if not row["transport"].startswith("mesh")}
     expected = [
         ("ping-pong", transport, size)
         for size in PING_PONG_SIZES
         for transport in PING_PONG_TRANSPORTS
     ] + [(f"fan-in-{n}", "raw-fifo", size) for n in QUICK_FAN_IN_SENDERS for size in FAN_IN_SIZES]
-    assert len(rows) == len(report["rows"]) == len(expected)
+    assert len(rows) == len(expected)
     for scenario, transport, size in expected:
         matches = [
             r
@@ -95,6 +104,63 @@ def test_bench_quick_json_has_every_baseline_row() -> None:
         if transport == "raw-fifo":
             assert matches[0]["status"] == "ok"
             assert matches[0]["ratio"] == pytest.approx(1.0)
+
+
+@pytest.mark.timeout(240)
+def test_bench_quick_json_has_every_mesh_row(quick_report: dict[str, Any]) -> None:
+    """The mesh rows are all there and measured: ping-pong (handler loop, ask, no log),
+    ping-pong among idle agents with their CPU and RSS, fan-in, broadcast, join/leave."""
+    rows = [r for r in quick_report["rows"] if r["transport"].startswith("mesh")]
+    got = {(r["scenario"], r["transport"], r["size_bytes"]): r for r in rows}
+    expected = [
+        *[("ping-pong", t, size) for size in PING_PONG_SIZES for t in ("mesh", "mesh-ask")],
+        ("ping-pong", "mesh-nolog", 64),
+        *[(f"ping-pong-{QUICK_IDLE_AGENTS}-idle", "mesh", size) for size in PING_PONG_SIZES],
+        *[(f"fan-in-{n}", "mesh", size) for n in QUICK_FAN_IN_SENDERS for size in FAN_IN_SIZES],
+        *[(f"broadcast-{n}", "mesh", 64) for n in QUICK_BROADCAST_TO],
+        ("join-leave", "mesh", None),
+    ]
+    assert sorted(got, key=str) == sorted(expected, key=str)
+    for key, row in got.items():
+        assert row["status"] == "ok", row
+        assert row["n"] > 0, row
+        assert row["p50_us"] <= row["p90_us"] <= row["p99_us"] <= row["max_us"], row
+        assert row["msgs_per_s"] > 0, row
+        scenario = key[0]
+        if scenario.startswith("ping-pong") or scenario.startswith("fan-in"):
+            assert row["ratio"] > 0, row  # against the raw-FIFO floor of the same size
+        else:
+            assert row["ratio"] is None, row  # no raw-FIFO floor for these
+        if scenario.endswith("-idle"):
+            assert row["extra"]["idle_cpu_ms"] >= 0, row
+            assert row["extra"]["idle_rss_mib_mean"] > 0, row
+        if scenario == "join-leave":
+            assert row["extra"]["idle_rss_mib"] > 0, row
+            assert row["extra"]["leave_p50_us"] > 0, row
+
+
+def test_pipemesh_bench_command_passes_arguments_through() -> None:
+    """`pipemesh bench` runs the harness with the same flags as `python -m pipemesh.bench`."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipemesh", "bench", "--list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    keys = proc.stdout.split()
+    assert "ping-pong/mesh/64B" in keys
+    assert "join-leave/mesh/-" in keys
+    bad = subprocess.run(
+        [sys.executable, "-m", "pipemesh", "bench", "--only", "no-such-row"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: ")
 
 
 def test_bench_quick_table_is_aligned() -> None:

@@ -117,6 +117,10 @@ class BenchConfig:
         ping_pong: body sizes and message counts for the ping-pong scenarios.
         fan_in: body sizes and total message counts for the fan-in scenarios.
         fan_in_senders: sender process counts for the fan-in scenarios.
+        idle_agents: idle agent processes running during the ``ping-pong-N-idle`` rows.
+        broadcast_to: receiver counts for the broadcast scenarios.
+        broadcast: body size, broadcasts measured and warm-up of the broadcast rows.
+        join_leave: joins measured and warm-up of the join/leave row (size unused).
         time_limit_s: upper bound on one scenario's measured phase.
         startup_timeout_s: upper bound on starting one scenario's processes.
         only: substrings of scenario keys (``ping-pong/raw-fifo/64B``) to run; empty runs
@@ -128,6 +132,10 @@ class BenchConfig:
     ping_pong: tuple[SizePlan, ...] = FULL_PING_PONG
     fan_in: tuple[SizePlan, ...] = FULL_FAN_IN
     fan_in_senders: tuple[int, ...] = (10, 100)
+    idle_agents: int = 100
+    broadcast_to: tuple[int, ...] = (10, 100)
+    broadcast: SizePlan = SizePlan(64, 2_000, 20)
+    join_leave: SizePlan = SizePlan(0, 200, 5)
     time_limit_s: float = 4.0
     startup_timeout_s: float = 60.0
     only: tuple[str, ...] = ()
@@ -144,6 +152,10 @@ class BenchConfig:
             ping_pong=QUICK_PING_PONG,
             fan_in=QUICK_FAN_IN,
             fan_in_senders=(2, 4),
+            idle_agents=3,
+            broadcast_to=(2, 4),
+            broadcast=SizePlan(64, 20, 2),
+            join_leave=SizePlan(0, 5, 1),
             time_limit_s=2.0,
             startup_timeout_s=30.0,
             quick=True,

@@ -6,10 +6,11 @@ directory (FIFOs, a socket path, a ``multiprocessing.Pipe`` pair, a ``redis-serv
 endpoints themselves are in `pipemesh.bench.baselines`; process handling, statistics and
 output are in `pipemesh.bench.harness`.
 
-`default_scenarios` is the registry of a run: the baseline rows now; the mesh rows
-(ping-pong full stack, 100 idle agents, fan-in, broadcast, join/leave) are added there as
-more `Scenario` values, e.g. ``[*baseline_scenarios(config), *mesh_scenarios(config)]``.
-A missing pyzmq, redis-py or redis-server gives an `Unavailable` row, never a number.
+`default_scenarios` is the registry of a run: the baseline rows, then the mesh rows
+(ping-pong full stack with the handler loop and with ``ask()``, the same with 100 idle
+agent processes, fan-in, broadcast, join/leave), whose agents are in
+`pipemesh.bench.mesh`. A missing pyzmq, redis-py or redis-server gives an `Unavailable`
+row, never a number.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Final
 
@@ -47,14 +48,39 @@ from pipemesh.bench.harness import (
     Scenario,
     ScenarioContext,
     Unavailable,
+    Worker,
     WorkerFailed,
     WorkerSpec,
+    rss_bytes,
     run_fan_in,
     run_ping_pong,
+)
+from pipemesh.bench.mesh import (
+    ROLE_ASK,
+    ROLE_BCAST_RX,
+    ROLE_BCAST_TX,
+    ROLE_ECHO,
+    ROLE_FAN_IN_RX,
+    ROLE_FAN_IN_TX,
+    ROLE_IDLE,
+    ROLE_JOINER,
+    ROLE_OBSERVER,
+    ROLE_PING,
 )
 
 #: The worker entry point every baseline endpoint runs in.
 WORKER_MODULE: Final = "pipemesh.bench._worker"
+#: The worker entry point every mesh agent runs in.
+MESH_WORKER_MODULE: Final = "pipemesh.bench._mesh_worker"
+
+#: Mesh rows: the handler loop (no thread hand-off timed), ``ask()`` from the main
+#: thread, and the handler loop with logging off (what the logs cost).
+MESH: Final = "mesh"
+MESH_ASK: Final = "mesh-ask"
+MESH_NO_LOG: Final = "mesh-nolog"
+
+#: How long idle agents must stay without CPU time before their CPU is sampled.
+_SETTLE_S: Final = 10.0
 
 _UNAVAILABLE_ZMQ: Final = "pyzmq is not installed (pip install 'pipemesh[bench]')"
 _UNAVAILABLE_REDIS_PY: Final = "redis-py is not installed (pip install 'pipemesh[bench]')"
@@ -65,7 +91,7 @@ _UNAVAILABLE_REDIS_SERVER: Final = (
 
 def default_scenarios(config: BenchConfig) -> list[Scenario]:
     """Every scenario of a run, in run order (the registry the harness runs from)."""
-    return baseline_scenarios(config)
+    return [*baseline_scenarios(config), *mesh_scenarios(config)]
 
 
 def baseline_scenarios(config: BenchConfig) -> list[Scenario]:
@@ -255,3 +281,204 @@ def _wait_redis(proc: subprocess.Popen[bytes], port: int, timeout_s: float) -> b
         except subprocess.TimeoutExpired:
             continue
     return False
+
+
+# --------------------------------------------------------------------------- mesh rows
+
+
+def mesh_scenarios(config: BenchConfig) -> list[Scenario]:
+    """Every mesh row for `config`: ping-pong, with idle agents, fan-in, broadcast, join."""
+    out = [
+        Scenario("ping-pong", transport, plan.size_bytes, run, plan.count, plan.warmup)
+        for plan in config.ping_pong
+        for transport, run in (
+            (MESH, partial(_mesh_ping_pong, role=ROLE_PING)),
+            (MESH_ASK, partial(_mesh_ping_pong, role=ROLE_ASK)),
+        )
+    ]
+    small = config.ping_pong[0]
+    out.append(
+        Scenario(
+            "ping-pong",
+            MESH_NO_LOG,
+            small.size_bytes,
+            partial(_mesh_ping_pong, role=ROLE_PING, log=False),
+            small.count,
+            small.warmup,
+        )
+    )
+    n_idle = config.idle_agents
+    out += [
+        Scenario(
+            f"ping-pong-{n_idle}-idle",
+            MESH,
+            plan.size_bytes,
+            partial(_mesh_ping_pong, role=ROLE_PING, n_idle=n_idle),
+            plan.count,
+            plan.warmup,
+            floor_scenario="ping-pong",
+        )
+        for plan in config.ping_pong
+    ]
+    out += [
+        Scenario(
+            f"fan-in-{n}",
+            MESH,
+            plan.size_bytes,
+            partial(_mesh_fan_in, n_senders=n),
+            plan.count,
+        )
+        for n in config.fan_in_senders
+        for plan in config.fan_in
+    ]
+    plan = config.broadcast
+    out += [
+        Scenario(
+            f"broadcast-{n}",
+            MESH,
+            plan.size_bytes,
+            partial(_mesh_broadcast, n_receivers=n),
+            plan.count,
+            plan.warmup,
+        )
+        for n in config.broadcast_to
+    ]
+    out.append(
+        Scenario(
+            "join-leave",
+            MESH,
+            None,
+            _mesh_join_leave,
+            config.join_leave.count,
+            config.join_leave.warmup,
+        )
+    )
+    return out
+
+
+def _mesh_spec(ctx: ScenarioContext, role: str, name: str, *args: str) -> WorkerSpec:
+    home = ctx.workdir / "mesh"
+    size = ctx.scenario.size_bytes or 0
+    return WorkerSpec(
+        MESH_WORKER_MODULE,
+        ("--role", role, "--home", str(home), "--name", name, "--size", str(size), *args),
+    )
+
+
+def _mesh_ping_pong(
+    ctx: ScenarioContext, *, role: str, log: bool = True, n_idle: int = 0
+) -> Measurement:
+    """Echo agent B and measuring agent A (handler loop or ``ask``), maybe among idle agents."""
+    flags = () if log else ("--no-log",)
+    idle = [
+        ctx.pool.spawn(f"idle-{i}", _mesh_spec(ctx, ROLE_IDLE, f"idle-{i}")) for i in range(n_idle)
+    ]
+    startup = ctx.config.startup_timeout_s
+    if idle:
+        ctx.pool.wait_ready(len(idle), startup + n_idle * 0.5)
+    ctx.pool.spawn("server", _mesh_spec(ctx, ROLE_ECHO, "echo", *flags))
+    ctx.pool.wait_ready(1, startup)
+    client = _mesh_spec(ctx, role, "client", "--peer", "echo", *flags, *ctx.measure_args())
+    worker = ctx.pool.spawn("client", client, measuring=True)
+    ctx.pool.wait_ready(1, startup)
+    before = _settled_cpu_ticks(idle) if idle else 0
+    ctx.pool.go()
+    ctx.pool.wait_exit(worker, ctx.time_limit_s + 30.0)
+    measured = Measurement.from_result(worker.result())
+    if not idle:
+        return measured
+    cpu_ms = (_cpu_ticks(idle) - before) * 1000 / os.sysconf("SC_CLK_TCK")
+    rss = [rss_bytes(w.proc.pid) / (1 << 20) for w in idle]
+    extra = {
+        **measured.extra,
+        "idle_cpu_ms": cpu_ms,
+        "idle_rss_mib_mean": sum(rss) / len(rss),
+        "idle_rss_mib_max": max(rss),
+    }
+    return Measurement(
+        measured.one_way_ns, measured.messages, measured.elapsed_ns, measured.errors, extra
+    )
+
+
+def _cpu_ticks(workers: Sequence[Worker]) -> int:
+    """utime + stime of `workers`, in clock ticks, from /proc/<pid>/stat."""
+    total = 0
+    for worker in workers:
+        with open(f"/proc/{worker.proc.pid}/stat", "rb") as fh:
+            data = fh.read()
+        # The command name may hold spaces; fields resume after the last ')'.
+        fields = data[data.rfind(b")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])  # stat fields 14 and 15
+    return total
+
+
+def _settled_cpu_ticks(workers: Sequence[Worker]) -> int:
+    """CPU ticks of `workers` once they stopped using CPU (joins of later agents done).
+
+    Every agent that joins sends ``mesh.join`` to the others, and each re-reads the
+    registry; that set-up work must not be counted as idle cost. Waits until two
+    samples 200 ms apart agree, at most `_SETTLE_S`.
+    """
+    deadline = time.monotonic() + _SETTLE_S
+    ticks = _cpu_ticks(workers)
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = _cpu_ticks(workers)
+        if now == ticks:
+            break
+        ticks = now
+    return ticks
+
+
+def _mesh_fan_in(ctx: ScenarioContext, *, n_senders: int) -> Measurement:
+    """N `MeshClient` sender processes into one sink agent, logging on at both ends."""
+    per_sender = max(1, ctx.scenario.count // n_senders)
+    total = per_sender * n_senders
+    receiver = _mesh_spec(
+        ctx,
+        ROLE_FAN_IN_RX,
+        "sink",
+        "--count",
+        str(total),
+        "--time-limit-s",
+        str(ctx.time_limit_s),
+    )
+    senders = [
+        _mesh_spec(ctx, ROLE_FAN_IN_TX, f"src-{i}", "--peer", "sink", "--count", str(per_sender))
+        for i in range(n_senders)
+    ]
+    return run_fan_in(ctx, receiver=receiver, senders=senders)
+
+
+def _mesh_broadcast(ctx: ScenarioContext, *, n_receivers: int) -> Measurement:
+    """One broadcaster, N receiver agents; a sample is the slowest receiver's delay."""
+    startup = ctx.config.startup_timeout_s
+    for i in range(n_receivers):
+        ctx.pool.spawn(f"rx-{i}", _mesh_spec(ctx, ROLE_BCAST_RX, f"rx-{i}"))
+    ctx.pool.wait_ready(n_receivers, startup + n_receivers * 0.5)
+    spec = _mesh_spec(
+        ctx, ROLE_BCAST_TX, "caster", "--peers", str(n_receivers), *ctx.measure_args()
+    )
+    worker = ctx.pool.spawn("caster", spec, measuring=True)
+    ctx.pool.wait_ready(1, startup)
+    ctx.pool.go()
+    ctx.pool.wait_exit(worker, ctx.time_limit_s + 30.0)
+    return Measurement.from_result(worker.result())
+
+
+def _mesh_join_leave(ctx: ScenarioContext) -> Measurement:
+    """Agents joining and leaving next to an observer; plus the RSS of an idle agent."""
+    startup = ctx.config.startup_timeout_s
+    ctx.pool.spawn("observer", _mesh_spec(ctx, ROLE_OBSERVER, "observer"))
+    idle = ctx.pool.spawn("idle", _mesh_spec(ctx, ROLE_IDLE, "idle"))
+    ctx.pool.wait_ready(2, startup)
+    spec = _mesh_spec(ctx, ROLE_JOINER, "joiner", "--peer", "observer", *ctx.measure_args())
+    worker = ctx.pool.spawn("joiner", spec, measuring=True)
+    ctx.pool.wait_ready(1, startup)
+    ctx.pool.go()
+    ctx.pool.wait_exit(worker, ctx.time_limit_s + 60.0)
+    measured = Measurement.from_result(worker.result())
+    extra = {**measured.extra, "idle_rss_mib": rss_bytes(idle.proc.pid) / (1 << 20)}
+    return Measurement(
+        measured.one_way_ns, measured.messages, measured.elapsed_ns, measured.errors, extra
+    )

@@ -110,16 +110,23 @@ class Router:
     def _run(self) -> None:
         inbox = self._inbox
         heap = self._heap
+        # True when a handler ran since the last read: only then can something have
+        # arrived that the heap does not hold yet. Right after a blocking read the
+        # extra non-blocking read would almost always fail with EAGAIN, and raising
+        # and catching that BlockingIOError cost more per message than the decode.
+        stale = False
         try:
             while not self._stopping:
                 if not heap:
                     self._consume(inbox.read())
+                    stale = False
                     continue
-                if len(heap) < self._max_queue:
+                if stale and len(heap) < self._max_queue:
                     data = inbox.read(0)  # pick up what arrived, so priority is honoured
                     if data:
                         self._consume(data)
                 self._handle_next()
+                stale = True
             self._drain(drain_s=5.0)
         except MeshError as exc:
             self._report("router_stopped", str(exc), {})
