@@ -134,7 +134,7 @@ class _Pinger(AgentBase):
     def start(self, peer: str, body: str, warmup: int, count: int, time_limit_s: float) -> None:
         self._peer, self._ping_body = peer, body
         self._warmup, self._count, self._limit_ns = warmup, count, int(time_limit_s * 1e9)
-        self._seen = 0
+        self._replies = 0
         self._errors = 0
         self._samples = array("q")
         self._done = threading.Event()
@@ -147,13 +147,13 @@ class _Pinger(AgentBase):
         now = time.perf_counter_ns()
         if msg.reply_to != self._expect or len(msg.body) != len(self._ping_body):
             self._errors += 1
-        self._seen += 1
-        if self._seen > self._warmup:
+        self._replies += 1
+        if self._replies > self._warmup:
             self._samples.append(now - self._t0)
             if len(self._samples) >= self._count or now >= self._deadline_ns:
                 self._done.set()
                 return
-        elif self._seen == self._warmup:
+        elif self._replies == self._warmup:
             self._start_ns = now  # the measured phase starts with the next ping
             self._deadline_ns = now + self._limit_ns
         self._t0 = time.perf_counter_ns()
