@@ -37,6 +37,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from json.encoder import encode_basestring as _json_str  # C, ensure_ascii=False
 from pathlib import Path
 from typing import BinaryIO, Final
 
@@ -60,7 +61,7 @@ COMM_LOG: Final = "mesh_communication.log"
 LATENCY_LOG: Final = "mesh_latency.log"
 ERRORS_LOG: Final = "mesh_errors.log"
 _FILES: Final = (COMM_LOG, LATENCY_LOG, ERRORS_LOG)
-_BATCH_BYTES: Final = 256 * 1024
+_BATCH_LINES: Final = 64
 DEFAULT_MAX_BYTES: Final = 32 * 1024 * 1024
 DEFAULT_KEEP_FILES: Final = 5
 ENV_MAX_BYTES: Final = "PIPEMESH_LOG_MAX_BYTES"
@@ -195,47 +196,36 @@ class EventLog:
     # -- the writer thread --
 
     def _format(self, rec: tuple[object, ...]) -> tuple[int, bytes]:
+        # Message and latency lines are built as text: names, types and ids are
+        # validated to a charset that needs no JSON escaping, so only the body goes
+        # through the (C) string encoder. Twice as fast as json.dumps of a dict.
         kind = rec[0]
-        out: dict[str, object]
         if kind == 0:
             _, ts, event, sender, to, msg_type, priority, msg_id, reply_to, size, body = rec
-            out = {
-                "ts": ts,
-                "event": event,
-                "agent": self.agent,
-                "from": sender,
-                "to": to,
-                "type": msg_type,
-                "priority": priority,
-                "id": msg_id,
-                "re": reply_to,
-                "bytes": size,
-            }
-            if isinstance(body, str) and len(body) > self.max_body_chars:
-                out["body"] = body[: self.max_body_chars]
-                out["truncated"] = True
-            else:
-                out["body"] = body
-        elif kind == 1:
+            text = str(body)
+            cut = len(text) > self.max_body_chars
+            tail = ',"truncated":true}\n' if cut else "}\n"
+            line = (
+                f'{{"ts":{ts!r},"event":"{event}","agent":"{self.agent}","from":"{sender}",'
+                f'"to":"{to}","type":"{msg_type}","priority":{priority},"id":"{msg_id}",'
+                f'"re":"{reply_to}","bytes":{size},"body":'
+                f"{_json_str(text[: self.max_body_chars] if cut else text)}{tail}"
+            )
+            return 0, line.encode()
+        if kind == 1:
             _, ts, event, sender, msg_type, priority, msg_id, size, latency_us = rec
-            out = {
-                "ts": ts,
-                "event": event,
-                "agent": self.agent,
-                "from": sender,
-                "type": msg_type,
-                "priority": priority,
-                "id": msg_id,
-                "bytes": size,
-                "latency_us": round(float(latency_us), 1),  # type: ignore[arg-type]  # a float by construction
-            }
-        else:
-            _, ts, event, error, fields = rec
-            out = {"ts": ts, "event": event, "agent": self.agent, "error": error}
-            if isinstance(fields, dict):
-                out.update(fields)
-        line = json.dumps(out, ensure_ascii=False, separators=(",", ":"), default=str)
-        return int(kind), line.encode() + b"\n"  # type: ignore[call-overload]  # kind is 0, 1 or 2
+            line = (
+                f'{{"ts":{ts!r},"event":"{event}","agent":"{self.agent}","from":"{sender}",'
+                f'"type":"{msg_type}","priority":{priority},"id":"{msg_id}","bytes":{size},'
+                f'"latency_us":{round(float(latency_us), 1)!r}}}\n'  # type: ignore[arg-type]  # a float
+            )
+            return 1, line.encode()
+        _, ts, event, error, fields = rec
+        out: dict[str, object] = {"ts": ts, "event": event, "agent": self.agent, "error": error}
+        if isinstance(fields, dict):
+            out.update(fields)
+        text = json.dumps(out, ensure_ascii=False, separators=(",", ":"), default=str)
+        return 2, text.encode() + b"\n"
 
     def _run(self) -> None:
         records = self._records
@@ -245,14 +235,16 @@ class EventLog:
             self._closing.wait(self.flush_interval_s)
             self._wake.clear()  # before draining: a record added after this wakes us again
             batches: list[list[bytes]] = [[], [], []]
-            size = 0
+            count = 0
             while records:
                 kind, line = self._format(records.popleft())
                 batches[kind].append(line)
-                size += len(line)
-                if size >= _BATCH_BYTES:
+                count += 1
+                if count >= _BATCH_LINES:
+                    # Write often: the write releases the GIL, so the router thread
+                    # never waits long behind the log writer (it shares the GIL).
                     self._flush(batches)
-                    batches, size = [[], [], []], 0
+                    batches, count = [[], [], []], 0
             self._flush(batches)
             if self._closed and not records:
                 return
@@ -308,9 +300,17 @@ class EventLog:
                     return  # another writer rotated it first
             except FileNotFoundError:
                 return
-            for n in range(self.keep_files - 1, 0, -1):
-                with contextlib.suppress(FileNotFoundError):
-                    os.rename(f"{path}.{n}", f"{path}.{n + 1}")  # replaces the oldest
+            # Shift only the files that exist (one directory scan), newest last, so
+            # a rotation costs O(files kept), not O(keep_files) rename attempts.
+            existing = sorted(
+                (int(p.name.rsplit(".", 1)[1]) for p in log_files(Path(path))[:-1]),
+                reverse=True,
+            )
+            for n in existing:
+                if n >= self.keep_files:
+                    os.unlink(f"{path}.{n}")  # past the limit: the oldest goes
+                else:
+                    os.rename(f"{path}.{n}", f"{path}.{n + 1}")
             os.rename(path, f"{path}.1")
             fd, self._fds[i] = self._fds[i], self._open(path)
             os.close(fd)
@@ -328,6 +328,11 @@ class EventLog:
             self._closing.set()
             self._wake.set()
             thread.join(timeout_s)
+            if thread.is_alive():
+                # Never close fds under a writer still appending (its records would be
+                # lost, or worse, go to a reused fd); the daemon thread ends with the process.
+                self.dropped += len(self._records)
+                return
         fds, self._fds = self._fds, []
         lock_fds, self._lock_fds = self._lock_fds, []
         for fd in fds + lock_fds:

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from pipemesh.observe import EventLog
 logs, who, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-log = EventLog(logs, who, max_bytes=8192, keep_files=10_000, flush_interval_s=0.001)
+log = EventLog(logs, who, max_bytes=2048, keep_files=10_000, flush_interval_s=0.001)
 for i in range(n):
     log.message("frame_sent", sender=who, to="x", msg_type="t", priority=1,
                 msg_id=f"{who}-{i}", body="b" * (i % 200))
@@ -61,7 +61,7 @@ def test_rotation_many_writers_loses_and_splits_nothing(tmp_path: Path, spawn: S
     for proc in procs:
         assert proc.wait(timeout=DEADLINE_S) == 0, proc.stderr.read() if proc.stderr else ""
     files = log_files(logs / COMM_LOG)
-    # Batches depend on scheduling; at least one rotation is certain (720 KB through 8 KiB files).
+    # Batches depend on scheduling; at least one rotation is certain (720 KB through 2 KiB files).
     assert len(files) > 1, "the test must actually rotate"
     for file in files:
         for line in file.read_bytes().splitlines():
