@@ -412,25 +412,36 @@ class FrameDecoder:
             header = self._parse_header(bytes(buf[pos + 1 : end]))
         except DecodeError as exc:
             raise self._skip(pos, str(exc)) from None
-        length = header[5]
-        body_start = end + len(HEADER_END)
-        frame_end = body_start + length + len(TRAILER)
-        if len(buf) < frame_end:
-            if self._eof:
-                raise self._skip(pos, "stream ended inside a frame body")
+        body = self._take_body(pos, end + len(HEADER_END), header[5])
+        if body is None:
             return NEED_DATA
-        if not buf.startswith(TRAILER, body_start + length):
-            raise self._skip(pos, f"no {END_MARKER.decode()} after a body of LEN:{length} bytes")
-        body = bytes(buf[body_start : body_start + length])
-        self._pos = frame_end
-        if frame_end == len(buf):
-            buf.clear()
-            self._offset += frame_end
-            self._pos = 0
         sender, to, priority, msg_type, msg_id, _, sent_ns, reply_to, part, parts, ack = header
         return Frame(
             sender, to, priority, msg_type, msg_id, body, sent_ns, reply_to, part, parts, ack
         )
+
+    def _take_body(self, pos: int, body_start: int, length: int) -> bytes | None:
+        """Consume and return the body of the frame at ``pos``; None until it is all here.
+
+        Raises:
+            DecodeError: the stream ended first, or the end marker is missing.
+        """
+        buf = self._buf
+        frame_end = body_start + length + len(TRAILER)
+        if len(buf) < frame_end:
+            if self._eof:
+                raise self._skip(pos, "stream ended inside a frame body")
+            return None
+        if not buf.startswith(TRAILER, body_start + length):
+            raise self._skip(pos, f"no {END_MARKER.decode()} after a body of LEN:{length} bytes")
+        body = bytes(buf[body_start : body_start + length])
+        if frame_end == len(buf):
+            buf.clear()  # the common case: the read ended on a frame boundary
+            self._offset += frame_end
+            self._pos = 0
+        else:
+            self._pos = frame_end
+        return body
 
     def _fast_frame(self, m: re.Match[bytes]) -> Frame | NeedData:
         """A canonical header matched in one regex; values still get their semantic checks."""
@@ -449,22 +460,9 @@ class FrameDecoder:
             part, parts = int(part_b), int(parts_b)
             if not 1 <= part <= parts:
                 raise self._skip(pos, f"PART {part}/{parts} is not i/n with 1 <= i <= n")
-        buf = self._buf
-        body_start = m.end()
-        frame_end = body_start + length + len(TRAILER)
-        if len(buf) < frame_end:
-            if self._eof:
-                raise self._skip(pos, "stream ended inside a frame body")
+        body = self._take_body(pos, m.end(), length)
+        if body is None:
             return NEED_DATA
-        if not buf.startswith(TRAILER, body_start + length):
-            raise self._skip(pos, f"no {END_MARKER.decode()} after a body of LEN:{length} bytes")
-        body = bytes(buf[body_start : body_start + length])
-        if frame_end == len(buf):
-            buf.clear()
-            self._offset += frame_end
-            self._pos = 0
-        else:
-            self._pos = frame_end
         return Frame(
             sender_b.decode(),
             to_b.decode(),
