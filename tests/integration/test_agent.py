@@ -66,7 +66,7 @@ def records(home: Path, name: str) -> list[dict[str, object]]:
 def test_send_and_receive(mesh_home: Path) -> None:
     """A message arrives whole, with its header fields, and is logged on both sides."""
     with AgentBase("gemini", "collaborator") as g, AgentBase("claude_code", "architect") as c:
-        msg_id = c.send_message("gemini", "How should we?\nline 2", 2, "question")
+        msg_id = c.send_message("gemini", "How should we?\nlïne 2", 2, "question")
         msg = g.receive(10)
         assert msg is not None
         assert (msg.sender, msg.to, msg.priority, msg.msg_type, msg.id) == (
@@ -76,13 +76,14 @@ def test_send_and_receive(mesh_home: Path) -> None:
             "question",
             msg_id,
         )
-        assert msg.body == "How should we?\nline 2"
+        assert msg.body == "How should we?\nlïne 2"
         assert msg.sent_ns > 0
     comm = records(mesh_home, COMM_LOG)
     assert {(r["event"], r["agent"]) for r in comm if r["id"] == msg_id} == {
         ("frame_sent", "claude_code"),
         ("frame_received", "gemini"),
     }
+    assert {r["bytes"] for r in comm if r["id"] == msg_id} == {22}  # UTF-8 bytes on both sides
     lat = [r for r in records(mesh_home, LATENCY_LOG) if r["id"] == msg_id]
     assert len(lat) == 1
     assert float(str(lat[0]["latency_us"])) > 0

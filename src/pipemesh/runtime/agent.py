@@ -623,6 +623,11 @@ class MeshClient:
         self.close()
 
 
+def _utf8_len(text: str) -> int:
+    """Bytes of ``text`` on the wire, as the send side logs them (no encode for ASCII)."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
 @dataclass(slots=True)
 class _Pending:
     event: threading.Event = field(default_factory=threading.Event)
@@ -818,7 +823,7 @@ class AgentBase(MeshClient):
                 msg_id=msg.id,
                 body=msg.body,
                 reply_to=msg.reply_to,
-                size=len(msg.body),
+                size=_utf8_len(msg.body),
             )
             return False
         key = (msg.sender, msg.id)
@@ -834,7 +839,7 @@ class AgentBase(MeshClient):
                 msg_id=msg.id,
                 body="",
                 reply_to=msg.reply_to,
-                size=len(msg.body),
+                size=_utf8_len(msg.body),
             )
             if msg.ack and key not in self._from_spool:
                 self._send_ack(msg)  # the first ack was lost, or the first copy is still queued
@@ -852,7 +857,7 @@ class AgentBase(MeshClient):
             msg_id=msg.id,
             body=msg.body,
             reply_to=msg.reply_to,
-            size=len(msg.body),
+            size=_utf8_len(msg.body),
         )
         self._remember(msg.sender, msg)
         pending = self._pending.get(msg.reply_to) if msg.reply_to else None
@@ -986,7 +991,7 @@ class AgentBase(MeshClient):
                 priority=msg.priority,
                 msg_id=msg.id,
                 latency_us=(time.time_ns() - msg.sent_ns) / 1000,
-                size=len(msg.body),
+                size=_utf8_len(msg.body),
             )
 
     def _dispatch(self, msg: Message, received_ns: int) -> None:
