@@ -62,6 +62,7 @@ LATENCY_LOG: Final = "mesh_latency.log"
 ERRORS_LOG: Final = "mesh_errors.log"
 _FILES: Final = (COMM_LOG, LATENCY_LOG, ERRORS_LOG)
 _BATCH_LINES: Final = 64
+_LOCK_TIMEOUT_S: Final = 5.0  # log-lock wait before writing (or skipping a rotation) unlocked
 DEFAULT_MAX_BYTES: Final = 32 * 1024 * 1024
 DEFAULT_KEEP_FILES: Final = 5
 ENV_MAX_BYTES: Final = "PIPEMESH_LOG_MAX_BYTES"
@@ -270,7 +271,9 @@ class EventLog:
     def _locked_write(self, i: int, data: bytes) -> int:
         """Append under the shared lock to the file now at the path; return its size."""
         lock_fd, path = self._lock_fds[i], self._paths[i]
-        fcntl.flock(lock_fd, fcntl.LOCK_SH)
+        # Without the lock (a stopped process holds it) we still append: the record
+        # lands in the current or the just-rotated file, both of which history reads.
+        locked = _flock(lock_fd, fcntl.LOCK_SH, _LOCK_TIMEOUT_S)
         try:
             fd = self._fds[i]
             try:
@@ -288,12 +291,14 @@ class EventLog:
                 view = view[n:]
             return os.fstat(fd).st_size
         finally:
-            fcntl.flock(lock_fd, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(lock_fd, fcntl.LOCK_UN)
 
     def _rotate(self, i: int) -> None:
         """Shift ``x.log`` to ``x.log.1`` (and older ones up) under the exclusive lock."""
         lock_fd, path = self._lock_fds[i], self._paths[i]
-        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        if not _flock(lock_fd, fcntl.LOCK_EX, _LOCK_TIMEOUT_S):
+            return  # lock held too long elsewhere: rotate on a later write instead
         try:
             try:
                 if os.stat(path).st_size < self.max_bytes:
@@ -337,6 +342,19 @@ class EventLog:
         lock_fds, self._lock_fds = self._lock_fds, []
         for fd in fds + lock_fds:
             os.close(fd)
+
+
+def _flock(fd: int, op: int, timeout_s: float) -> bool:
+    """Take ``flock(fd, op)`` within ``timeout_s``; False if it was not granted."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fcntl.flock(fd, op | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)  # held only around one write or a few renames
 
 
 def _lock_path(path: Path) -> Path:

@@ -161,3 +161,24 @@ def test_cli_tail_survives_rotation(mesh_home: Path, spawn: Spawner) -> None:
     read_lines(proc, 1 + (n - 1 + 4) // 5 * 5, lines)
     got = [ln.split(" id ")[1].split()[0] for ln in lines]
     assert got == ["r0"] + [f"r{s}-{i}" for s in range(1, n, 5) for i in range(5)]
+
+
+def test_log_lock_held_elsewhere_does_not_stall_or_lose(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process holding the log lock forever (e.g. stopped) delays a writer, never loses."""
+    import fcntl
+
+    monkeypatch.setattr("pipemesh.observe._LOCK_TIMEOUT_S", 0.05)
+    lock = os.open(tmp_path / "mesh_errors.log.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        events = EventLog(tmp_path, "a", max_bytes=100, flush_interval_s=0.001)
+        for i in range(3):
+            events.error("boom", f"error {i} " + "x" * 100)
+        events.close()
+    finally:
+        os.close(lock)
+    records = [r["error"] for r in read_log(tmp_path / "mesh_errors.log")]
+    assert [str(r).split()[1] for r in records] == ["0", "1", "2"]
+    assert events.rotations == 0  # rotation waits for the lock; writing does not
