@@ -471,13 +471,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # -- commands defined in their own modules (kept at the end so merges stay trivial) --
-from pipemesh.agents.cli import run_group  # noqa: E402
 from pipemesh.bench._command import bench_command  # noqa: E402
 from pipemesh.history import history as _history  # noqa: E402
-from pipemesh.hooks import hook_group  # noqa: E402
-from pipemesh.mcp import mcp_command  # noqa: E402
+from pipemesh.integrations.agents.cli import run_group  # noqa: E402
+from pipemesh.integrations.hooks import hook_group  # noqa: E402
+from pipemesh.integrations.mcp import mcp_command  # noqa: E402
+from pipemesh.integrations.setup_clients import setup_command  # noqa: E402
 from pipemesh.monitor import monitor as _monitor  # noqa: E402
-from pipemesh.setup_clients import setup_command  # noqa: E402
 
 cli.add_command(mcp_command)
 cli.add_command(hook_group)

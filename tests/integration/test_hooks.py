@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipemesh._inbox import InboxFile
-from pipemesh.mcp import McpAgent
+from pipemesh.integrations._inbox import InboxFile
+from pipemesh.integrations.mcp import McpAgent
 from pipemesh.runtime.agent import MeshClient
 from pipemesh.wire import Message
 from tests.conftest import Spawner, run_cli, wait_for

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pipemesh.agents import claude, gemini
-from pipemesh.agents.base import CliFailed, build_prompt, load_spec, parse_output
 from pipemesh.errors import UsageError
-from pipemesh.setup_clients import plan
+from pipemesh.integrations.agents import claude, gemini
+from pipemesh.integrations.agents.base import CliFailed, build_prompt, load_spec, parse_output
+from pipemesh.integrations.setup_clients import plan
 from pipemesh.wire import Message
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pipemesh.agents.base import CliSpec
+from pipemesh.integrations.agents.base import CliSpec
 
 __all__ = ["spec_for"]
 

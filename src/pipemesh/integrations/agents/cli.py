@@ -9,9 +9,15 @@ from types import FrameType
 
 import click
 
-from pipemesh.agents import claude, codex, command, gemini
-from pipemesh.agents.base import CliAgent, CliFailed, CliSpec, check_installed, load_spec
 from pipemesh.home import MeshHome
+from pipemesh.integrations.agents import claude, codex, command, gemini
+from pipemesh.integrations.agents.base import (
+    CliAgent,
+    CliFailed,
+    CliSpec,
+    check_installed,
+    load_spec,
+)
 from pipemesh.wire import is_valid_name
 
 __all__ = ["run_group"]

@@ -3,7 +3,7 @@
 Each CLI runs a hook as a short-lived process at a turn boundary, with one JSON
 object on stdin, and reads one JSON object from stdout. These commands hand the
 messages waiting in the inbox of agent NAME (kept by ``pipemesh mcp --name NAME``,
-see :mod:`pipemesh._inbox`) to the model, so a message reaches an idle or busy
+see :mod:`pipemesh.integrations._inbox`) to the model, so a message reaches an idle or busy
 agent without the model asking:
 
 ``stop``
@@ -55,9 +55,9 @@ from typing import Final
 
 import click
 
-from pipemesh._inbox import InboxFile, format_messages
 from pipemesh.errors import MeshError
 from pipemesh.home import MeshHome
+from pipemesh.integrations._inbox import InboxFile, format_messages
 from pipemesh.registry import Registry
 from pipemesh.wire import Message, is_valid_name
 

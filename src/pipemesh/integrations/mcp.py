@@ -2,8 +2,8 @@
 
 The server joins the mesh as NAME for as long as the CLI session (Claude Code,
 Gemini CLI, Codex) keeps it running. What arrives goes to a persisted inbox
-(:mod:`pipemesh._inbox`, ``<home>/mcp/<name>/inbox.jsonl``), so messages survive a
-restart of the server and the hooks (:mod:`pipemesh.hooks`) can hand them to the
+(:mod:`pipemesh.integrations._inbox`, ``<home>/mcp/<name>/inbox.jsonl``), so messages survive a
+restart of the server and the hooks (:mod:`pipemesh.integrations.hooks`) can hand them to the
 model at turn boundaries.
 
 Five tools, kept small on purpose (the whole listing is about 320 tokens, see
@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 import click
 
-from pipemesh._inbox import InboxFile, format_messages
 from pipemesh.errors import MeshError
 from pipemesh.home import MeshHome
+from pipemesh.integrations._inbox import InboxFile, format_messages
 from pipemesh.runtime.agent import AgentBase
 from pipemesh.wire import Message, is_valid_name
 
