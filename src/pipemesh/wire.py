@@ -13,9 +13,10 @@ The frame is the seed's readable text frame, with a few extra header fields::
 * ``ACK:1`` (optional) asks the receiver for a ``mesh.ack`` control frame
   (``RE`` = this ID) once its handler has taken the message.
 * ``PART`` (optional, ``i/n``) marks one part of a message split into parts.
-  A FIFO write is atomic only up to PIPE_BUF (4096 B), so the FIFO transport
-  writes every message as parts of at most PIPE_BUF bytes each; parts from many
-  writers may interleave, and :class:`Reassembler` joins them by ID.
+  A FIFO write is atomic only up to PIPE_BUF (4096 B on Linux, 512 B on macOS),
+  so the FIFO transport writes every message as parts of at most its platform's
+  PIPE_BUF each; parts from many writers may interleave, and :class:`Reassembler`
+  joins them by ID.
 
 An empty ``TO`` is a broadcast. Unknown header keys are ignored (forward
 compatibility); a header never holds ``|``, ``]`` or a newline inside a value
@@ -65,7 +66,8 @@ __all__ = [
 ]
 
 PIPE_BUF: Final = 4096
-"""Largest write a FIFO delivers atomically (POSIX minimum 512, Linux 4096)."""
+"""Default frame size: Linux's PIPE_BUF (POSIX minimum 512). The FIFO transport
+asks the platform for its own value; this module never does I/O."""
 
 MAX_HEADER_BYTES: Final = 1024
 """Longest header line accepted, ``[`` to ``]`` inclusive."""
