@@ -33,6 +33,12 @@ pytestmark = pytest.mark.integration
 QUIET = {"heartbeat_s": 0, "log_messages": False}
 
 
+class Echo(AgentBase):
+    def on_message_received(self, msg: Message) -> None:
+        if msg.msg_type == "question":
+            self.reply(msg, "re: " + msg.body)
+
+
 def errors(home: Path) -> list[dict[str, object]]:
     return list(read_records(home / "logs" / ERRORS_LOG))
 
@@ -67,6 +73,24 @@ def test_receive_queue_full_pushes_back_instead_of_dropping(mesh_home: Path) -> 
         last = rx.receive(timeout_s=20)
         assert last is not None
         assert last.body == "after"
+
+
+def test_ask_behind_a_full_receive_queue_says_why(mesh_home: Path) -> None:
+    """An ask() whose reply is stuck behind a full receive queue times out saying to call
+    receive(); once receive() drains it, asking works again."""
+    with (
+        Echo("echo", **QUIET) as _echo,  # type: ignore[arg-type]
+        AgentBase("inbox", max_queue=5, **QUIET) as rx,  # type: ignore[arg-type]
+        MeshClient("tx", log_messages=False) as tx,
+    ):
+        for i in range(6):  # five wait for receive(), the sixth holds the router
+            tx.send("inbox", f"m{i}")
+        wait_for(lambda: len(rx._inbox_queue) == 5, timeout_s=20)
+        with pytest.raises(ReplyTimeout, match=r"call receive\(\)"):
+            rx.ask("echo", "hello?", timeout_s=2)
+        got = [rx.receive(timeout_s=20) for _ in range(6)]
+        assert [m.body for m in got if m is not None] == [f"m{i}" for i in range(6)]
+        assert rx.ask("echo", "again", timeout_s=30).body == "re: again"
 
 
 # -- 2. priority must be a real int --
@@ -124,12 +148,6 @@ def test_old_registry_record_without_a_limit_loads_with_the_default() -> None:
 
 
 # -- 4. no fd leaks to dead peers; EMFILE is a clear error --
-
-
-class Echo(AgentBase):
-    def on_message_received(self, msg: Message) -> None:
-        if msg.msg_type == "question":
-            self.reply(msg, "re: " + msg.body)
 
 
 ASKERS = """

@@ -1157,9 +1157,14 @@ class AgentBase(MeshClient):
             elif not self._stopped.is_set():
                 pending.event.wait(timeout_s)
             if pending.reply is None:
+                hint = "is it handling messages? (see 'pipemesh tail')"
+                if len(self._inbox_queue) >= self.max_queue:
+                    hint = (
+                        f"{len(self._inbox_queue)} messages wait unread by receive(), so this "
+                        "agent stopped reading its pipe and a reply cannot be seen: call receive()"
+                    )
                 raise ReplyTimeout(
-                    f"{to_agent} did not reply to {msg_id} within {timeout_s:g}s; "
-                    "is it handling messages? (see 'pipemesh tail')",
+                    f"{to_agent} did not reply to {msg_id} within {timeout_s:g}s; {hint}",
                     agent_id=to_agent,
                     message_id=msg_id,
                 )
