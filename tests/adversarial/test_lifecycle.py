@@ -133,3 +133,15 @@ def test_run_forever_off_the_main_thread_installs_nothing(mesh_home: Path) -> No
         agent.close()
         runner.join(10)
         assert not runner.is_alive()
+
+
+def test_cli_listen_sigterm_leaves_nothing(mesh_home: Path, spawn: Spawner) -> None:
+    """A CLI-run agent ('pipemesh listen') ends on SIGTERM with 143, no traceback, nothing left."""
+    proc = spawn.pipemesh("listen", "listener")
+    wait_for(lambda: "listener" in active_agents(mesh_home), timeout_s=30)
+    wait_for(lambda: catches_sigterm(proc.pid), timeout_s=30)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert left_behind(mesh_home, "listener") == []
