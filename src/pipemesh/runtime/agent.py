@@ -72,7 +72,7 @@ from pipemesh.registry import (
     process_start_time,
     utc_now_iso,
 )
-from pipemesh.runtime.lifecycle import ExitGuard, Stopped, stop_signals
+from pipemesh.runtime.lifecycle import ExitGuard, stop_signals
 from pipemesh.runtime.outbox import DEFAULT_MAX_OPEN, OutboxCache
 from pipemesh.runtime.router import Router
 from pipemesh.spool import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Spool, SpoolEntry
@@ -1243,16 +1243,11 @@ class AgentBase(MeshClient):
         SIGTERM is only handled where the program has no SIGTERM handler of its
         own; the previous handlers are restored on return.
         """
-        signum = 0
-        with stop_signals():
-            try:
-                while not self._stopped.wait(poll_s):
-                    pass
-            except Stopped as exc:
-                signum = exc.signum
-                self.close()
-        if signum:
-            raise SystemExit(128 + signum)
+        with stop_signals(self.close) as stop:
+            while not self._stopped.wait(poll_s):
+                pass
+        if stop.signum:
+            raise SystemExit(128 + stop.signum)
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Unregister, remove the pipes, let queued messages be handled, stop threads.

@@ -4,7 +4,7 @@
   (a script that ends, or raises, without ``close()``). It holds the agent by
   weak reference, and does nothing in a forked child (the pipes are the
   parent's).
-* :func:`stop_signals` turns SIGINT and SIGTERM into :class:`Stopped` for the
+* :func:`stop_signals` turns SIGINT and SIGTERM into a clean stop for the
   duration of ``run_forever()``: the agent is then closed and the program exits
   130 or 143 without a traceback. Handlers are only installed from the main
   thread (Python delivers signals there), SIGTERM only where nobody installed a
@@ -22,10 +22,11 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import FrameType
 from typing import Protocol
 
-__all__ = ["ExitGuard", "Stopped", "stop_signals"]
+__all__ = ["ExitGuard", "StopInfo", "Stopped", "stop_signals"]
 
 
 class _Closable(Protocol):
@@ -74,16 +75,25 @@ class ExitGuard:
             atexit.unregister(self._at_exit)
 
 
-@contextmanager
-def stop_signals() -> Iterator[None]:
-    """Raise :class:`Stopped` on SIGINT (and SIGTERM if unhandled) inside the block.
+@dataclass(slots=True)
+class StopInfo:
+    """What :func:`stop_signals` saw: ``signum`` is 0 when no signal came."""
 
-    Does nothing outside the main thread. Inside the block the first signal
-    raises; later ones are ignored so the close that follows is not cut short.
-    The previous handlers are restored when the block ends.
+    signum: int = 0
+
+
+@contextmanager
+def stop_signals(on_stop: Callable[[], None]) -> Iterator[StopInfo]:
+    """Turn SIGINT (and SIGTERM if unhandled) inside the block into a clean stop.
+
+    The first signal ends the block: ``on_stop()`` runs while further SIGINT and
+    SIGTERM are ignored (so a second Ctrl-C cannot cut the close short), then the
+    previous handlers are restored and the yielded :class:`StopInfo` holds the
+    signal number. Does nothing outside the main thread.
     """
+    info = StopInfo()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield info
         return
     previous: dict[int, Callable[[int, FrameType | None], object] | int | None] = {}
 
@@ -92,17 +102,19 @@ def stop_signals() -> Iterator[None]:
             signal.signal(sig, signal.SIG_IGN)  # one stop; a second signal waits for the close
         raise Stopped(signum)
 
-    wanted: list[int] = [signal.SIGINT]
-    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-        wanted.append(signal.SIGTERM)
-    for sig in wanted:
-        current = signal.getsignal(sig)
-        if sig == signal.SIGINT and current is not signal.default_int_handler:
-            continue  # the program chose its own SIGINT handling (or ignores it)
-        previous[sig] = current
-        signal.signal(sig, stop)
     try:
-        yield
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            current = signal.getsignal(sig)
+            if sig == signal.SIGINT and current is not signal.default_int_handler:
+                continue  # the program chose its own SIGINT handling (or ignores it)
+            if sig == signal.SIGTERM and current not in (signal.SIG_DFL, None):
+                continue  # the program handles SIGTERM itself (the CLI does)
+            previous[sig] = current
+            signal.signal(sig, stop)
+        yield info
+    except Stopped as exc:
+        info.signum = exc.signum
+        on_stop()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
