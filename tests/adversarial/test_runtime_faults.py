@@ -23,6 +23,7 @@ from pipemesh import (
 )
 from pipemesh.home import MeshHome
 from pipemesh.observe import ERRORS_LOG, read_records
+from pipemesh.registry import Registry
 from pipemesh.transport.fifo import FifoTransport, platform_pipe_buf
 from pipemesh.wire import MAX_BODY_BYTES
 from tests.conftest import Spawner, wait_for
@@ -235,6 +236,46 @@ def test_emfile_is_a_clear_mesh_error(mesh_home: Path, spawn: Spawner) -> None:
     for line in lines:
         assert "EMFILE" in line
         assert "ulimit -n" in line
+
+
+START_OUT_OF_FDS = """
+import os, resource, sys
+from pipemesh import AgentBase, MeshError
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+held = []
+try:
+    for _ in range(200):
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+for _ in range(60):  # free one fd at a time: every step of the start fails once
+    os.close(held.pop())
+    try:
+        agent = AgentBase("late", heartbeat_s=0, log_messages=False)
+    except MeshError as exc:
+        print("failed:", type(exc).__name__, flush=True)
+        continue
+    for fd in held:
+        os.close(fd)
+    agent.close()
+    print("started", flush=True)
+    break
+"""
+
+
+def test_agent_start_out_of_fds_fails_cleanly(mesh_home: Path, spawn: Spawner) -> None:
+    """An agent started with no fds to spare fails with a MeshError at every step (never a
+    raw OSError), leaks nothing, and starts once fds are free; nothing is left after."""
+    proc = spawn.python(START_OUT_OF_FDS)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert lines[-1] == "started", out + err
+    assert any("TooManyOpenFiles" in line for line in lines)
+    mesh = MeshHome.open(mesh_home)
+    assert "late" not in Registry(mesh.registry_path, mesh.lock_path).read()
+    assert sorted(p.name for p in mesh.pipes_dir.iterdir()) == []
 
 
 # -- 5. ask() inside a handler does not make the router read without bound --

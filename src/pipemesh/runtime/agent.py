@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import itertools
 import json
 import os
@@ -59,6 +60,7 @@ from pipemesh.errors import (
     PeerGone,
     ReplyTimeout,
     SendTimeout,
+    TooManyOpenFiles,
     TransportClosed,
     UnknownAgent,
 )
@@ -786,9 +788,13 @@ class AgentBase(MeshClient):
             self.events.close()
             raise
         self._inbox: Inbox = inbox
-        self._exit_guard = ExitGuard(self)  # unregister even if the program never closes us
         # Our own outbox wakes the router on close (the path is unlinked by then).
-        self._self_outbox = self.transport.connect(agent_name)
+        try:
+            self._self_outbox = self.transport.connect(agent_name)
+        except BaseException:  # e.g. TooManyOpenFiles: leave no entry and no pipes behind
+            self._abandon(inbox)
+            raise
+        self._exit_guard = ExitGuard(self)  # unregister even if the program never closes us
         self._router = Router(
             inbox,
             self._route,
@@ -814,26 +820,56 @@ class AgentBase(MeshClient):
 
     # -- joining and leaving --
 
+    def _abandon(self, inbox: Inbox) -> None:
+        """Undo :meth:`_register` when the constructor fails after it."""
+        inbox.close()
+        with contextlib.suppress(MeshError):
+            self.registry.unregister(self.agent_name, os.getpid())
+        self.transport.remove(self.agent_name)
+        if self._status_pipe is not None:
+            self._status_pipe.close()
+        self.events.close()
+
     def _register(self) -> Inbox:
         name = self.agent_name
-        with self.registry.transaction() as records:
-            self.registry.check_available(records, name)
-            inbox = self.transport.bind(name)
-            if isinstance(self.transport, FifoTransport):
-                self._status_pipe = StatusPipe(self.home.private_pipe(name))
-            pid = os.getpid()
-            records[name] = AgentRecord(
-                name=name,
-                role=self.role,
-                pid=pid,
-                registered_at=utc_now_iso(),
-                public_pipe=self.transport.address(name),
-                private_pipe=str(self.home.private_pipe(name)) if self._status_pipe else "",
-                pid_start=process_start_time(pid),
-                durable=self.durable,
-                max_body_bytes=self.max_body_bytes,
-            )
-            self._peers = {n: r.with_liveness() for n, r in records.items()}
+        inbox: Inbox | None = None
+        try:
+            with self.registry.transaction() as records:
+                self.registry.check_available(records, name)
+                inbox = self.transport.bind(name)
+                if isinstance(self.transport, FifoTransport):
+                    self._status_pipe = StatusPipe(self.home.private_pipe(name))
+                pid = os.getpid()
+                records[name] = AgentRecord(
+                    name=name,
+                    role=self.role,
+                    pid=pid,
+                    registered_at=utc_now_iso(),
+                    public_pipe=self.transport.address(name),
+                    private_pipe=str(self.home.private_pipe(name)) if self._status_pipe else "",
+                    pid_start=process_start_time(pid),
+                    durable=self.durable,
+                    max_body_bytes=self.max_body_bytes,
+                )
+                self._peers = {n: r.with_liveness() for n, r in records.items()}
+        except BaseException as exc:
+            # Not registered (the registry is written whole or not at all): release
+            # the pipes made for it, so a failed start leaves no fds and no FIFOs.
+            if inbox is not None:
+                inbox.close()
+                self.transport.remove(name)
+            if self._status_pipe is not None:
+                self._status_pipe.close()
+                self._status_pipe = None
+            if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+                # The registry lets this one through; say what to do, as the transport does.
+                raise TooManyOpenFiles(
+                    f"cannot register {name}: no file descriptor left "
+                    f"({errno.errorcode[exc.errno]}); close agents and clients this process "
+                    "no longer needs, or raise the limit ('ulimit -n')",
+                    agent_id=name,
+                ) from exc
+            raise
         return inbox
 
     def _announce(self, kind: str) -> None:
