@@ -38,7 +38,7 @@ from typing import Final
 import filelock
 
 from pipemesh.errors import NameTaken, RegistryCorrupt, RegistryLockTimeout
-from pipemesh.wire import is_valid_name
+from pipemesh.wire import MAX_BODY_BYTES, is_valid_name
 
 __all__ = [
     "AgentRecord",
@@ -113,6 +113,7 @@ class AgentRecord:
     status: str = ACTIVE
     pid_start: int = 0
     durable: bool = False
+    max_body_bytes: int = MAX_BODY_BYTES  # largest body it accepts; senders check it
 
     @property
     def is_active(self) -> bool:
@@ -151,7 +152,10 @@ class AgentRecord:
                 status=str(data.get("status", ACTIVE)),
                 pid_start=int(data.get("pid_start", 0)),
                 durable=data.get("durable", False) is True,
+                max_body_bytes=int(data.get("max_body_bytes", MAX_BODY_BYTES)),
             )
+            if rec.max_body_bytes <= 0:
+                raise ValueError(f"max_body_bytes {rec.max_body_bytes} is not positive")
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"entry {name} is malformed: {exc}") from None
         return rec

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import itertools
 import json
 import os
@@ -59,12 +60,22 @@ from pipemesh.errors import (
     PeerGone,
     ReplyTimeout,
     SendTimeout,
+    TooManyOpenFiles,
     TransportClosed,
     UnknownAgent,
 )
 from pipemesh.home import MeshHome
 from pipemesh.observe import EventLog
-from pipemesh.registry import INACTIVE, AgentRecord, Registry, process_start_time, utc_now_iso
+from pipemesh.registry import (
+    INACTIVE,
+    AgentRecord,
+    Registry,
+    pid_alive,
+    process_start_time,
+    utc_now_iso,
+)
+from pipemesh.runtime.lifecycle import ExitGuard, stop_signals
+from pipemesh.runtime.outbox import DEFAULT_MAX_OPEN, OutboxCache
 from pipemesh.runtime.router import Router
 from pipemesh.spool import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Spool, SpoolEntry
 from pipemesh.transport.base import Inbox, Outbox, Transport
@@ -169,6 +180,8 @@ class MeshClient:
         spool_max_messages: messages one durable agent's spool may hold.
         spool_max_bytes: bytes one durable agent's spool may hold.
         spool_fsync: fsync each queued message (survives a machine crash too).
+        max_open_outboxes: pipes to peers kept open at most (one fd each); the
+            least recently used is closed past it and reopened when needed.
     """
 
     def __init__(
@@ -184,6 +197,7 @@ class MeshClient:
         spool_max_messages: int = DEFAULT_MAX_MESSAGES,
         spool_max_bytes: int = DEFAULT_MAX_BYTES,
         spool_fsync: bool = True,
+        max_open_outboxes: int = DEFAULT_MAX_OPEN,
     ) -> None:
         self.agent_name = validate_name(agent_name)
         self.home = MeshHome.open(home)
@@ -205,8 +219,7 @@ class MeshClient:
             fsync=spool_fsync,
         )
         self._peers: dict[str, AgentRecord] = {}
-        self._outboxes: dict[str, Outbox] = {}
-        self._connect_lock = threading.Lock()
+        self._outboxes = OutboxCache(self._connect, max_open=max_open_outboxes)
         self._id_prefix = secrets.token_hex(4) + "-"
         self._ids = itertools.count(1)
         self._closed = False
@@ -226,26 +239,40 @@ class MeshClient:
         return dict(self._peers)
 
     def _forget(self, name: str) -> None:
-        outbox = self._outboxes.pop(name, None)
-        if outbox is not None:
-            outbox.close()
+        self._outboxes.forget(name)
 
     def _outbox(self, name: str) -> Outbox:
-        outbox = self._outboxes.get(name)
-        if outbox is not None:
-            return outbox
-        with self._connect_lock:
-            outbox = self._outboxes.get(name)
-            if outbox is not None:
-                return outbox
-            if name not in self._peers and name not in self.refresh_peers():
-                raise UnknownAgent(
-                    f"no agent named {name} is registered; see 'pipemesh agents'",
-                    agent_id=name,
-                )
-            outbox = self.transport.connect(name)
-            self._outboxes[name] = outbox
-            return outbox
+        return self._outboxes.get(name)
+
+    def _connect(self, name: str) -> Outbox:
+        """Open an outbox to ``name`` (the cache calls it under its lock)."""
+        if name not in self._peers and name not in self.refresh_peers():
+            raise UnknownAgent(
+                f"no agent named {name} is registered; see 'pipemesh agents'",
+                agent_id=name,
+            )
+        return self.transport.connect(name)
+
+    def _peer_gone(self, name: str) -> bool:
+        """True when ``name`` left, or its process is dead (its pipe is then useless)."""
+        rec = self._peers.get(name)
+        return rec is None or not pid_alive(rec.pid, rec.pid_start)
+
+    def _check_fits(self, to: str, size: int, msg_id: str) -> None:
+        """Raise MessageTooLarge if ``to`` advertises a smaller body limit than ``size``.
+
+        Uses the cached peer record (one registry read for a name not yet known).
+        """
+        rec = self._peers.get(to)
+        if rec is None:
+            rec = self.refresh_peers().get(to)
+        if rec is not None and size > rec.max_body_bytes:
+            raise MessageTooLarge(
+                f"body is {size} bytes, {to} accepts at most {rec.max_body_bytes} "
+                "(split the message, or start that agent with a larger max_body_bytes)",
+                agent_id=to,
+                message_id=msg_id,
+            )
 
     # -- sending --
 
@@ -302,8 +329,16 @@ class MeshClient:
     def _check_args(self, priority: int, msg_type: str) -> None:
         if self._closed:
             raise TransportClosed(f"agent {self.agent_name} is closed")
-        if priority not in _PRIORITIES or isinstance(priority, bool):
-            raise ValueError(f"priority must be 0, 1, 2 or 3, got {priority!r}")
+        # 1.0 == 1 and True == 1: only real ints go on the wire as PRIORITY:0..3.
+        if (
+            not isinstance(priority, int)
+            or isinstance(priority, bool)
+            or priority not in _PRIORITIES
+        ):
+            raise ValueError(
+                f"priority must be the int 0, 1, 2 or 3, got {priority!r} "
+                f"({type(priority).__name__})"
+            )
         if msg_type not in self._valid:
             validate_type(msg_type)
             self._remember_valid(msg_type)
@@ -325,7 +360,11 @@ class MeshClient:
         except (PeerGone, TransportClosed):
             # The reader went away (or restarted): reopen the path once.
             self._forget(to)
-            self._outbox(to).write_frames(frames, timeout_s)
+            try:
+                self._outbox(to).write_frames(frames, timeout_s)
+            except PeerGone:
+                self._forget(to)  # gone for good: do not keep its fd and pipe buffer
+                raise
 
     def send_message(
         self,
@@ -425,6 +464,7 @@ class MeshClient:
             sent_ns=sent_ns,
             ack=ack,
         )
+        self._check_fits(to_agent, size, msg_id)
         timeout = self.send_timeout_s if timeout_s is None else timeout_s
         waiter = self._expect_ack(to_agent, msg_id) if ack else None
         acked = False
@@ -545,7 +585,7 @@ class MeshClient:
             reply_to="",
             sent_ns=sent_ns,
         )
-        result = self._fan_out(frames, timeout_s, msg_id)
+        result = self._fan_out(frames, timeout_s, msg_id, size)
         self.sent += 1
         self.events.message(
             "frame_sent",
@@ -562,7 +602,7 @@ class MeshClient:
         return result
 
     def _fan_out(
-        self, frames: list[bytes], timeout_s: float | None, msg_id: str
+        self, frames: list[bytes], timeout_s: float | None, msg_id: str, size: int = 0
     ) -> BroadcastResult:
         timeout = self.send_timeout_s if timeout_s is None else timeout_s
         result = BroadcastResult(msg_id)
@@ -570,6 +610,8 @@ class MeshClient:
             if name == self.agent_name or not (rec.is_active or rec.durable):
                 continue
             try:
+                if size > rec.max_body_bytes:
+                    self._check_fits(name, size, msg_id)
                 try:
                     self._write(name, frames, timeout)
                 except (AgentOffline, PeerGone):
@@ -607,8 +649,7 @@ class MeshClient:
         if self._closed:
             return
         self._closed = True
-        for name in list(self._outboxes):
-            self._forget(name)
+        self._outboxes.close()
         self.events.close()
 
     def __enter__(self) -> Self:
@@ -649,7 +690,9 @@ class AgentBase(MeshClient):
         max_body_bytes: largest body accepted, sent or received.
         history_limit: messages kept per peer in :meth:`history`.
         max_queue: received messages held for the handler before the router
-            stops reading (then the pipe fills and senders time out).
+            stops reading (then the pipe fills and senders time out); the
+            default handler also keeps at most this many unread by
+            :meth:`receive`, and past that waits (nothing is dropped).
         heartbeat_s: seconds between heartbeats on the private pipe.
         log_messages: write the mesh logs.
         registry_lock_timeout_s: how long to wait for the registry lock.
@@ -663,7 +706,11 @@ class AgentBase(MeshClient):
         seen_ids: (sender, ID) pairs already handled in an earlier run (for
             handlers that store them with their effects, to get exactly-once
             effects across a crash); the last ``dedupe_window`` are kept.
-        spool_max_messages, spool_max_bytes, spool_fsync: see :class:`MeshClient`.
+        spool_max_messages, spool_max_bytes, spool_fsync, max_open_outboxes:
+            see :class:`MeshClient`.
+
+    An agent not closed by the program is closed at interpreter exit
+    (``atexit``); :meth:`run_forever` also closes it on SIGINT and SIGTERM.
 
     Raises:
         NameTaken: a live agent already holds ``agent_name``.
@@ -692,6 +739,7 @@ class AgentBase(MeshClient):
         spool_max_messages: int = DEFAULT_MAX_MESSAGES,
         spool_max_bytes: int = DEFAULT_MAX_BYTES,
         spool_fsync: bool = True,
+        max_open_outboxes: int = DEFAULT_MAX_OPEN,
     ) -> None:
         super().__init__(
             agent_name,
@@ -704,8 +752,10 @@ class AgentBase(MeshClient):
             spool_max_messages=spool_max_messages,
             spool_max_bytes=spool_max_bytes,
             spool_fsync=spool_fsync,
+            max_open_outboxes=max_open_outboxes,
         )
         self.durable = durable
+        self.max_queue = max(1, max_queue)
         self.duplicates = 0
         self._dedupe_window = max(1, dedupe_window)
         # Insertion-ordered; the oldest pair is evicted first: O(1) per message.
@@ -739,7 +789,12 @@ class AgentBase(MeshClient):
             raise
         self._inbox: Inbox = inbox
         # Our own outbox wakes the router on close (the path is unlinked by then).
-        self._self_outbox = self.transport.connect(agent_name)
+        try:
+            self._self_outbox = self.transport.connect(agent_name)
+        except BaseException:  # e.g. TooManyOpenFiles: leave no entry and no pipes behind
+            self._abandon(inbox)
+            raise
+        self._exit_guard = ExitGuard(self)  # unregister even if the program never closes us
         self._router = Router(
             inbox,
             self._route,
@@ -765,25 +820,56 @@ class AgentBase(MeshClient):
 
     # -- joining and leaving --
 
+    def _abandon(self, inbox: Inbox) -> None:
+        """Undo :meth:`_register` when the constructor fails after it."""
+        inbox.close()
+        with contextlib.suppress(MeshError):
+            self.registry.unregister(self.agent_name, os.getpid())
+        self.transport.remove(self.agent_name)
+        if self._status_pipe is not None:
+            self._status_pipe.close()
+        self.events.close()
+
     def _register(self) -> Inbox:
         name = self.agent_name
-        with self.registry.transaction() as records:
-            self.registry.check_available(records, name)
-            inbox = self.transport.bind(name)
-            if isinstance(self.transport, FifoTransport):
-                self._status_pipe = StatusPipe(self.home.private_pipe(name))
-            pid = os.getpid()
-            records[name] = AgentRecord(
-                name=name,
-                role=self.role,
-                pid=pid,
-                registered_at=utc_now_iso(),
-                public_pipe=self.transport.address(name),
-                private_pipe=str(self.home.private_pipe(name)) if self._status_pipe else "",
-                pid_start=process_start_time(pid),
-                durable=self.durable,
-            )
-            self._peers = {n: r.with_liveness() for n, r in records.items()}
+        inbox: Inbox | None = None
+        try:
+            with self.registry.transaction() as records:
+                self.registry.check_available(records, name)
+                inbox = self.transport.bind(name)
+                if isinstance(self.transport, FifoTransport):
+                    self._status_pipe = StatusPipe(self.home.private_pipe(name))
+                pid = os.getpid()
+                records[name] = AgentRecord(
+                    name=name,
+                    role=self.role,
+                    pid=pid,
+                    registered_at=utc_now_iso(),
+                    public_pipe=self.transport.address(name),
+                    private_pipe=str(self.home.private_pipe(name)) if self._status_pipe else "",
+                    pid_start=process_start_time(pid),
+                    durable=self.durable,
+                    max_body_bytes=self.max_body_bytes,
+                )
+                self._peers = {n: r.with_liveness() for n, r in records.items()}
+        except BaseException as exc:
+            # Not registered (the registry is written whole or not at all): release
+            # the pipes made for it, so a failed start leaves no fds and no FIFOs.
+            if inbox is not None:
+                inbox.close()
+                self.transport.remove(name)
+            if self._status_pipe is not None:
+                self._status_pipe.close()
+                self._status_pipe = None
+            if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+                # The registry lets this one through; say what to do, as the transport does.
+                raise TooManyOpenFiles(
+                    f"cannot register {name}: no file descriptor left "
+                    f"({errno.errorcode[exc.errno]}); close agents and clients this process "
+                    "no longer needs, or raise the limit ('ulimit -n')",
+                    agent_id=name,
+                ) from exc
+            raise
         return inbox
 
     def _announce(self, kind: str) -> None:
@@ -1020,13 +1106,20 @@ class AgentBase(MeshClient):
         are logged to ``mesh_errors.log`` and never stop the agent.
         """
         with self._inbox_cond:
-            if len(self._inbox_queue) >= 10_000:
-                dropped = self._inbox_queue.popleft()
-                self.events.error(
-                    "inbox_overflow",
-                    f"10000 messages unread by receive(); dropped the oldest ({dropped.id})",
-                    id=dropped.id,
-                )
+            # Full: wait for receive() to take one. The router is held here, so
+            # it stops reading; the pipe fills and senders get SendTimeout
+            # (backpressure, never a silent drop). On close, the drain appends.
+            waited = False
+            while len(self._inbox_queue) >= self.max_queue and not self._closing:
+                if not waited:
+                    waited = True
+                    self.events.error(
+                        "receive_queue_full",
+                        f"{len(self._inbox_queue)} messages unread by receive(); "
+                        "not reading the pipe until receive() takes one",
+                        id=msg.id,
+                    )
+                self._inbox_cond.wait(1.0)
             self._inbox_queue.append(msg)
             self._inbox_cond.notify_all()
 
@@ -1039,7 +1132,9 @@ class AgentBase(MeshClient):
                 if (remaining is not None and remaining <= 0) or self._stopped.is_set():
                     return None
                 self._inbox_cond.wait(remaining if remaining is not None else 1.0)
-            return self._inbox_queue.popleft()
+            msg = self._inbox_queue.popleft()
+            self._inbox_cond.notify_all()  # a handler may wait for room
+            return msg
 
     def messages(self, timeout_s: float | None = None) -> Iterator[Message]:
         """Iterate over received messages until ``timeout_s`` passes with none, or close."""
@@ -1098,9 +1193,14 @@ class AgentBase(MeshClient):
             elif not self._stopped.is_set():
                 pending.event.wait(timeout_s)
             if pending.reply is None:
+                hint = "is it handling messages? (see 'pipemesh tail')"
+                if len(self._inbox_queue) >= self.max_queue:
+                    hint = (
+                        f"{len(self._inbox_queue)} messages wait unread by receive(), so this "
+                        "agent stopped reading its pipe and a reply cannot be seen: call receive()"
+                    )
                 raise ReplyTimeout(
-                    f"{to_agent} did not reply to {msg_id} within {timeout_s:g}s; "
-                    "is it handling messages? (see 'pipemesh tail')",
+                    f"{to_agent} did not reply to {msg_id} within {timeout_s:g}s; {hint}",
                     agent_id=to_agent,
                     message_id=msg_id,
                 )
@@ -1145,6 +1245,8 @@ class AgentBase(MeshClient):
     def _beat(self) -> None:
         while not self._heartbeat_stop.wait(self._heartbeat_s):
             self._publish_status("heartbeat")
+            # Peers that died without a leave frame: release their fds and pipes.
+            self._outboxes.sweep(self._peer_gone)
 
     def _publish_status(self, kind: str) -> None:
         pipe = self._status_pipe
@@ -1171,11 +1273,17 @@ class AgentBase(MeshClient):
     def run_forever(self, poll_s: float | None = None) -> None:
         """Block until :meth:`close` is called (from a handler or another thread).
 
-        KeyboardInterrupt and SystemExit pass through, so ``with agent:`` then
-        closes the agent cleanly.
+        Called from the main thread, Ctrl-C (SIGINT) and SIGTERM close the
+        agent and then raise ``SystemExit(130)`` / ``SystemExit(143)``: the
+        program ends without a traceback and leaves no registry entry or pipe.
+        SIGTERM is only handled where the program has no SIGTERM handler of its
+        own; the previous handlers are restored on return.
         """
-        while not self._stopped.wait(poll_s):
-            pass
+        with stop_signals(self.close) as stop:
+            while not self._stopped.wait(poll_s):
+                pass
+        if stop.signum:
+            raise SystemExit(128 + stop.signum)
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Unregister, remove the pipes, let queued messages be handled, stop threads.
@@ -1188,6 +1296,9 @@ class AgentBase(MeshClient):
         if self._closing:
             return
         self._closing = True
+        self._exit_guard.disarm()
+        with self._inbox_cond:
+            self._inbox_cond.notify_all()  # a handler waiting for room in the receive queue
         name = self.agent_name
         try:
             if self.durable:
