@@ -1,282 +1,562 @@
 """The Textual dashboard behind ``pipemesh monitor``.
 
-Four panes: agents (registry + heartbeats + latency percentiles), the traffic
-feed (every message once, as sent, with its latency once the receiver logged
-it; filter box), errors from ``mesh_errors.log``, and a detail screen with one
-message's whole body. All data comes from :class:`~pipemesh.monitor.data.MeshView`,
-refreshed by a timer on Textual's event loop; no threads, no blocking reads.
+Panes: agents (registry state, heartbeats, counters, latency percentiles), the
+traffic feed (every message once, as sent, with its latency once the receiver
+logged it; a filter box; it follows the newest row unless the person moved
+away from it), errors from ``mesh_errors.log``, a detail screen with one
+record in full, and a compose form that sends, replies or broadcasts as a
+named human agent (joined on the first send, gone on exit). All mesh data comes
+from :class:`~pipemesh.monitor.data.MeshView`, refreshed by a timer on
+Textual's event loop; nothing here blocks on a pipe.
+
+Columns are chosen for the terminal's width, and the body column gets all the
+width the others leave, so the layout works from 80x24 up.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 from rich.text import Text
+from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical, VerticalScroll
-from textual.screen import ModalScreen
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.containers import Horizontal
+from textual.coordinate import Coordinate
+from textual.widgets import DataTable, Footer, Input, Static
 
+from pipemesh.clock import format_clock, format_stamp, zone_label
 from pipemesh.home import MeshHome
-from pipemesh.monitor.data import ACTIVE, INACTIVE, LEFT, STALE, MeshView, TrafficFilter
+from pipemesh.monitor.data import ACTIVE, INACTIVE, LEFT, AgentView, MeshView, TrafficFilter
+from pipemesh.monitor.human import HumanAgent, default_human_name
+from pipemesh.monitor.screens import ComposeScreen, DetailScreen, Draft, Mode
 
-__all__ = ["MonitorApp"]
+__all__ = ["DetailScreen", "FeedTable", "MonitorApp"]
 
-_STATUS_STYLE: Final = {ACTIVE: "bold green", STALE: "yellow", INACTIVE: "bold red", LEFT: "dim"}
-_AGENT_COLUMNS: Final = (
-    ("name", "NAME"),
-    ("role", "ROLE"),
-    ("status", "STATUS"),
-    ("pid", "PID"),
-    ("uptime", "UPTIME"),
-    ("in", "IN"),
-    ("out", "OUT"),
-    ("p50", "P50 µs"),
-    ("p99", "P99 µs"),
-    ("backlog", "BACKLOG"),
-)
-_TRAFFIC_COLUMNS: Final = (
-    ("time", "TIME"),
-    ("from", "FROM"),
-    ("to", "TO"),
-    ("type", "TYPE"),
-    ("prio", "P"),
-    ("size", "BYTES"),
-    ("latency", "LAT µs"),
-    ("id", "ID"),
-    ("body", "BODY"),
-)
-_ERROR_COLUMNS: Final = (
-    ("time", "TIME"),
-    ("agent", "AGENT"),
-    ("event", "EVENT"),
-    ("error", "ERROR"),
+_STATUS_STYLE: Final = {ACTIVE: "bold green", INACTIVE: "bold red", LEFT: "dim"}
+_SCROLLBAR: Final = 1  # the tables' vertical scrollbar width (CSS below)
+
+
+@dataclass(frozen=True, slots=True)
+class _Column:
+    key: str
+    label: str
+    width: int
+
+
+_AGENT_ORDER: Final = (
+    "name",
+    "role",
+    "status",
+    "pid",
+    "uptime",
+    "beat",
+    "in",
+    "out",
+    "p50",
+    "p99",
+    "backlog",
 )
 
 
-def _clock(ts: object) -> str:
-    if not isinstance(ts, int | float):
-        return "?"
-    return datetime.fromtimestamp(ts).strftime("%H:%M:%S.%f")[:-3]
+def _agent_columns(width: int) -> list[_Column]:
+    """The agent table's columns that fit in ``width`` cells (optional ones by importance)."""
+    cols = [
+        _Column("name", "NAME", 18 if width >= 100 else 14),
+        _Column("status", "STATUS", 8),
+        _Column("pid", "PID", 7),
+        _Column("uptime", "UPTIME", 6),
+        _Column("beat", "HB", 5),
+        _Column("in", "IN", 6),
+        _Column("out", "OUT", 6),
+    ]
+    for col in (
+        _Column("role", "ROLE", 12),
+        _Column("p99", "P99 µs", 7),
+        _Column("p50", "P50 µs", 7),
+        _Column("backlog", "BACKLOG", 7),
+    ):
+        if sum(c.width + 2 for c in cols) + _SCROLLBAR + col.width + 2 <= width:
+            cols.append(col)
+    return sorted(cols, key=lambda c: _AGENT_ORDER.index(c.key))
 
 
-def _duration(seconds: float) -> str:
-    s = int(seconds)
+def _feed_columns(width: int) -> list[_Column]:
+    """The feed's columns for ``width`` cells; BODY takes whatever is left."""
+    name_w = 14 if width >= 140 else 10
+    cols = [
+        _Column("time", "TIME", 12),
+        _Column("from", "FROM", name_w),
+        _Column("to", "TO", name_w),
+        _Column("type", "TYPE", 9),
+    ]
+    if width >= 120:
+        cols.append(_Column("latency", "LAT µs", 7))
+    if width >= 150:
+        cols[4:4] = [_Column("prio", "P", 1), _Column("size", "BYTES", 6)]
+        cols.append(_Column("id", "ID", 14))
+    used = sum(c.width + 2 for c in cols) + 2 + _SCROLLBAR
+    cols.append(_Column("body", "BODY", max(12, width - used)))
+    return cols
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def _one_line(text: object, width: int = 60) -> str:
-    flat = str(text).replace("\n", " | ")
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
+def _fit(text: object, width: int) -> str:
+    """``text`` on one line, cut to ``width`` characters with an ellipsis."""
+    flat = str(text).replace("\r", " ").replace("\n", " | ")
+    return flat if len(flat) <= width else flat[: max(0, width - 1)] + "…"
 
 
-class DetailScreen(ModalScreen[None]):
-    """One record in full: the header fields, then the whole body."""
+def _fit_middle(text: str, width: int) -> str:
+    """``text`` cut in the middle to ``width`` characters (paths keep both ends)."""
+    if len(text) <= width:
+        return text
+    half = (width - 1) // 2
+    return text[:half] + "…" + text[len(text) - (width - 1 - half) :]
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "dismiss", "Back"),
-        Binding("q", "dismiss", "Back"),
-    ]
-    DEFAULT_CSS = """
-    DetailScreen { align: center middle; }
-    DetailScreen > VerticalScroll {
-        width: 90%; height: 85%; border: thick $accent; background: $surface; padding: 0 1;
-    }
+
+def _clock(ts: object) -> str:
+    return format_clock(float(ts)) if isinstance(ts, int | float) else "?"
+
+
+def _stamp(ts: object) -> str:
+    return format_stamp(float(ts)) if isinstance(ts, int | float) else "?"
+
+
+class _TimeCell(Text):
+    """A time cell showing the logged time, sorting by ``order`` (time, then arrival)."""
+
+    def __init__(self, ts: object, order: tuple[float, int]) -> None:
+        super().__init__(_clock(ts))
+        self.order = order
+
+
+class FeedTable(DataTable[Any]):
+    """The traffic table: ``End`` jumps to the newest row (and follows it), ``Home`` to the oldest.
+
+    ``scrolled_away`` is set when the person scrolls up with the mouse wheel;
+    the app clears it once the view is back at the bottom.
     """
 
-    def __init__(self, title: str, fields: dict[str, Any], body: str) -> None:
-        super().__init__()
-        self._title, self._fields, self._body = title, fields, body
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "select_cursor", "Details"),
+        Binding("end", "scroll_end", "Newest"),
+        Binding("home", "scroll_home", "Oldest", show=False),
+    ]
 
-    def compose(self) -> ComposeResult:
-        head = Text(self._title + "\n", style="bold")
-        for key, value in self._fields.items():
-            head.append(f"{key:>10}: ", style="bold cyan")
-            head.append(f"{value}\n")
-        with VerticalScroll():
-            yield Static(head, id="detail-header")
-            yield Static(Text(self._body), id="detail-body")  # Text: never parsed as markup
-        yield Footer()
+    scrolled_away = False
+
+    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        self.scrolled_away = True
+
+    def action_scroll_end(self) -> None:
+        """Select the newest row, scroll it into view and follow new traffic again."""
+        self.scrolled_away = False
+        self.scroll_x = 0
+        if self.row_count:
+            self.move_cursor(row=self.row_count - 1)
+        self.scroll_end(animate=False, x_axis=False)
+
+    def action_scroll_home(self) -> None:
+        """Select the oldest row."""
+        self.scroll_x = 0
+        if self.row_count:
+            self.move_cursor(row=0)
 
 
 class MonitorApp(App[None]):
-    """Live view of one mesh home.
+    """Live view of one mesh home, and a way to write to it.
 
     Args:
         home: the mesh home to watch.
         refresh_s: seconds between refreshes.
-        stale_after_s: heartbeats older than this mark an active agent ``stale``.
+        stale_after_s: a heartbeat older than this shows as late (HB column).
+        human_name: the agent name compose sends as (default ``human-<user>``);
+            joined on the first send, left on exit.
     """
 
     TITLE = "pipemesh monitor"
+    ENABLE_COMMAND_PALETTE = False  # its footer entry would take room from the keys below
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
+        Binding("s", "compose('send')", "Send"),
+        Binding("r", "compose('reply')", "Reply"),
+        Binding("b", "compose('broadcast')", "Broadcast"),
+        Binding("enter", "details", "Details", show=False),
         Binding("slash", "focus_filter", "Filter"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
-        Binding("enter", "details", "Details", show=False),
-        Binding("p", "toggle_pause", "Pause feed"),
+        Binding("p", "toggle_pause", "Pause"),
         Binding("c", "clear_errors", "Clear errors"),
     ]
     DEFAULT_CSS = """
-    #agents { height: 1fr; min-height: 5; }
-    #traffic-pane { height: 2fr; }
-    #errors { height: 1fr; min-height: 4; }
-    .pane-title { background: $boost; color: $text; text-style: bold; padding: 0 1; }
-    #filter { height: 3; }
+    #summary { background: $primary-background; color: $text; padding: 0 1; height: auto; }
+    .pane-title { background: $boost; color: $text; text-style: bold; padding: 0 1; height: 1; }
+    DataTable { scrollbar-size-vertical: 1; }
+    #agents { height: auto; max-height: 40%; }
+    #traffic-bar { height: 1; background: $boost; }
+    #traffic-title { width: auto; }
+    #filter { border: none; height: 1; padding: 0 1; width: 1fr; }
+    #traffic { height: 1fr; min-height: 4; }
+    #errors { height: auto; max-height: 6; }
     """
 
-    def __init__(self, home: MeshHome, *, refresh_s: float = 0.5, stale_after_s: float = 15.0):
+    def __init__(
+        self,
+        home: MeshHome,
+        *,
+        refresh_s: float = 0.5,
+        stale_after_s: float = 15.0,
+        human_name: str | None = None,
+    ):
         super().__init__()
         self.home = home
         self.refresh_s = refresh_s
         self.view = MeshView(home, stale_after_s=stale_after_s)
+        self.human = HumanAgent(home, human_name or default_human_name())
         self.filter = TrafficFilter()
         self.paused = False
         self.max_rows = 500
         self.ticks = 0  # refreshes done; tests wait on it instead of sleeping
-        self._error_seq = 0
+        self.last_outcome = ""  # the last compose result (sent/queued/error), also notified
+        self._seq = 0
+        self._last_order = 0.0  # sort position of the newest row in the feed
+        self._order_ts: OrderedDict[str, float] = OrderedDict()
+        self._width = 0
+        self._agent_cols: list[_Column] = []
+        self._feed_cols: list[_Column] = []
+        self._errors_by_key: dict[str, dict[str, Any]] = {}
 
     def compose(self) -> ComposeResult:
-        yield Header(show_clock=True)
+        yield Static(id="summary")
         yield Static("Agents", classes="pane-title", id="agents-title")
         yield DataTable(id="agents", cursor_type="row", zebra_stripes=True)
-        with Vertical(id="traffic-pane"):
+        with Horizontal(id="traffic-bar"):
             yield Static("Traffic", classes="pane-title", id="traffic-title")
-            yield Input(placeholder="/ filter: agent:NAME from: to: type:TYPE words…", id="filter")
-            yield DataTable(id="traffic", cursor_type="row", zebra_stripes=True)
+            yield Input(placeholder="/ filter: agent:NAME from: to: type: words", id="filter")
+        yield FeedTable(id="traffic", cursor_type="row", zebra_stripes=True)
         yield Static("Errors", classes="pane-title", id="errors-title")
         yield DataTable(id="errors", cursor_type="row")
         yield Footer()
 
+    @property
+    def feed(self) -> FeedTable:
+        """The traffic table."""
+        return self.query_one("#traffic", FeedTable)
+
     def on_mount(self) -> None:
-        self.sub_title = str(self.home.root)
-        for table_id, columns in (
-            ("#agents", _AGENT_COLUMNS),
-            ("#traffic", _TRAFFIC_COLUMNS),
-            ("#errors", _ERROR_COLUMNS),
-        ):
-            table = self.query_one(table_id, DataTable)
-            for key, label in columns:
-                # Fixed width where values change length after the first row.
-                table.add_column(label, key=key, width=8 if key == "status" else None)
+        errors = self.query_one("#errors", DataTable)
+        for key, label in (("time", "TIME"), ("agent", "AGENT"), ("event", "EVENT")):
+            errors.add_column(label, key=key)
+        errors.add_column("ERROR", key="error")
+        errors.display = False
+        self._fit_columns()
         self.refresh_view()
-        self.query_one("#traffic", DataTable).focus()
+        self.feed.focus()
         self.set_interval(self.refresh_s, self.refresh_view)
 
     def on_unmount(self) -> None:
         self.view.close()
+        self.human.close()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit_columns()
+
+    # -- layout --
+
+    def _fit_columns(self) -> None:
+        """Choose the columns for the current width (and re-add rows if they changed)."""
+        width = self.size.width
+        if width == self._width or width <= 0:
+            return
+        self._width = width
+        agent_cols, feed_cols = _agent_columns(width), _feed_columns(width)
+        if agent_cols != self._agent_cols:
+            self._agent_cols = agent_cols
+            table = self.query_one("#agents", DataTable)
+            table.clear(columns=True)
+            for col in agent_cols:
+                table.add_column(col.label, key=col.key, width=col.width)
+            self._update_agents()
+        if feed_cols != self._feed_cols:
+            self._feed_cols = feed_cols
+            feed = self.feed
+            feed.clear(columns=True)
+            for col in feed_cols:
+                feed.add_column(col.label, key=col.key, width=col.width)
+            self._rebuild_traffic()
 
     # -- refreshing --
 
     def refresh_view(self) -> None:
-        """Read what is new and update the three tables."""
+        """Read what is new and update every pane."""
+        self._fit_columns()
         msgs, errors, latencies = self.view.refresh()
         self._update_agents()
-        traffic = self.query_one("#traffic", DataTable)
+        feed = self.feed
         if not self.paused:
-            visible = [rec for rec in msgs if self.filter.matches(rec)]
-            for rec in visible:
-                self._add_traffic_row(traffic, rec)
-            if visible:
-                # Each process appends its own batches: keep the feed in send order.
-                traffic.sort("time")
-            for msg_id in latencies:
-                if msg_id in traffic.rows:
-                    lat = self.view.latency_by_id[msg_id]
-                    traffic.update_cell(msg_id, "latency", _num(lat))
+            self._add_traffic([rec for rec in msgs if self.filter.matches(rec)])
+            if "latency" in feed.columns:
+                for msg_id in latencies:
+                    if msg_id in feed.rows:
+                        lat = self.view.latency_by_id[msg_id]
+                        feed.update_cell(msg_id, "latency", Text(_num(lat)))
         errors_table = self.query_one("#errors", DataTable)
         for rec in errors:
             self._add_error_row(errors_table, rec)
-        shown = traffic.row_count
-        title = f"Traffic ({shown} shown" + (", paused" if self.paused else "") + ")"
-        self.query_one("#traffic-title", Static).update(title)
-        self.query_one("#errors-title", Static).update(f"Errors ({errors_table.row_count})")
-        note = f" — registry: {self.view.registry_error}" if self.view.registry_error else ""
-        self.query_one("#agents-title", Static).update(f"Agents ({len(self.view.agents)}){note}")
+        errors_table.display = errors_table.row_count > 0
+        for msg in self.human.take_arrived():
+            self.notify(f"{msg.sender} ({msg.msg_type}): {_fit(msg.body, 200)}", title="to you")
+        self._update_titles()
         self.ticks += 1
+
+    def _update_titles(self) -> None:
+        feed = self.feed
+        state = "paused" if self.paused else ("following" if self.is_following() else "held")
+        hint = "" if state != "held" else ": End follows"
+        self.query_one("#traffic-title", Static).update(
+            f"Traffic ({feed.row_count} shown, {state}{hint})"
+        )
+        errors = self.query_one("#errors", DataTable)
+        self.query_one("#errors-title", Static).update(f"Errors ({errors.row_count})")
+        note = f" — registry: {self.view.registry_error}" if self.view.registry_error else ""
+        counts = {s: 0 for s in (ACTIVE, INACTIVE, LEFT)}
+        for a in self.view.agents.values():
+            counts[a.status] += 1
+        self.query_one("#agents-title", Static).update(
+            f"Agents: {counts[ACTIVE]} active, {counts[INACTIVE]} inactive, "
+            f"{counts[LEFT]} left{note}"
+        )
+        self.query_one("#summary", Static).update(self._summary())
+
+    def _summary(self) -> Text:
+        """The header: where, which clock, who you are, what the counters count.
+
+        Each line takes the longest wording that fits the width.
+        """
+        room = max(40, self._width - 2)
+        joined = self.human.is_joined
+        since = format_clock(self.view.counted_since)[:8]
+        zone = zone_label()
+        you = f"{self.human.name} ({'joined' if joined else 'joins on first send'})"
+        first = f" │ times: {zone} │ you: {you}"
+        if len(first) + 40 > room:
+            first = f" │ you: {self.human.name}" + (" (joined)" if joined else "")
+        home = _fit_middle(
+            str(self.home.root), max(12, room - len("pipemesh monitor") - len(first))
+        )
+        counters = (
+            f"IN/OUT: messages each agent received/sent since {since}, counted from the logs "
+            "(heartbeats and control frames are not counted) │ HB: time since its last heartbeat",
+            f"IN/OUT: messages received/sent since {since}, from the logs (heartbeats not "
+            "counted) │ HB: since last heartbeat",
+            f"IN/OUT: msgs since {since}, not heartbeats",
+        )
+        second = next((c for c in counters if len(c) <= room), counters[-1])
+        if "times:" not in first:
+            second = f"times: {zone} │ {second}"
+        out = Text()
+        out.append("pipemesh monitor", style="bold")
+        out.append(f" │ {home}{first}\n{second}")
+        return out
+
+    def _agent_row(self, a: AgentView, now: float) -> dict[str, Text]:
+        backlog = a.heartbeat.get("backlog")
+        beat = a.beat_age_s(now) if a.status == ACTIVE else None
+        beat_text = "-" if beat is None else f"{beat:.0f}s"
+        row = {
+            "name": Text(_fit(a.name, 18)),
+            "role": Text(_fit(a.role, 12)),
+            "status": Text(a.status, style=_STATUS_STYLE.get(a.status, "")),
+            "pid": Text(str(a.pid or "-")),
+            "uptime": Text(_duration(a.uptime_s(now))),
+            "beat": Text(beat_text, style="yellow" if self.view.is_late(a, now) else ""),
+            "in": Text(str(a.msgs_in)),
+            "out": Text(str(a.msgs_out)),
+            "p50": Text(_num(a.latency_p(50))),
+            "p99": Text(_num(a.latency_p(99))),
+            "backlog": Text("-" if backlog is None else str(backlog)),
+        }
+        return {c.key: row[c.key] for c in self._agent_cols}
 
     def _update_agents(self) -> None:
         table = self.query_one("#agents", DataTable)
-        now = time.monotonic()
-        for name in sorted(self.view.agents):
-            a = self.view.agents[name]
-            backlog = a.heartbeat.get("backlog")
-            row = {
-                "name": name,
-                "role": a.role,
-                "status": Text(a.status, style=_STATUS_STYLE.get(a.status, "")),
-                "pid": str(a.pid or "-"),
-                "uptime": _duration(a.uptime_s(now)) if a.status != LEFT else "-",
-                "in": str(a.received),
-                "out": str(a.sent),
-                "p50": _num(a.latency_p(50)),
-                "p99": _num(a.latency_p(99)),
-                "backlog": "-" if backlog is None else str(backlog),
-            }
-            if name in table.rows:
-                for key, value in row.items():
-                    table.update_cell(name, key, value)
-            else:
-                table.add_row(*row.values(), key=name)
-
-    def _add_traffic_row(self, table: DataTable[Any], rec: dict[str, Any]) -> None:
-        msg_id = str(rec.get("id", ""))
-        if msg_id in table.rows:
+        if not self._agent_cols:
             return
-        lat = self.view.latency_by_id.get(msg_id)
-        table.add_row(
-            _clock(rec.get("ts")),
-            str(rec.get("from", "")),
-            str(rec.get("to") or "*"),
-            str(rec.get("type", "")),
-            str(rec.get("priority", "")),
-            str(rec.get("bytes", "")),
-            _num(lat),
-            msg_id,
-            _one_line(rec.get("body", "")),
-            key=msg_id,
-        )
-        while table.row_count > self.max_rows:
-            table.remove_row(next(iter(table.rows)))
+        now = time.monotonic()
+        ordered = self.view.ordered_agents()
+        names = [a.name for a in ordered]
+        if names == [str(k.value) for k in table.rows]:
+            for a in ordered:
+                for key, value in self._agent_row(a, now).items():
+                    table.update_cell(a.name, key, value)
+            return
+        selected = _cursor_key(table)
+        table.clear()
+        for a in ordered:
+            table.add_row(*self._agent_row(a, now).values(), key=a.name)
+        if selected is not None and selected in table.rows:
+            table.move_cursor(row=table.get_row_index(selected))
 
-    def _add_error_row(self, table: DataTable[Any], rec: dict[str, Any]) -> None:
-        self._error_seq += 1
-        table.add_row(
-            _clock(rec.get("ts")),
-            str(rec.get("agent", "")),
-            Text(str(rec.get("event", "")), style="bold red"),
-            _one_line(rec.get("error", ""), 100),
-            key=f"e{self._error_seq}",
-        )
-        while table.row_count > self.max_rows:
-            table.remove_row(next(iter(table.rows)))
+    # -- the traffic feed --
+
+    def is_following(self) -> bool:
+        """True when the feed shows the newest row and moves on with new traffic.
+
+        The person stops following by moving the cursor off the last row or by
+        scrolling up; moving back to the last row (``End``, or scrolling back
+        to the bottom) follows again.
+        """
+        feed = self.feed
+        if feed.row_count == 0:
+            return True
+        if feed.cursor_row < feed.row_count - 1:
+            return False
+        if feed.scrolled_away and feed.scroll_y >= feed.max_scroll_y:
+            feed.scrolled_away = False
+        return not feed.scrolled_away
+
+    def _order_of(self, rec: dict[str, Any]) -> float:
+        """Where ``rec`` sorts: its logged time, but never before the message it answers.
+
+        A sender logs after its write returns, so a fast reply can be logged
+        before the question it answers; the feed still shows question first.
+        """
+        ts = rec.get("ts")
+        order = float(ts) if isinstance(ts, int | float) else 0.0
+        asked = self._order_ts.get(str(rec.get("re") or ""))
+        if asked is not None and asked >= order:
+            order = asked + 1e-6
+        self._order_ts[str(rec.get("id", ""))] = order
+        if len(self._order_ts) > 20_000:
+            self._order_ts.popitem(last=False)
+        return order
+
+    def _traffic_row(self, rec: dict[str, Any]) -> list[Text]:
+        msg_id = str(rec.get("id", ""))
+        self._seq += 1
+        order = self._order_of(rec)
+        self._last_order = max(self._last_order, order)
+        widths = {c.key: c.width for c in self._feed_cols}
+        to = str(rec.get("to") or "*")
+        to_style = "bold magenta" if to == self.human.name else ""
+        if rec.get("event") == "frame_queued":
+            to_style = "italic"
+        cells: dict[str, Text] = {
+            "time": _TimeCell(rec.get("ts"), (order, self._seq)),
+            "from": Text(_fit(rec.get("from", ""), widths.get("from", 10))),
+            "to": Text(_fit(to, widths.get("to", 10)), style=to_style),
+            "type": Text(_fit(rec.get("type", ""), widths.get("type", 9))),
+            "prio": Text(str(rec.get("priority", ""))),
+            "size": Text(str(rec.get("bytes", ""))),
+            "latency": Text(_num(self.view.latency_by_id.get(msg_id))),
+            "id": Text(_fit(msg_id, widths.get("id", 14))),
+            "body": Text(_fit(rec.get("body", ""), widths.get("body", 40))),
+        }
+        return [cells[c.key] for c in self._feed_cols]
+
+    def _add_traffic(self, recs: list[dict[str, Any]]) -> None:
+        feed = self.feed
+        if not recs or not self._feed_cols:
+            return
+        follow = self.is_following()
+        selected = None if follow else _cursor_key(feed)
+        out_of_order = False
+        for rec in recs:
+            msg_id = str(rec.get("id", ""))
+            if msg_id in feed.rows:
+                continue
+            newest = self._last_order
+            feed.add_row(*self._traffic_row(rec), key=msg_id)
+            # Each process appends its own batches: a record may be older than the last row.
+            out_of_order = out_of_order or self._order_ts[msg_id] < newest
+        if out_of_order:
+            feed.sort("time", key=lambda cell: cell.order)
+        excess = feed.row_count - self.max_rows
+        if excess > 0:
+            for row_key in [
+                feed.coordinate_to_cell_key(Coordinate(i, 0)).row_key for i in range(excess)
+            ]:
+                feed.remove_row(row_key)
+        self._place_cursor(follow, selected)
+
+    def _place_cursor(self, follow: bool, selected: str | None) -> None:
+        feed = self.feed
+        if follow and feed.row_count:
+            feed.move_cursor(row=feed.row_count - 1)
+        elif selected is not None and selected in feed.rows:
+            index = feed.get_row_index(selected)
+            if index != feed.cursor_row:
+                feed.move_cursor(row=index, scroll=False)
 
     def _rebuild_traffic(self) -> None:
-        table = self.query_one("#traffic", DataTable)
-        table.clear()
-        for rec in self.view.traffic:
-            if self.filter.matches(rec):
-                self._add_traffic_row(table, rec)
-        table.sort("time")
+        feed = self.feed
+        if not self._feed_cols:
+            return
+        follow = self.is_following()
+        selected = None if follow else _cursor_key(feed)
+        feed.clear()
+        recs = [rec for rec in self.view.traffic if self.filter.matches(rec)]
+        self._last_order = 0.0
+        for rec in recs[-self.max_rows :]:
+            msg_id = str(rec.get("id", ""))
+            if msg_id not in feed.rows:
+                feed.add_row(*self._traffic_row(rec), key=msg_id)
+        feed.sort("time", key=lambda cell: cell.order)
+        self._place_cursor(follow, selected)
+
+    def selected_message(self) -> dict[str, Any] | None:
+        """The logged record of the feed's selected row, or None."""
+        msg_id = _cursor_key(self.feed)
+        if msg_id is None:
+            return None
+        return next((r for r in reversed(self.view.traffic) if r.get("id") == msg_id), None)
+
+    # -- errors --
+
+    def _add_error_row(self, table: DataTable[Any], rec: dict[str, Any]) -> None:
+        self._seq += 1
+        key = f"e{self._seq}"
+        self._errors_by_key[key] = rec
+        table.add_row(
+            Text(_clock(rec.get("ts"))),
+            Text(str(rec.get("agent", ""))),
+            Text(str(rec.get("event", "")), style="bold red"),
+            Text(_fit(rec.get("error", ""), max(20, self._width - 50))),
+            key=key,
+        )
+        while table.row_count > self.max_rows:
+            oldest = table.coordinate_to_cell_key(Coordinate(0, 0)).row_key
+            self._errors_by_key.pop(str(oldest.value), None)
+            table.remove_row(oldest)
 
     # -- actions --
 
     def on_input_changed(self, event: Input.Changed) -> None:
-        self.filter = TrafficFilter.parse(event.value)
-        self._rebuild_traffic()
+        if event.input.id == "filter":
+            self.filter = TrafficFilter.parse(event.value)
+            self._rebuild_traffic()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.query_one("#traffic", DataTable).focus()
+        if event.input.id == "filter":
+            self.feed.focus()
 
     def action_focus_filter(self) -> None:
         self.query_one("#filter", Input).focus()
@@ -284,41 +564,40 @@ class MonitorApp(App[None]):
     def action_clear_filter(self) -> None:
         box = self.query_one("#filter", Input)
         box.value = ""  # fires Input.Changed, which rebuilds the feed
-        self.query_one("#traffic", DataTable).focus()
+        self.feed.focus()
 
     def action_toggle_pause(self) -> None:
         self.paused = not self.paused
         if not self.paused:
             self._rebuild_traffic()
+        self._update_titles()
 
     def action_clear_errors(self) -> None:
-        self.query_one("#errors", DataTable).clear()
+        table = self.query_one("#errors", DataTable)
+        table.clear()
+        table.display = False
+        self._errors_by_key.clear()
+        self._update_titles()
 
     def action_details(self) -> None:
         table = self.focused
         if isinstance(table, DataTable) and table.row_count:
-            self._show_detail(table, table.cursor_row)
+            self._show_detail(table)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        self._show_detail(event.data_table, event.cursor_row)
+        self._show_detail(event.data_table)
 
-    def _show_detail(self, table: DataTable[Any], row: int) -> None:
+    def _show_detail(self, table: DataTable[Any]) -> None:
+        key = _cursor_key(table)
+        if key is None:
+            return
         if table.id == "traffic":
-            msg_id = str(table.get_row_at(row)[7])
-            self.show_message(msg_id)
-        elif table.id == "errors":
-            cells = table.get_row_at(row)
-            rec = next(
-                (
-                    r
-                    for r in reversed(self.view.errors)
-                    if _clock(r.get("ts")) == cells[0] and str(r.get("agent")) == cells[1]
-                ),
-                None,
-            )
-            if rec is not None:
-                body = json.dumps(rec, indent=2, ensure_ascii=False, default=str)
-                self.push_screen(DetailScreen(f"Error {rec.get('event')}", {}, body))
+            self.show_message(key)
+        elif table.id == "errors" and key in self._errors_by_key:
+            rec = self._errors_by_key[key]
+            body = json.dumps(rec, indent=2, ensure_ascii=False, default=str)
+            fields = {"time": _stamp(rec.get("ts")), "agent": rec.get("agent")}
+            self.push_screen(DetailScreen(f"Error {rec.get('event')}", fields, body))
 
     def show_message(self, msg_id: str) -> None:
         """Open the detail screen of message ``msg_id`` (if it is in the feed)."""
@@ -329,7 +608,7 @@ class MonitorApp(App[None]):
         replies = [str(r.get("id")) for r in self.view.traffic if r.get("re") == msg_id]
         fields = {
             "id": msg_id,
-            "time": _clock(rec.get("ts")),
+            "time": _stamp(rec.get("ts")),
             "from": rec.get("from"),
             "to": rec.get("to") or "* (broadcast)",
             "type": rec.get("type"),
@@ -339,6 +618,62 @@ class MonitorApp(App[None]):
             "re": rec.get("re") or "-",
             "replies": ", ".join(replies) or "-",
         }
+        if rec.get("event") == "frame_queued":
+            fields["delivery"] = "queued in the recipient's spool (durable, not reading)"
         if rec.get("truncated"):
             fields["note"] = "body truncated in the log (max_body_chars)"
         self.push_screen(DetailScreen(f"Message {msg_id}", fields, str(rec.get("body", ""))))
+
+    # -- compose --
+
+    def action_compose(self, mode: str) -> None:
+        """Open the compose form: ``send``, ``reply`` (to the selected message) or ``broadcast``."""
+        kind: Mode = "reply" if mode == "reply" else "broadcast" if mode == "broadcast" else "send"
+        to, rec = "", None
+        if kind == "reply":
+            rec = self.selected_message()
+            if rec is None:
+                self._outcome("nothing to reply to: select a message in the traffic feed", True)
+                return
+        elif kind == "send":
+            agents = self.query_one("#agents", DataTable)
+            if self.focused is agents:
+                to = _cursor_key(agents) or ""
+        screen = ComposeScreen(
+            kind, sender=self.human.name, submit=self.submit, to=to, reply_to=rec
+        )
+        self.push_screen(screen, self._after_compose)
+
+    def submit(self, draft: Draft) -> str:
+        """Send ``draft`` as the human agent; return the outcome or raise MeshError/ValueError."""
+        if draft.mode == "reply":
+            outcome = self.human.reply(
+                draft.reply_to, draft.body, msg_type=draft.msg_type, priority=draft.priority
+            )
+        elif draft.mode == "broadcast":
+            outcome = self.human.broadcast(
+                draft.body, msg_type=draft.msg_type, priority=draft.priority
+            )
+        else:
+            outcome = self.human.send(
+                draft.to, draft.body, msg_type=draft.msg_type, priority=draft.priority
+            )
+        self._update_titles()
+        return outcome
+
+    def _after_compose(self, outcome: str | None) -> None:
+        if outcome:
+            self._outcome(outcome, False)
+
+    def _outcome(self, text: str, is_error: bool) -> None:
+        self.last_outcome = text
+        self.notify(text, severity="error" if is_error else "information")
+
+
+def _cursor_key(table: DataTable[Any]) -> str | None:
+    """The row key under the table's cursor, or None when it is empty."""
+    if not table.row_count:
+        return None
+    row = min(table.cursor_row, table.row_count - 1)
+    value = table.coordinate_to_cell_key(Coordinate(row, 0)).row_key.value
+    return None if value is None else str(value)
