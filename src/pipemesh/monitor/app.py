@@ -96,7 +96,7 @@ def _feed_columns(width: int) -> list[_Column]:
     ]
     if width >= 120:
         cols.append(_Column("latency", "LAT µs", 7))
-    if width >= 150:
+    if width >= 170:  # priority, size and ID only where the body keeps ~100 columns
         cols[4:4] = [_Column("prio", "P", 1), _Column("size", "BYTES", 6)]
         cols.append(_Column("id", "ID", 14))
     used = sum(c.width + 2 for c in cols) + 2 + _SCROLLBAR
@@ -243,26 +243,35 @@ class MonitorApp(App[None]):
         self._agent_cols: list[_Column] = []
         self._feed_cols: list[_Column] = []
         self._errors_by_key: dict[str, dict[str, Any]] = {}
+        # Kept as attributes: queries would search whichever screen is on top (a form).
+        self._summary_line = Static(id="summary")
+        self._agents_title = Static("Agents", classes="pane-title", id="agents-title")
+        self.agents_table: DataTable[Any] = DataTable(
+            id="agents", cursor_type="row", zebra_stripes=True
+        )
+        self._traffic_title = Static("Traffic", classes="pane-title", id="traffic-title")
+        self._filter_box = Input(
+            placeholder="/ filter: agent:NAME from: to: type: words", id="filter"
+        )
+        self.feed = FeedTable(id="traffic", cursor_type="row", zebra_stripes=True)
+        self._errors_title = Static("Errors", classes="pane-title", id="errors-title")
+        self.errors_table: DataTable[Any] = DataTable(id="errors", cursor_type="row")
+        self._closing = False
 
     def compose(self) -> ComposeResult:
-        yield Static(id="summary")
-        yield Static("Agents", classes="pane-title", id="agents-title")
-        yield DataTable(id="agents", cursor_type="row", zebra_stripes=True)
+        yield self._summary_line
+        yield self._agents_title
+        yield self.agents_table
         with Horizontal(id="traffic-bar"):
-            yield Static("Traffic", classes="pane-title", id="traffic-title")
-            yield Input(placeholder="/ filter: agent:NAME from: to: type: words", id="filter")
-        yield FeedTable(id="traffic", cursor_type="row", zebra_stripes=True)
-        yield Static("Errors", classes="pane-title", id="errors-title")
-        yield DataTable(id="errors", cursor_type="row")
+            yield self._traffic_title
+            yield self._filter_box
+        yield self.feed
+        yield self._errors_title
+        yield self.errors_table
         yield Footer()
 
-    @property
-    def feed(self) -> FeedTable:
-        """The traffic table."""
-        return self.query_one("#traffic", FeedTable)
-
     def on_mount(self) -> None:
-        errors = self.query_one("#errors", DataTable)
+        errors = self.errors_table
         for key, label in (("time", "TIME"), ("agent", "AGENT"), ("event", "EVENT")):
             errors.add_column(label, key=key)
         errors.add_column("ERROR", key="error")
@@ -273,6 +282,7 @@ class MonitorApp(App[None]):
         self.set_interval(self.refresh_s, self.refresh_view)
 
     def on_unmount(self) -> None:
+        self._closing = True
         self.view.close()
         self.human.close()
 
@@ -290,7 +300,7 @@ class MonitorApp(App[None]):
         agent_cols, feed_cols = _agent_columns(width), _feed_columns(width)
         if agent_cols != self._agent_cols:
             self._agent_cols = agent_cols
-            table = self.query_one("#agents", DataTable)
+            table = self.agents_table
             table.clear(columns=True)
             for col in agent_cols:
                 table.add_column(col.label, key=col.key, width=col.width)
@@ -307,6 +317,8 @@ class MonitorApp(App[None]):
 
     def refresh_view(self) -> None:
         """Read what is new and update every pane."""
+        if self._closing:
+            return
         self._fit_columns()
         msgs, errors, latencies = self.view.refresh()
         self._update_agents()
@@ -318,7 +330,10 @@ class MonitorApp(App[None]):
                     if msg_id in feed.rows:
                         lat = self.view.latency_by_id[msg_id]
                         feed.update_cell(msg_id, "latency", Text(_num(lat)))
-        errors_table = self.query_one("#errors", DataTable)
+        if self.is_following() and feed.row_count and feed.scroll_y < feed.max_scroll_y:
+            # The feed got shorter (a pane above grew): keep the newest row in view.
+            feed.scroll_end(animate=False, x_axis=False)
+        errors_table = self.errors_table
         for rec in errors:
             self._add_error_row(errors_table, rec)
         errors_table.display = errors_table.row_count > 0
@@ -331,20 +346,18 @@ class MonitorApp(App[None]):
         feed = self.feed
         state = "paused" if self.paused else ("following" if self.is_following() else "held")
         hint = "" if state != "held" else ": End follows"
-        self.query_one("#traffic-title", Static).update(
-            f"Traffic ({feed.row_count} shown, {state}{hint})"
-        )
-        errors = self.query_one("#errors", DataTable)
-        self.query_one("#errors-title", Static).update(f"Errors ({errors.row_count})")
+        self._traffic_title.update(f"Traffic ({feed.row_count} shown, {state}{hint})")
+        errors = self.errors_table
+        self._errors_title.update(f"Errors ({errors.row_count})")
         note = f" — registry: {self.view.registry_error}" if self.view.registry_error else ""
         counts = {s: 0 for s in (ACTIVE, INACTIVE, LEFT)}
         for a in self.view.agents.values():
             counts[a.status] += 1
-        self.query_one("#agents-title", Static).update(
+        self._agents_title.update(
             f"Agents: {counts[ACTIVE]} active, {counts[INACTIVE]} inactive, "
             f"{counts[LEFT]} left{note}"
         )
-        self.query_one("#summary", Static).update(self._summary())
+        self._summary_line.update(self._summary())
 
     def _summary(self) -> Text:
         """The header: where, which clock, who you are, what the counters count.
@@ -360,7 +373,7 @@ class MonitorApp(App[None]):
         if len(first) + 40 > room:
             first = f" │ you: {self.human.name}" + (" (joined)" if joined else "")
         home = _fit_middle(
-            str(self.home.root), max(12, room - len("pipemesh monitor") - len(first))
+            str(self.home.root), max(12, room - len("pipemesh monitor │ ") - len(first))
         )
         counters = (
             f"IN/OUT: messages each agent received/sent since {since}, counted from the logs "
@@ -397,7 +410,7 @@ class MonitorApp(App[None]):
         return {c.key: row[c.key] for c in self._agent_cols}
 
     def _update_agents(self) -> None:
-        table = self.query_one("#agents", DataTable)
+        table = self.agents_table
         if not self._agent_cols:
             return
         now = time.monotonic()
@@ -559,10 +572,10 @@ class MonitorApp(App[None]):
             self.feed.focus()
 
     def action_focus_filter(self) -> None:
-        self.query_one("#filter", Input).focus()
+        self._filter_box.focus()
 
     def action_clear_filter(self) -> None:
-        box = self.query_one("#filter", Input)
+        box = self._filter_box
         box.value = ""  # fires Input.Changed, which rebuilds the feed
         self.feed.focus()
 
@@ -573,7 +586,7 @@ class MonitorApp(App[None]):
         self._update_titles()
 
     def action_clear_errors(self) -> None:
-        table = self.query_one("#errors", DataTable)
+        table = self.errors_table
         table.clear()
         table.display = False
         self._errors_by_key.clear()
@@ -636,7 +649,7 @@ class MonitorApp(App[None]):
                 self._outcome("nothing to reply to: select a message in the traffic feed", True)
                 return
         elif kind == "send":
-            agents = self.query_one("#agents", DataTable)
+            agents = self.agents_table
             if self.focused is agents:
                 to = _cursor_key(agents) or ""
         screen = ComposeScreen(
