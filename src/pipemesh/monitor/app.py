@@ -96,7 +96,7 @@ def _feed_columns(width: int) -> list[_Column]:
     ]
     if width >= 120:
         cols.append(_Column("latency", "LAT µs", 7))
-    if width >= 170:  # priority, size and ID only where the body keeps ~100 columns
+    if width >= 190:  # priority, size and ID only where the body keeps ~90 columns
         cols[4:4] = [_Column("prio", "P", 1), _Column("size", "BYTES", 6)]
         cols.append(_Column("id", "ID", 14))
     used = sum(c.width + 2 for c in cols) + 2 + _SCROLLBAR
