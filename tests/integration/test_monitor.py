@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from textual import events
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static, TextArea
 
@@ -155,6 +156,12 @@ with Recorder(sys.argv[1], "recorder", heartbeat_s=0.2) as agent:
 """
 
 
+def wheel(kind: type[events.MouseEvent], widget: Any) -> events.MouseEvent:
+    """One notch of the mouse wheel over ``widget``."""
+    down = kind is events.MouseScrollDown
+    return kind(widget, 5, 3, 0, 1 if down else -1, 0, False, False, False)
+
+
 def recorded(path: Path) -> list[dict[str, Any]]:
     """Whole lines of a recorder agent's file."""
     try:
@@ -210,10 +217,33 @@ def test_monitor_feed_follows_newest_until_moved_away(mesh_home: Path, spawn: Sp
                 assert feed.scroll_x == 0
                 assert app.is_following()
                 send(50, 5)
+                await until(pilot, lambda: on_screen(app, "note-054"), "following again")
+
+                # The mouse wheel: scrolling up holds the view; back at the bottom it follows.
+                for _ in range(3):
+                    feed.post_message(wheel(events.MouseScrollUp, feed))
+                await until(pilot, lambda: not app.is_following(), "the wheel to hold the feed")
+                send(55, 3)
+                await until(pilot, lambda: feed.row_count == 58, "58 rows")
+                await pilot.pause(0.3)
+                assert not on_screen(app, "note-057")
+                for _ in range(40):  # bounded: 40 wheel steps cover the whole feed
+                    if feed.scroll_y >= feed.max_scroll_y:
+                        break
+                    feed.post_message(wheel(events.MouseScrollDown, feed))
+                    await pilot.pause(0.02)
+                await until(pilot, lambda: on_screen(app, "note-057"), "the bottom again")
+                assert app.is_following()
+
+                # A wider terminal: the body column takes the new width, the newest stays.
+                narrow = feed.columns["body"].width  # type: ignore[index]
+                await pilot.resize_terminal(160, 30)
+                await until(
+                    pilot, lambda: feed.columns["body"].width > narrow + 40, "the wider body"
+                )
                 client.send_message(
                     "alpha", "closing [/red] tag [bold]kept[/bold]", msg_type="note"
                 )
-                await until(pilot, lambda: on_screen(app, "note-054"), "following again")
                 await until(
                     pilot,
                     lambda: on_screen(app, "closing [/red] tag [bold]kept[/bold]"),

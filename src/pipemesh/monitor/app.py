@@ -440,11 +440,14 @@ class MonitorApp(App[None]):
         feed = self.feed
         if feed.row_count == 0:
             return True
-        if feed.cursor_row < feed.row_count - 1:
-            return False
-        if feed.scrolled_away and feed.scroll_y >= feed.max_scroll_y:
+        if feed.scrolled_away:
+            if feed.scroll_y < feed.max_scroll_y:
+                return False
+            # The wheel brought the view back to the bottom: follow from the newest row.
             feed.scrolled_away = False
-        return not feed.scrolled_away
+            feed.move_cursor(row=feed.row_count - 1, scroll=False)
+            return True
+        return feed.cursor_row >= feed.row_count - 1
 
     def _order_of(self, rec: dict[str, Any]) -> float:
         """Where ``rec`` sorts: its logged time, but never before the message it answers.
