@@ -42,6 +42,12 @@ async def until(pilot: Pilot[None], condition: Callable[[], object], what: str) 
         await pilot.pause(0.05)
 
 
+async def refreshes(pilot: Pilot[None], app: MonitorApp, count: int) -> None:
+    """Wait until the dashboard has refreshed ``count`` more times."""
+    target = app.ticks + count
+    await until(pilot, lambda: app.ticks >= target, f"{count} refreshes")
+
+
 def cell(app: MonitorApp, table_id: str, row: str, column: str) -> str:
     table = app.query_one(table_id, DataTable)
     if row not in table.rows:
@@ -204,7 +210,7 @@ def test_monitor_feed_follows_newest_until_moved_away(mesh_home: Path, spawn: Sp
                 assert not app.is_following()
                 send(40, 10)
                 await until(pilot, lambda: feed.row_count == 50, "50 rows")
-                await pilot.pause(0.3)  # a few more refreshes: the view must not move
+                await refreshes(pilot, app, 3)  # the view must not move
                 assert str(feed.coordinate_to_cell_key(feed.cursor_coordinate).row_key.value) == (
                     held
                 )
@@ -225,7 +231,7 @@ def test_monitor_feed_follows_newest_until_moved_away(mesh_home: Path, spawn: Sp
                 await until(pilot, lambda: not app.is_following(), "the wheel to hold the feed")
                 send(55, 3)
                 await until(pilot, lambda: feed.row_count == 58, "58 rows")
-                await pilot.pause(0.3)
+                await refreshes(pilot, app, 3)
                 assert not on_screen(app, "note-057")
                 for _ in range(40):  # bounded: 40 wheel steps cover the whole feed
                     if feed.scroll_y >= feed.max_scroll_y:
@@ -362,7 +368,7 @@ def test_monitor_layout_fits_terminal(
                 feed, agents = app.feed, app.query_one("#agents", DataTable)
                 await until(pilot, lambda: feed.row_count == 3, "the messages")
                 await until(pilot, lambda: agents.row_count >= 13, "the agents")
-                await pilot.pause(0.2)
+                await refreshes(pilot, app, 2)
                 text = screen_text(app)
                 body_width = feed.columns["body"].width  # type: ignore[index]
                 assert body_width >= min_body
