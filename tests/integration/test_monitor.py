@@ -22,7 +22,6 @@ from pipemesh.home import MeshHome
 from pipemesh.monitor.app import DetailScreen, MonitorApp
 from pipemesh.monitor.screens import ComposeScreen
 from pipemesh.runtime.agent import AgentBase, MeshClient
-from pipemesh.wire import MAX_BODY_BYTES
 from tests.conftest import Spawner, run_cli, wait_for
 from tests.integration.meshproc import ECHO_AGENT, active_agents
 
@@ -392,25 +391,34 @@ def test_monitor_compose_send_reply_broadcast(
 ) -> None:
     """From the dashboard a person sends to an agent, replies to the selected message and
     broadcasts, as a named agent joined on the first send; each arrives at the real agents
-    (their own records show it); an unknown name or a too-large body is shown in the form,
-    which stays open; on exit the person's agent leaves the registry."""
+    (their own records show it); an unknown name, an agent that is not reading (killed) or a
+    too-large body is shown in the form, which stays open; on exit the person's agent leaves
+    the registry."""
     rec_a, rec_b = tmp_path / "alpha.jsonl", tmp_path / "beta.jsonl"
     spawn.python(RECORD_AGENT, "alpha", str(rec_a))
     spawn.python(RECORD_AGENT, "beta", str(rec_b))
-    wait_for(lambda: {"alpha", "beta"} <= active_agents(mesh_home), DEADLINE_S)
+    gamma = spawn.python(RECORD_AGENT, "gamma", str(tmp_path / "gamma.jsonl"))
+    wait_for(lambda: {"alpha", "beta", "gamma"} <= active_agents(mesh_home), DEADLINE_S)
+    os.kill(gamma.pid, signal.SIGKILL)
+    gamma.wait(timeout=DEADLINE_S)
     home = MeshHome.open(mesh_home)
     me = "human-tester"
+    LIMIT = 4096  # a small limit for this agent: a 16 MiB body would only be slow to type
 
-    async def write(pilot: Pilot[None], app: MonitorApp, body: str) -> None:
+    async def write(pilot: Pilot[None], app: MonitorApp, body: str, typed: bool = False) -> None:
         await until(pilot, lambda: isinstance(app.screen, ComposeScreen), "the compose form")
-        app.screen.query_one("#compose-body", TextArea).focus()
-        await pilot.press(*body)
+        box = app.screen.query_one("#compose-body", TextArea)
+        box.focus()
+        if typed:
+            await pilot.press(*body)  # key by key, as a person types (slow under the pilot)
+        else:
+            box.text = body
 
     def form_error(app: MonitorApp) -> str:
         return app.screen.error if isinstance(app.screen, ComposeScreen) else ""
 
     async def scenario() -> None:
-        app = MonitorApp(home, refresh_s=0.1, human_name=me)
+        app = MonitorApp(home, refresh_s=0.1, human_name=me, max_body_bytes=LIMIT)
         async with app.run_test(size=(140, 40)) as pilot:
             await until(pilot, lambda: app.ticks > 1, "the first refresh")
             assert me not in active_agents(mesh_home)  # watching registers nothing
@@ -418,7 +426,7 @@ def test_monitor_compose_send_reply_broadcast(
             await pilot.press("s")
             await until(pilot, lambda: isinstance(app.screen, ComposeScreen), "the form")
             await pilot.press(*"alpha")
-            await write(pilot, app, "hello from a person")
+            await write(pilot, app, "hello from a person", typed=True)
             await pilot.press("ctrl+s")
             await until(
                 pilot,
@@ -476,13 +484,16 @@ def test_monitor_compose_send_reply_broadcast(
             assert app.screen.query_one("#compose-body", TextArea).text == "anyone?"
             assert "no agent named nobody" in screen_text(app)
             to_box = app.screen.query_one("#compose-to", Input)
-            to_box.value = "alpha"
-            app.screen.query_one("#compose-body", TextArea).text = "x" * (MAX_BODY_BYTES + 1)
+            to_box.value = "gamma"  # registered, but killed: nobody reads its pipe
             await pilot.press("ctrl+s")
-            await until(pilot, lambda: "limit is" in form_error(app), "the size error")
+            await until(pilot, lambda: "gamma is not reading" in form_error(app), "offline")
+            to_box.value = "alpha"
+            app.screen.query_one("#compose-body", TextArea).text = "x" * (LIMIT + 1)
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: f"limit is {LIMIT}" in form_error(app), "the size error")
             await pilot.press("escape")
             await until(pilot, lambda: not isinstance(app.screen, ComposeScreen), "form closed")
-            assert not any(len(r["body"]) > MAX_BODY_BYTES for r in recorded(rec_a))
+            assert not any(len(r["body"]) > LIMIT for r in recorded(rec_a))
             await pilot.press("q")
         assert me not in active_agents(mesh_home)  # left cleanly on exit
 

@@ -34,6 +34,7 @@ from pipemesh.home import MeshHome
 from pipemesh.monitor.data import ACTIVE, INACTIVE, LEFT, AgentView, MeshView, TrafficFilter
 from pipemesh.monitor.human import HumanAgent, default_human_name
 from pipemesh.monitor.screens import ComposeScreen, DetailScreen, Draft, Mode
+from pipemesh.wire import MAX_BODY_BYTES
 
 __all__ = ["DetailScreen", "FeedTable", "MonitorApp"]
 
@@ -191,6 +192,7 @@ class MonitorApp(App[None]):
         stale_after_s: a heartbeat older than this shows as late (HB column).
         human_name: the agent name compose sends as (default ``human-<user>``);
             joined on the first send, left on exit.
+        max_body_bytes: the largest body that agent sends or receives.
     """
 
     TITLE = "pipemesh monitor"
@@ -225,12 +227,15 @@ class MonitorApp(App[None]):
         refresh_s: float = 0.5,
         stale_after_s: float = 15.0,
         human_name: str | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ):
         super().__init__()
         self.home = home
         self.refresh_s = refresh_s
         self.view = MeshView(home, stale_after_s=stale_after_s)
-        self.human = HumanAgent(home, human_name or default_human_name())
+        self.human = HumanAgent(
+            home, human_name or default_human_name(), max_body_bytes=max_body_bytes
+        )
         self.filter = TrafficFilter()
         self.paused = False
         self.max_rows = 500

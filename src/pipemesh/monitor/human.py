@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from pipemesh.home import MeshHome
 from pipemesh.runtime.agent import AgentBase, Delivery, SendResult
-from pipemesh.wire import NAME_MAX, Message, validate_name
+from pipemesh.wire import MAX_BODY_BYTES, NAME_MAX, Message, validate_name
 
 __all__ = ["HumanAgent", "default_human_name"]
 
@@ -57,6 +57,7 @@ class HumanAgent:
         send_timeout_s: how long a send waits on a full pipe (the dashboard
             waits with it, so keep it short).
         registry_lock_timeout_s: how long joining waits for the registry lock.
+        max_body_bytes: largest body sent or received (the mesh's default limit).
 
     Raises:
         ValueError: ``name`` is not a valid agent name.
@@ -69,11 +70,13 @@ class HumanAgent:
         *,
         send_timeout_s: float = 2.0,
         registry_lock_timeout_s: float = 5.0,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self.home = home
         self.name = validate_name(name, "--as name")
         self.send_timeout_s = send_timeout_s
         self.registry_lock_timeout_s = registry_lock_timeout_s
+        self.max_body_bytes = max_body_bytes
         self._agent: _Inbox | None = None
         self._closed = False
 
@@ -99,6 +102,7 @@ class HumanAgent:
                 self.home.root,
                 send_timeout_s=self.send_timeout_s,
                 registry_lock_timeout_s=self.registry_lock_timeout_s,
+                max_body_bytes=self.max_body_bytes,
             )
         return self._agent
 
