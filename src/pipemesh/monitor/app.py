@@ -311,12 +311,13 @@ class MonitorApp(App[None]):
                 table.add_column(col.label, key=col.key, width=col.width)
             self._update_agents()
         if feed_cols != self._feed_cols:
-            self._feed_cols = feed_cols
             feed = self.feed
+            place = (self.is_following(), _cursor_key(feed))  # before the rows go
+            self._feed_cols = feed_cols
             feed.clear(columns=True)
             for col in feed_cols:
                 feed.add_column(col.label, key=col.key, width=col.width)
-            self._rebuild_traffic()
+            self._rebuild_traffic(place)
 
     # -- refreshing --
 
@@ -371,7 +372,9 @@ class MonitorApp(App[None]):
         """
         room = max(40, self._width - 2)
         joined = self.human.is_joined
-        since = format_clock(self.view.counted_since)[:8]
+        since = format_stamp(self.view.counted_since)[:19]  # with the date unless it is today
+        if since[:10] == format_stamp(time.time())[:10]:
+            since = since[11:]
         zone = zone_label()
         you = f"{self.human.name} ({'joined' if joined else 'joins on first send'})"
         first = f" │ times: {zone} │ you: {you}"
@@ -397,11 +400,12 @@ class MonitorApp(App[None]):
 
     def _agent_row(self, a: AgentView, now: float) -> dict[str, Text]:
         backlog = a.heartbeat.get("backlog")
+        widths = {c.key: c.width for c in self._agent_cols}
         beat = a.beat_age_s(now) if a.status == ACTIVE else None
         beat_text = "-" if beat is None else f"{beat:.0f}s"
         row = {
-            "name": Text(_fit(a.name, 18)),
-            "role": Text(_fit(a.role, 12)),
+            "name": Text(_fit(a.name, widths.get("name", 18))),
+            "role": Text(_fit(a.role, widths.get("role", 12))),
             "status": Text(a.status, style=_STATUS_STYLE.get(a.status, "")),
             "pid": Text(str(a.pid or "-")),
             "uptime": Text(_duration(a.uptime_s(now))),
@@ -527,12 +531,12 @@ class MonitorApp(App[None]):
             if index != feed.cursor_row:
                 feed.move_cursor(row=index, scroll=False)
 
-    def _rebuild_traffic(self) -> None:
+    def _rebuild_traffic(self, place: tuple[bool, str | None] | None = None) -> None:
+        """Re-add the feed's rows (new filter or columns), keeping following or the selection."""
         feed = self.feed
         if not self._feed_cols:
             return
-        follow = self.is_following()
-        selected = None if follow else _cursor_key(feed)
+        follow, selected = place or (self.is_following(), _cursor_key(feed))
         feed.clear()
         recs = [rec for rec in self.view.traffic if self.filter.matches(rec)]
         self._last_order = 0.0
@@ -541,7 +545,7 @@ class MonitorApp(App[None]):
             if msg_id not in feed.rows:
                 feed.add_row(*self._traffic_row(rec), key=msg_id)
         feed.sort("time", key=lambda cell: cell.order)
-        self._place_cursor(follow, selected)
+        self._place_cursor(follow, None if follow else selected)
 
     def selected_message(self) -> dict[str, Any] | None:
         """The logged record of the feed's selected row, or None."""
