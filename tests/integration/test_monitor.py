@@ -426,12 +426,12 @@ def test_monitor_compose_send_reply_broadcast(
             await pilot.press("s")
             await until(pilot, lambda: isinstance(app.screen, ComposeScreen), "the form")
             await pilot.press(*"alpha")
-            await write(pilot, app, "hello from a person", typed=True)
+            await write(pilot, app, "hi [b]x[/b]")
             await pilot.press("ctrl+s")
             await until(
                 pilot,
                 lambda: any(
-                    r["from"] == me and r["body"] == "hello from a person" for r in recorded(rec_a)
+                    r["from"] == me and r["body"] == "hi [b]x[/b]" for r in recorded(rec_a)
                 ),
                 "alpha's record of the message",
             )
@@ -449,9 +449,13 @@ def test_monitor_compose_send_reply_broadcast(
                 return ""
 
             await until(pilot, lambda: answer_id() in feed.rows, "alpha's answer in the feed")
+            # Its answer, addressed to the person, also pops up.
+            await until(
+                pilot, lambda: "alpha (response): noted: hi [b]x[/b]" in app.told, "the pop-up"
+            )
             feed.move_cursor(row=feed.get_row_index(answer_id()))
             await pilot.press("r")
-            await write(pilot, app, "thanks alpha")
+            await write(pilot, app, "thanks alpha", typed=True)
             await pilot.press("ctrl+s")
             await until(
                 pilot,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
@@ -27,6 +27,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.coordinate import Coordinate
+from textual.notifications import SeverityLevel
 from textual.widgets import DataTable, Footer, Input, Static
 
 from pipemesh.clock import format_clock, format_stamp, zone_label
@@ -241,6 +242,7 @@ class MonitorApp(App[None]):
         self.max_rows = 500
         self.ticks = 0  # refreshes done; tests wait on it instead of sleeping
         self.last_outcome = ""  # the last compose result (sent/queued/error), also notified
+        self.told: deque[str] = deque(maxlen=100)  # the pop-ups shown, newest last
         self._seq = 0
         self._last_order = 0.0  # sort position of the newest row in the feed
         self._order_ts: OrderedDict[str, float] = OrderedDict()
@@ -344,7 +346,7 @@ class MonitorApp(App[None]):
             self._add_error_row(errors_table, rec)
         errors_table.display = errors_table.row_count > 0
         for msg in self.human.take_arrived():
-            self.notify(f"{msg.sender} ({msg.msg_type}): {_fit(msg.body, 200)}", title="to you")
+            self._tell(f"{msg.sender} ({msg.msg_type}): {_fit(msg.body, 200)}", title="to you")
         self._update_titles()
         self.ticks += 1
 
@@ -692,7 +694,12 @@ class MonitorApp(App[None]):
 
     def _outcome(self, text: str, is_error: bool) -> None:
         self.last_outcome = text
-        self.notify(text, severity="error" if is_error else "information")
+        self._tell(text, severity="error" if is_error else "information")
+
+    def _tell(self, text: str, *, title: str = "", severity: SeverityLevel = "information") -> None:
+        """Pop up ``text`` (never read as markup: it may quote a message body)."""
+        self.told.append(text)
+        self.notify(text, title=title, severity=severity, markup=False)
 
 
 def _cursor_key(table: DataTable[Any]) -> str | None:
