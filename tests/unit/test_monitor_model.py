@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("textual")
 
+from pipemesh.home import MeshHome
 from pipemesh.monitor.app import _SCROLLBAR, _agent_columns, _feed_columns
-from pipemesh.monitor.data import ACTIVE, INACTIVE, LEFT, AgentView
+from pipemesh.monitor.data import ACTIVE, INACTIVE, LEFT, AgentView, MeshView
 from pipemesh.monitor.human import default_human_name
 from pipemesh.wire import is_valid_name
 
@@ -52,3 +55,15 @@ def test_default_human_name_is_a_valid_agent_name() -> None:
     name = default_human_name()
     assert name.startswith("human-")
     assert is_valid_name(name)
+
+
+def test_mesh_view_keeps_recent_left_agents_only(tmp_path: Path) -> None:
+    """Short-lived senders do not pile up: the `max_left` most recently seen left agents stay."""
+    view = MeshView(MeshHome.open(tmp_path / "mesh"), max_left=3)
+    try:
+        for i in range(6):
+            view.agents[f"cli-{i}"] = AgentView(f"cli-{i}", seen_at=float(i))
+        view.refresh()
+        assert sorted(view.agents) == ["cli-3", "cli-4", "cli-5"]
+    finally:
+        view.close()

@@ -162,6 +162,7 @@ class AgentView:
     msgs_in: int = 0  # frame_received records logged by this agent (see MeshView.counted_since)
     msgs_out: int = 0  # frame_sent/frame_queued records logged by this agent
     frozen_uptime_s: float | None = None  # uptime when it was seen to stop being active
+    seen_at: float = 0.0  # monotonic time it was last in the registry or the logs
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCY_SAMPLES))
 
     def _live_uptime_s(self, now: float) -> float:
@@ -289,6 +290,7 @@ class MeshView:
         stale_after_s: heartbeats older than this are shown as late.
         max_traffic: messages kept for the feed.
         max_errors: error records kept.
+        max_left: ``left`` agents kept (the least recently seen are dropped).
     """
 
     def __init__(
@@ -298,6 +300,7 @@ class MeshView:
         stale_after_s: float = 15.0,
         max_traffic: int = 1000,
         max_errors: int = 200,
+        max_left: int = 100,
     ) -> None:
         self.home = home
         self.stale_after_s = stale_after_s
@@ -308,6 +311,8 @@ class MeshView:
         self.errors: deque[dict[str, Any]] = deque(maxlen=max_errors)
         self.latency_by_id: OrderedDict[str, float] = OrderedDict()
         self.registry_error = ""
+        self.max_left = max_left
+        self._now = time.monotonic()
         self._seen_ids: OrderedDict[str, None] = OrderedDict()
         logs = home.logs_dir
         # Open the tails first, then read the recent past: a record written in
@@ -330,7 +335,16 @@ class MeshView:
         view = self.agents.get(name)
         if view is None:
             view = self.agents[name] = AgentView(name)
+        view.seen_at = self._now
         return view
+
+    def _forget_old_left(self) -> None:
+        """Keep at most ``max_left`` left agents (many short-lived senders come and go)."""
+        left = [v for v in self.agents.values() if v.status == LEFT]
+        if len(left) > self.max_left:
+            left.sort(key=lambda v: v.seen_at)
+            for view in left[: len(left) - self.max_left]:
+                del self.agents[view.name]
 
     def ordered_agents(self) -> list[AgentView]:
         """Agents for display: active first, then inactive, then left; by name within."""
@@ -391,7 +405,7 @@ class MeshView:
             (new messages for the feed, new error records, IDs whose latency
             arrived), so a UI can append rather than redraw.
         """
-        now = time.monotonic()
+        now = self._now = time.monotonic()
         self._refresh_registry(now)
         self._apply_heartbeats(now)
         new_msgs: list[dict[str, Any]] = []
@@ -419,6 +433,7 @@ class MeshView:
                 self._agent(agent).latencies.append(float(lat))
         new_errors = self._take(ERRORS_LOG)
         self.errors.extend(new_errors)
+        self._forget_old_left()
         return new_msgs, new_errors, updated
 
     def close(self) -> None:
