@@ -40,7 +40,7 @@ class _CliState(Protocol):
     type=float,
     default=15.0,
     show_default=True,
-    help="Mark an active agent stale when its heartbeats stop for this long.",
+    help="Show an active agent's heartbeat age (HB) in yellow past this many seconds.",
 )
 @click.option(
     "--as",
