@@ -183,7 +183,8 @@ def on_screen(app: MonitorApp, text: str) -> bool:
 def test_monitor_feed_follows_newest_until_moved_away(mesh_home: Path, spawn: Spawner) -> None:
     """The feed keeps the newest message on screen; after the person moves up it stays put
     (the selected row kept) while traffic arrives; End jumps to the newest row (not sideways)
-    and following resumes. Bodies are shown literally, never as markup."""
+    and following resumes (also with the mouse wheel and after a resize); trimming old rows
+    keeps following. Bodies are shown literally, never as markup."""
     spawn.python(ECHO_AGENT, "alpha", "0.2")
     wait_for(lambda: "alpha" in active_agents(mesh_home), DEADLINE_S)
     home = MeshHome.open(mesh_home)
@@ -254,6 +255,13 @@ def test_monitor_feed_follows_newest_until_moved_away(mesh_home: Path, spawn: Sp
                     lambda: on_screen(app, "closing [/red] tag [bold]kept[/bold]"),
                     "a body with markup shown literally",
                 )
+
+                # A long session: the feed keeps the newest rows (trimmed) and still follows.
+                app.max_rows = 30
+                send(100, 60)
+                await until(pilot, lambda: on_screen(app, "note-159"), "the newest after trimming")
+                assert feed.row_count <= 36
+                assert app.is_following()
             await pilot.press("q")
 
     asyncio.run(scenario())

@@ -239,7 +239,7 @@ class MonitorApp(App[None]):
         )
         self.filter = TrafficFilter()
         self.paused = False
-        self.max_rows = 500
+        self.max_rows = 500  # the feed holds the newest 500 to 600 messages
         self.ticks = 0  # refreshes done; tests wait on it instead of sleeping
         self.last_outcome = ""  # the last compose result (sent/queued/error), also notified
         self.told: deque[str] = deque(maxlen=100)  # the pop-ups shown, newest last
@@ -514,14 +514,13 @@ class MonitorApp(App[None]):
             feed.add_row(*self._traffic_row(rec), key=msg_id)
             # Each process appends its own batches: a record may be older than the last row.
             out_of_order = out_of_order or self._order_ts[msg_id] < newest
+        if feed.row_count > self.max_rows + self.max_rows // 5:
+            # Trim by rebuilding with the newest max_rows: DataTable.remove_row costs
+            # O(rows) each, so removing one row per new message would cost 10x more.
+            self._rebuild_traffic((follow, selected))
+            return
         if out_of_order:
             feed.sort("time", key=lambda cell: cell.order)
-        excess = feed.row_count - self.max_rows
-        if excess > 0:
-            for row_key in [
-                feed.coordinate_to_cell_key(Coordinate(i, 0)).row_key for i in range(excess)
-            ]:
-                feed.remove_row(row_key)
         self._place_cursor(follow, selected)
 
     def _place_cursor(self, follow: bool, selected: str | None) -> None:
@@ -541,12 +540,12 @@ class MonitorApp(App[None]):
         follow, selected = place or (self.is_following(), _cursor_key(feed))
         feed.clear()
         recs = [rec for rec in self.view.traffic if self.filter.matches(rec)]
+        recs.sort(key=self._order_of)  # in arrival order first, so questions precede replies
         self._last_order = 0.0
         for rec in recs[-self.max_rows :]:
             msg_id = str(rec.get("id", ""))
             if msg_id not in feed.rows:
                 feed.add_row(*self._traffic_row(rec), key=msg_id)
-        feed.sort("time", key=lambda cell: cell.order)
         self._place_cursor(follow, None if follow else selected)
 
     def selected_message(self) -> dict[str, Any] | None:
