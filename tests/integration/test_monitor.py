@@ -512,6 +512,35 @@ def test_monitor_compose_send_reply_broadcast(
     asyncio.run(scenario())
 
 
+def test_monitor_compose_name_taken_is_shown(mesh_home: Path, spawn: Spawner) -> None:
+    """Sending as a name a live agent holds shows why in the form (and how to pick another)."""
+    taken = spawn.python(ECHO_AGENT, "taken", "0.2")
+    wait_for(lambda: "taken" in active_agents(mesh_home), DEADLINE_S)
+    home = MeshHome.open(mesh_home)
+
+    async def scenario() -> None:
+        app = MonitorApp(home, refresh_s=0.1, human_name="taken")
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("b")
+            await until(pilot, lambda: isinstance(app.screen, ComposeScreen), "the form")
+            app.screen.query_one("#compose-body", TextArea).text = "hello all"
+            await pilot.press("ctrl+s")
+            await until(
+                pilot,
+                lambda: (
+                    isinstance(app.screen, ComposeScreen)
+                    and f"held by live process {taken.pid}" in app.screen.error
+                ),
+                "the name-taken error",
+            )
+            assert not app.human.is_joined
+            await pilot.press("escape")
+            await pilot.press("q")
+        assert "taken" in active_agents(mesh_home)  # the real holder is untouched
+
+    asyncio.run(scenario())
+
+
 def test_monitor_rejects_bad_as_name(mesh_home: Path) -> None:
     """`monitor --as` with an invalid agent name is a one-line usage error (exit 2)."""
     result = run_cli("monitor", "--as", "not a name!")
