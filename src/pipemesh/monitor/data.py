@@ -414,7 +414,10 @@ class MeshView:
             if event not in _COUNTED or not isinstance(agent, str) or not agent:
                 continue
             if event == "frame_received":
-                self._agent(agent).msgs_in += 1
+                # Keyed by receiver too: a broadcast is received once per agent; a record
+                # read twice (the start-up backlog overlaps the tail) is counted once.
+                if self._remember_id(f"{agent} {msg_id}"):
+                    self._agent(agent).msgs_in += 1
             elif self._remember_id(msg_id):
                 self._agent(agent).msgs_out += 1
                 self.traffic.append(rec)
