@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("textual")
 
 from pipemesh.home import MeshHome
-from pipemesh.monitor.app import _SCROLLBAR, _agent_columns, _feed_columns
+from pipemesh.monitor._tables import SCROLLBAR, agent_columns, feed_columns
 from pipemesh.monitor.data import ACTIVE, INACTIVE, LEFT, AgentView, MeshView
 from pipemesh.monitor.human import default_human_name
 from pipemesh.wire import is_valid_name
@@ -42,12 +42,12 @@ class TestAgentView:
 @pytest.mark.parametrize("width", [80, 90, 100, 120, 140, 160, 189, 190, 200, 250])
 def test_columns_fit_width(width: int) -> None:
     """Every column set fits its width (cells, padding, scrollbar); the body fills the rest."""
-    for cols in (_agent_columns(width), _feed_columns(width)):
-        assert sum(c.width + 2 for c in cols) + _SCROLLBAR <= width
-    feed = _feed_columns(width)
+    for cols in (agent_columns(width), feed_columns(width)):
+        assert sum(c.width + 2 for c in cols) + SCROLLBAR <= width
+    feed = feed_columns(width)
     assert feed[-1].key == "body"
     assert feed[-1].width >= 28
-    assert sum(c.width + 2 for c in feed) + _SCROLLBAR == width  # the body takes all the rest
+    assert sum(c.width + 2 for c in feed) + SCROLLBAR == width  # the body takes all the rest
 
 
 def test_default_human_name_is_a_valid_agent_name() -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 from rich.text import Text
@@ -30,8 +29,22 @@ from textual.coordinate import Coordinate
 from textual.notifications import SeverityLevel
 from textual.widgets import DataTable, Footer, Input, Static
 
-from pipemesh.clock import format_clock, format_stamp, zone_label
+from pipemesh.clock import format_stamp, zone_label
 from pipemesh.home import MeshHome
+from pipemesh.monitor._tables import (
+    Column,
+    FeedTable,
+    TimeCell,
+    agent_columns,
+    clock,
+    cursor_key,
+    duration,
+    feed_columns,
+    fit,
+    fit_middle,
+    num,
+    stamp,
+)
 from pipemesh.monitor.data import ACTIVE, INACTIVE, LEFT, AgentView, MeshView, TrafficFilter
 from pipemesh.monitor.human import HumanAgent, default_human_name
 from pipemesh.monitor.screens import ComposeScreen, DetailScreen, Draft, Mode
@@ -40,148 +53,6 @@ from pipemesh.wire import MAX_BODY_BYTES
 __all__ = ["DetailScreen", "FeedTable", "MonitorApp"]
 
 _STATUS_STYLE: Final = {ACTIVE: "bold green", INACTIVE: "bold red", LEFT: "dim"}
-_SCROLLBAR: Final = 1  # the tables' vertical scrollbar width (CSS below)
-
-
-@dataclass(frozen=True, slots=True)
-class _Column:
-    key: str
-    label: str
-    width: int
-
-
-_AGENT_ORDER: Final = (
-    "name",
-    "role",
-    "status",
-    "pid",
-    "uptime",
-    "beat",
-    "in",
-    "out",
-    "p50",
-    "p99",
-    "backlog",
-)
-
-
-def _agent_columns(width: int) -> list[_Column]:
-    """The agent table's columns that fit in ``width`` cells (optional ones by importance)."""
-    cols = [
-        _Column("name", "NAME", 18 if width >= 100 else 14),
-        _Column("status", "STATUS", 8),
-        _Column("pid", "PID", 7),
-        _Column("uptime", "UPTIME", 6),
-        _Column("beat", "HB", 5),
-        _Column("in", "IN", 6),
-        _Column("out", "OUT", 6),
-    ]
-    for col in (
-        _Column("role", "ROLE", 12),
-        _Column("p99", "P99 µs", 7),
-        _Column("p50", "P50 µs", 7),
-        _Column("backlog", "BACKLOG", 7),
-    ):
-        if sum(c.width + 2 for c in cols) + _SCROLLBAR + col.width + 2 <= width:
-            cols.append(col)
-    return sorted(cols, key=lambda c: _AGENT_ORDER.index(c.key))
-
-
-def _feed_columns(width: int) -> list[_Column]:
-    """The feed's columns for ``width`` cells; BODY takes whatever is left."""
-    name_w = 14 if width >= 140 else 10
-    cols = [
-        _Column("time", "TIME", 12),
-        _Column("from", "FROM", name_w),
-        _Column("to", "TO", name_w),
-        _Column("type", "TYPE", 9),
-    ]
-    if width >= 120:
-        cols.append(_Column("latency", "LAT µs", 7))
-    if width >= 190:  # priority, size and ID only where the body keeps ~90 columns
-        cols[4:4] = [_Column("prio", "P", 1), _Column("size", "BYTES", 6)]
-        cols.append(_Column("id", "ID", 14))
-    used = sum(c.width + 2 for c in cols) + 2 + _SCROLLBAR
-    cols.append(_Column("body", "BODY", max(12, width - used)))
-    return cols
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = max(0, int(seconds))
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
-
-
-def _fit(text: object, width: int) -> str:
-    """``text`` on one line, cut to ``width`` characters with an ellipsis."""
-    flat = str(text).replace("\r", " ").replace("\n", " | ")
-    return flat if len(flat) <= width else flat[: max(0, width - 1)] + "…"
-
-
-def _fit_middle(text: str, width: int) -> str:
-    """``text`` cut in the middle to ``width`` characters (paths keep both ends)."""
-    if len(text) <= width:
-        return text
-    half = (width - 1) // 2
-    return text[:half] + "…" + text[len(text) - (width - 1 - half) :]
-
-
-def _clock(ts: object) -> str:
-    return format_clock(float(ts)) if isinstance(ts, int | float) else "?"
-
-
-def _stamp(ts: object) -> str:
-    return format_stamp(float(ts)) if isinstance(ts, int | float) else "?"
-
-
-class _TimeCell(Text):
-    """A time cell showing the logged time, sorting by ``order`` (time, then arrival)."""
-
-    def __init__(self, ts: object, order: tuple[float, int]) -> None:
-        super().__init__(_clock(ts))
-        self.order = order
-
-
-class FeedTable(DataTable[Any]):
-    """The traffic table: ``End`` jumps to the newest row (and follows it), ``Home`` to the oldest.
-
-    ``scrolled_away`` is set when the person scrolls up with the mouse wheel;
-    the app clears it once the view is back at the bottom.
-    """
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter", "select_cursor", "Details"),
-        Binding("end", "scroll_end", "Newest"),
-        Binding("home", "scroll_home", "Oldest", show=False),
-    ]
-
-    scrolled_away = False
-
-    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
-        self.scrolled_away = True
-
-    def action_scroll_end(self) -> None:
-        """Select the newest row, scroll it into view and follow new traffic again."""
-        self.scrolled_away = False
-        self.scroll_x = 0
-        if self.row_count:
-            self.move_cursor(row=self.row_count - 1)
-        self.scroll_end(animate=False, x_axis=False)
-
-    def action_scroll_home(self) -> None:
-        """Select the oldest row."""
-        self.scroll_x = 0
-        if self.row_count:
-            self.move_cursor(row=0)
 
 
 class MonitorApp(App[None]):
@@ -247,8 +118,8 @@ class MonitorApp(App[None]):
         self._last_order = 0.0  # sort position of the newest row in the feed
         self._order_ts: OrderedDict[str, float] = OrderedDict()
         self._width = 0
-        self._agent_cols: list[_Column] = []
-        self._feed_cols: list[_Column] = []
+        self._agent_cols: list[Column] = []
+        self._feed_cols: list[Column] = []
         self._errors_by_key: dict[str, dict[str, Any]] = {}
         # Kept as attributes: queries would search whichever screen is on top (a form).
         self._summary_line = Static(id="summary")
@@ -304,7 +175,7 @@ class MonitorApp(App[None]):
         if width == self._width or width <= 0:
             return
         self._width = width
-        agent_cols, feed_cols = _agent_columns(width), _feed_columns(width)
+        agent_cols, feed_cols = agent_columns(width), feed_columns(width)
         if agent_cols != self._agent_cols:
             self._agent_cols = agent_cols
             table = self.agents_table
@@ -314,7 +185,7 @@ class MonitorApp(App[None]):
             self._update_agents()
         if feed_cols != self._feed_cols:
             feed = self.feed
-            place = (self.is_following(), _cursor_key(feed))  # before the rows go
+            place = (self.is_following(), cursor_key(feed))  # before the rows go
             self._feed_cols = feed_cols
             feed.clear(columns=True)
             for col in feed_cols:
@@ -337,7 +208,7 @@ class MonitorApp(App[None]):
                 for msg_id in latencies:
                     if msg_id in feed.rows:
                         lat = self.view.latency_by_id[msg_id]
-                        feed.update_cell(msg_id, "latency", Text(_num(lat)))
+                        feed.update_cell(msg_id, "latency", Text(num(lat)))
         if self.is_following() and feed.row_count and feed.scroll_y < feed.max_scroll_y:
             # The feed got shorter (a pane above grew): keep the newest row in view.
             feed.scroll_end(animate=False, x_axis=False)
@@ -346,7 +217,7 @@ class MonitorApp(App[None]):
             self._add_error_row(errors_table, rec)
         errors_table.display = errors_table.row_count > 0
         for msg in self.human.take_arrived():
-            self._tell(f"{msg.sender} ({msg.msg_type}): {_fit(msg.body, 200)}", title="to you")
+            self._tell(f"{msg.sender} ({msg.msg_type}): {fit(msg.body, 200)}", title="to you")
         self._update_titles()
         self.ticks += 1
 
@@ -382,7 +253,7 @@ class MonitorApp(App[None]):
         first = f" │ times: {zone} │ you: {you}"
         if len(first) + 40 > room:
             first = f" │ you: {self.human.name}" + (" (joined)" if joined else "")
-        home = _fit_middle(
+        home = fit_middle(
             str(self.home.root), max(12, room - len("pipemesh monitor │ ") - len(first))
         )
         counters = (
@@ -406,16 +277,16 @@ class MonitorApp(App[None]):
         beat = a.beat_age_s(now) if a.status == ACTIVE else None
         beat_text = "-" if beat is None else f"{beat:.0f}s"
         row = {
-            "name": Text(_fit(a.name, widths.get("name", 18))),
-            "role": Text(_fit(a.role, widths.get("role", 12))),
+            "name": Text(fit(a.name, widths.get("name", 18))),
+            "role": Text(fit(a.role, widths.get("role", 12))),
             "status": Text(a.status, style=_STATUS_STYLE.get(a.status, "")),
             "pid": Text(str(a.pid or "-")),
-            "uptime": Text(_duration(a.uptime_s(now))),
+            "uptime": Text(duration(a.uptime_s(now))),
             "beat": Text(beat_text, style="yellow" if self.view.is_late(a, now) else ""),
             "in": Text(str(a.msgs_in)),
             "out": Text(str(a.msgs_out)),
-            "p50": Text(_num(a.latency_p(50))),
-            "p99": Text(_num(a.latency_p(99))),
+            "p50": Text(num(a.latency_p(50))),
+            "p99": Text(num(a.latency_p(99))),
             "backlog": Text("-" if backlog is None else str(backlog)),
         }
         return {c.key: row[c.key] for c in self._agent_cols}
@@ -432,7 +303,7 @@ class MonitorApp(App[None]):
                 for key, value in self._agent_row(a, now).items():
                     table.update_cell(a.name, key, value)
             return
-        selected = _cursor_key(table)
+        selected = cursor_key(table)
         table.clear()
         for a in ordered:
             table.add_row(*self._agent_row(a, now).values(), key=a.name)
@@ -487,15 +358,15 @@ class MonitorApp(App[None]):
         if rec.get("event") == "frame_queued":
             to_style = "italic"
         cells: dict[str, Text] = {
-            "time": _TimeCell(rec.get("ts"), (order, self._seq)),
-            "from": Text(_fit(rec.get("from", ""), widths.get("from", 10))),
-            "to": Text(_fit(to, widths.get("to", 10)), style=to_style),
-            "type": Text(_fit(rec.get("type", ""), widths.get("type", 9))),
+            "time": TimeCell(rec.get("ts"), (order, self._seq)),
+            "from": Text(fit(rec.get("from", ""), widths.get("from", 10))),
+            "to": Text(fit(to, widths.get("to", 10)), style=to_style),
+            "type": Text(fit(rec.get("type", ""), widths.get("type", 9))),
             "prio": Text(str(rec.get("priority", ""))),
             "size": Text(str(rec.get("bytes", ""))),
-            "latency": Text(_num(self.view.latency_by_id.get(msg_id))),
-            "id": Text(_fit(msg_id, widths.get("id", 14))),
-            "body": Text(_fit(rec.get("body", ""), widths.get("body", 40))),
+            "latency": Text(num(self.view.latency_by_id.get(msg_id))),
+            "id": Text(fit(msg_id, widths.get("id", 14))),
+            "body": Text(fit(rec.get("body", ""), widths.get("body", 40))),
         }
         return [cells[c.key] for c in self._feed_cols]
 
@@ -504,7 +375,7 @@ class MonitorApp(App[None]):
         if not recs or not self._feed_cols:
             return
         follow = self.is_following()
-        selected = None if follow else _cursor_key(feed)
+        selected = None if follow else cursor_key(feed)
         out_of_order = False
         for rec in recs:
             msg_id = str(rec.get("id", ""))
@@ -537,7 +408,7 @@ class MonitorApp(App[None]):
         feed = self.feed
         if not self._feed_cols:
             return
-        follow, selected = place or (self.is_following(), _cursor_key(feed))
+        follow, selected = place or (self.is_following(), cursor_key(feed))
         feed.clear()
         recs = [rec for rec in self.view.traffic if self.filter.matches(rec)]
         recs.sort(key=self._order_of)  # in arrival order first, so questions precede replies
@@ -550,7 +421,7 @@ class MonitorApp(App[None]):
 
     def selected_message(self) -> dict[str, Any] | None:
         """The logged record of the feed's selected row, or None."""
-        msg_id = _cursor_key(self.feed)
+        msg_id = cursor_key(self.feed)
         if msg_id is None:
             return None
         return next((r for r in reversed(self.view.traffic) if r.get("id") == msg_id), None)
@@ -562,10 +433,10 @@ class MonitorApp(App[None]):
         key = f"e{self._seq}"
         self._errors_by_key[key] = rec
         table.add_row(
-            Text(_clock(rec.get("ts"))),
+            Text(clock(rec.get("ts"))),
             Text(str(rec.get("agent", ""))),
             Text(str(rec.get("event", "")), style="bold red"),
-            Text(_fit(rec.get("error", ""), max(20, self._width - 50))),
+            Text(fit(rec.get("error", ""), max(20, self._width - 50))),
             key=key,
         )
         while table.row_count > self.max_rows:
@@ -614,7 +485,7 @@ class MonitorApp(App[None]):
         self._show_detail(event.data_table)
 
     def _show_detail(self, table: DataTable[Any]) -> None:
-        key = _cursor_key(table)
+        key = cursor_key(table)
         if key is None:
             return
         if table.id == "traffic":
@@ -622,7 +493,7 @@ class MonitorApp(App[None]):
         elif table.id == "errors" and key in self._errors_by_key:
             rec = self._errors_by_key[key]
             body = json.dumps(rec, indent=2, ensure_ascii=False, default=str)
-            fields = {"time": _stamp(rec.get("ts")), "agent": rec.get("agent")}
+            fields = {"time": stamp(rec.get("ts")), "agent": rec.get("agent")}
             self.push_screen(DetailScreen(f"Error {rec.get('event')}", fields, body))
 
     def show_message(self, msg_id: str) -> None:
@@ -634,7 +505,7 @@ class MonitorApp(App[None]):
         replies = [str(r.get("id")) for r in self.view.traffic if r.get("re") == msg_id]
         fields = {
             "id": msg_id,
-            "time": _stamp(rec.get("ts")),
+            "time": stamp(rec.get("ts")),
             "from": rec.get("from"),
             "to": rec.get("to") or "* (broadcast)",
             "type": rec.get("type"),
@@ -664,7 +535,7 @@ class MonitorApp(App[None]):
         elif kind == "send":
             agents = self.agents_table
             if self.focused is agents:
-                to = _cursor_key(agents) or ""
+                to = cursor_key(agents) or ""
         screen = ComposeScreen(
             kind, sender=self.human.name, submit=self.submit, to=to, reply_to=rec
         )
@@ -699,12 +570,3 @@ class MonitorApp(App[None]):
         """Pop up ``text`` (never read as markup: it may quote a message body)."""
         self.told.append(text)
         self.notify(text, title=title, severity=severity, markup=False)
-
-
-def _cursor_key(table: DataTable[Any]) -> str | None:
-    """The row key under the table's cursor, or None when it is empty."""
-    if not table.row_count:
-        return None
-    row = min(table.cursor_row, table.row_count - 1)
-    value = table.coordinate_to_cell_key(Coordinate(row, 0)).row_key.value
-    return None if value is None else str(value)
