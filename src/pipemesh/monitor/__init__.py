@@ -2,7 +2,8 @@
 
 This module holds only the click command, so the CLI starts without importing
 Textual (an optional extra, ``pipemesh[monitor]``); the app lives in
-:mod:`pipemesh.monitor.app`, its data model (no Textual) in
+:mod:`pipemesh.monitor.app` (its forms in :mod:`pipemesh.monitor.screens`,
+its tables in :mod:`pipemesh.monitor._tables`), its data model (no Textual) in
 :mod:`pipemesh.monitor.data`, the person's own agent in
 :mod:`pipemesh.monitor.human`. Watching only reads what the mesh writes; the
 dashboard joins the mesh (as ``--as NAME``) only when the person first sends.
