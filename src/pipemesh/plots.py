@@ -3,7 +3,7 @@
 Reads ``mesh_latency.log`` (and its rotated files) and draws, per receiving
 agent, the latency distribution and the messages handled per second over time.
 Drawing uses matplotlib's Agg backend (no display, no GUI toolkit); matplotlib
-is imported only here, so it stays an optional extra (``pipemesh[monitor]``).
+is imported only here, so it stays an optional extra (``pipemesh[plot]``).
 Nothing here touches the mesh itself.
 """
 
@@ -109,7 +109,7 @@ def write_charts(
         fig = _figure(series)
     except ImportError as exc:
         raise UsageError(
-            f"plotting needs matplotlib ({exc}); install it with 'pip install pipemesh[monitor]'"
+            f"plotting needs matplotlib ({exc}); install it with: pip install 'pipemesh[plot]'"
         ) from None
     if png is not None:
         fig.savefig(png, format="png", dpi=110)

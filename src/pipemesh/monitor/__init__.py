@@ -49,6 +49,6 @@ def monitor(state: _CliState, refresh_s: float, stale_after_s: float) -> None:
         from pipemesh.monitor.app import MonitorApp  # noqa: PLC0415 - Textual is an extra
     except ImportError as exc:
         raise UsageError(
-            f"the dashboard needs Textual ({exc}); install it with 'pip install pipemesh[monitor]'"
+            f"the dashboard needs Textual ({exc}); install it with: pip install 'pipemesh[monitor]'"
         ) from None
     MonitorApp(home, refresh_s=refresh_s, stale_after_s=stale_after_s).run()
