@@ -35,8 +35,9 @@ from pipemesh.observe import COMM_LOG, LATENCY_LOG, log_files
 __all__ = ["INDEX_FILE", "HistoryIndex", "IndexUpdate", "clean_record"]
 
 INDEX_FILE: Final = "history.sqlite3"
-_SCHEMA_VERSION: Final = "1"
+_SCHEMA_VERSION: Final = "2"
 _HEAD_BYTES: Final = 256
+_COMMON: Final = 2000  # a text in this many bodies is "common": scan by time instead
 _CHUNK_BYTES: Final = 8 * 1024 * 1024
 _MAX_TS: Final = 253_402_300_000.0  # year 9999: the last time datetime can show
 _STR_FIELDS: Final = ("event", "agent", "from", "to", "type", "id", "re", "body")
@@ -59,7 +60,7 @@ CREATE TABLE IF NOT EXISTS events(
 CREATE UNIQUE INDEX IF NOT EXISTS events_key
     ON events(msg_id, sender, event, agent, recipient, ts);
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
-CREATE INDEX IF NOT EXISTS events_re ON events(re) WHERE re != '';
+CREATE INDEX IF NOT EXISTS events_re ON events(re);
 CREATE INDEX IF NOT EXISTS events_sender ON events(sender, ts);
 CREATE INDEX IF NOT EXISTS events_recipient ON events(recipient, ts);
 CREATE TABLE IF NOT EXISTS latency(msg_id TEXT PRIMARY KEY, latency_us REAL NOT NULL);
@@ -72,6 +73,11 @@ _COLUMNS: Final = (
 _JOINS: Final = (
     "LEFT JOIN bodies b ON b.sender = e.sender AND b.msg_id = e.msg_id "
     "LEFT JOIN latency l ON l.msg_id = e.msg_id"
+)
+_FROM_FTS: Final = (
+    "bodies_fts f JOIN bodies b ON b.id = f.rowid "
+    "JOIN events e ON e.msg_id = b.msg_id AND e.sender = b.sender "
+    "LEFT JOIN latency l ON l.msg_id = e.msg_id WHERE bodies_fts MATCH ?"
 )
 _THREAD: Final = (
     "WITH RECURSIVE t(id) AS (SELECT ? UNION SELECT e.msg_id FROM events e JOIN t ON e.re = t.id)"
@@ -307,6 +313,7 @@ class HistoryIndex:
         """Matching records, oldest first (the last ``limit`` if > 0); see :class:`Query`."""
         where: list[str] = []
         args: list[object] = []
+        fts = ""
         if not all_events:
             where.append("e.event = 'frame_sent'")
         if agent and peer:
@@ -328,18 +335,24 @@ class HistoryIndex:
             where.append("e.ts <= ?")
             args.append(until)
         if text:
-            if len(text) >= 3:
-                # The trigram index finds substrings of 3+ characters, case-insensitively.
-                where.append("b.id IN (SELECT rowid FROM bodies_fts WHERE bodies_fts MATCH ?)")
-                args.append('"' + text.replace('"', '""') + '"')
+            phrase = '"' + text.replace('"', '""') + '"'
+            if len(text) >= 3 and not (limit > 0 and self._is_common(phrase)):
+                # The trigram index finds substrings of 3+ characters, case-insensitively;
+                # the query starts from its matches (see the FROM below).
+                fts = phrase
             else:
+                # Under 3 characters the trigram index cannot help; for a text found in
+                # many bodies, walking the newest records until ``limit`` match is faster.
                 where.append("b.body LIKE ? ESCAPE '\\'")
                 escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
                 args.append(f"%{escaped}%")
         # Only constant SQL fragments are joined; every value is a bound parameter.
         sql = f"SELECT {_COLUMNS} FROM events e {_JOINS}"  # noqa: S608
+        if fts:
+            sql = f"SELECT {_COLUMNS} FROM {_FROM_FTS}"  # noqa: S608
+            args.insert(0, fts)
         if where:
-            sql += " WHERE " + " AND ".join(where)
+            sql += (" AND " if fts else " WHERE ") + " AND ".join(where)
         if limit > 0:
             sql += " ORDER BY e.ts DESC, e.id DESC LIMIT ?"
             rows = self.db.execute(sql, [*args, limit]).fetchall()
@@ -347,6 +360,13 @@ class HistoryIndex:
         else:
             rows = self.db.execute(sql + " ORDER BY e.ts, e.id", args).fetchall()
         return [_record(row) for row in rows]
+
+    def _is_common(self, phrase: str) -> bool:
+        probe = self.db.execute(
+            "SELECT count(*) FROM (SELECT rowid FROM bodies_fts WHERE bodies_fts MATCH ? LIMIT ?)",
+            (phrase, _COMMON),
+        ).fetchone()
+        return int(probe[0]) >= _COMMON
 
     def thread(self, msg_id: str, *, all_events: bool = False) -> list[dict[str, Any]]:
         """The message ``msg_id`` and every reply to it or to its replies, by time."""
