@@ -603,6 +603,8 @@ def tail(
         records: Iterator[dict[str, Any]] = iter(shown[-lines:] if lines else [])
         if not no_follow:
             click.echo(f"following {path} (times in {zone_label()}); Ctrl-C to stop", err=True)
+        elif shown and not state.as_json:
+            click.echo(f"times in {zone_label()}", err=True)
             records = itertools.chain(
                 records, (r for r in _follow(log_tail, timeout_s=timeout_s) if wanted(r))
             )
@@ -727,7 +729,17 @@ def _error(message: str, *, as_json: bool, hint: str = "") -> None:
         data = {"error": message, **({"hint": hint} if hint else {})}
         click.echo(json.dumps(data, ensure_ascii=False), err=True)
     else:
-        click.echo(f"error: {message}" + (f" ({hint})" if hint else ""), err=True)
+        label = "error:"
+        if _stderr_is_tty() and not os.environ.get("NO_COLOR"):
+            label = "\x1b[1;31merror:\x1b[0m"  # red on a terminal, like the tables' colour
+        click.echo(f"{label} {message}" + (f" ({hint})" if hint else ""), err=True)
+
+
+def _stderr_is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # closed or replaced stderr
+        return False
 
 
 def _silence_stdout() -> None:

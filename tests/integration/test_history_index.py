@@ -7,6 +7,7 @@ import json
 import os
 import sqlite3
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from pipemesh import AgentBase
 from pipemesh.history_index import INDEX_FILE, HistoryIndex
 from pipemesh.observe import COMM_LOG
-from tests.conftest import run_cli, wait_for
+from tests.conftest import PY, run_cli, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -110,3 +111,30 @@ def test_history_command_uses_a_private_index(mesh_home: Path) -> None:
     assert none.stdout == ""
     both = run_cli("history", "x", "--text", "y")
     assert both.returncode == 2
+
+
+def _history(mesh_home: Path, *args: str, tz: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PY, "-m", "pipemesh", "history", *args],
+        env={**os.environ, "PIPEMESH_HOME": str(mesh_home), "TZ": tz},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_history_shows_and_reads_local_time(mesh_home: Path) -> None:
+    """Times print as local time with the UTC offset, and a naive --since is local time
+    (was: UTC shown unlabelled, and a naive --since read as UTC)."""
+    logs = mesh_home / "logs"
+    logs.mkdir(mode=0o700)
+    ts = 1764500000.0  # 2025-11-30 10:53:20 UTC
+    (logs / COMM_LOG).write_text(_line(ts, "z-1", "zoned") + "\n")
+    tz = "IST-5:30"  # a POSIX TZ string: UTC+05:30, no tz database needed
+    out = _history(mesh_home, tz=tz)
+    assert out.returncode == 0, out.stderr
+    assert "[2025-11-30 16:23:20.000 +05:30]" in out.stdout
+    assert "zoned" in _history(mesh_home, "--since", "2025-11-30T16:23", tz=tz).stdout
+    assert _history(mesh_home, "--since", "2025-11-30T16:24", tz=tz).stdout == ""
+    assert "zoned" in _history(mesh_home, "--until", "2025-11-30 16:24", tz=tz).stdout
