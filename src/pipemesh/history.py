@@ -133,9 +133,19 @@ class Query:
         return not self.text or self.text.lower() in str(rec.get("body", "")).lower()
 
 
-def _index(logs_dir: Path) -> tuple[HistoryIndex, int]:
+_SAY_BYTES: Final = 16 * 1024 * 1024  # indexing more than this takes seconds: say so
+
+
+def _index(logs_dir: Path, *, verbose: bool = False) -> tuple[HistoryIndex, int]:
     index = HistoryIndex(logs_dir)
     try:
+        pending = index.pending_bytes() if verbose else 0
+        if pending > _SAY_BYTES:
+            click.echo(
+                f"indexing {pending / 2**20:.0f} MiB of new log records for search "
+                f"(about {pending / 2**20 / 3:.0f} s; later runs read only what is new)",
+                err=True,
+            )
         update = index.update()
     except BaseException:
         index.close()
@@ -254,7 +264,7 @@ def history(
     phrase = " ".join(words)
     if phrase and text:
         raise UsageError("give the text to find once: as an argument or as --text")
-    index, skipped = _index(logs_dir)
+    index, skipped = _index(logs_dir, verbose=True)
     with index:
         if skipped:
             click.echo(

@@ -32,7 +32,7 @@ from typing import Any, Final
 from pipemesh.errors import UsageError
 from pipemesh.observe import COMM_LOG, LATENCY_LOG, log_files
 
-__all__ = ["INDEX_FILE", "HistoryIndex", "IndexUpdate", "clean_record"]
+__all__ = ["INDEX_FILE", "HistoryIndex", "IndexUpdate", "causal_order", "clean_record"]
 
 INDEX_FILE: Final = "history.sqlite3"
 _SCHEMA_VERSION: Final = "2"
@@ -177,6 +177,22 @@ class HistoryIndex:
         self.close()
 
     # -- building, incrementally ------------------------------------------------------------
+
+    def pending_bytes(self) -> int:
+        """About how many bytes of log :meth:`update` would read now."""
+        total = 0
+        for log in (COMM_LOG, LATENCY_LOG):
+            for path in log_files(self.logs_dir / log):
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    continue
+                row = self.db.execute(
+                    "SELECT offset FROM files WHERE log = ? AND ino = ?", (log, st.st_ino)
+                ).fetchone()
+                offset = int(row[0]) if row is not None else 0
+                total += st.st_size - offset if st.st_size >= offset else st.st_size
+        return total
 
     def update(self) -> IndexUpdate:
         """Add what the logs gained since the last update (one transaction per file)."""
@@ -359,7 +375,7 @@ class HistoryIndex:
             rows.reverse()
         else:
             rows = self.db.execute(sql + " ORDER BY e.ts, e.id", args).fetchall()
-        return [_record(row) for row in rows]
+        return causal_order([_record(row) for row in rows])
 
     def _is_common(self, phrase: str) -> bool:
         probe = self.db.execute(
@@ -375,11 +391,45 @@ class HistoryIndex:
         if not all_events:
             sql += " AND e.event = 'frame_sent'"
         rows = self.db.execute(sql + " ORDER BY e.ts, e.id", (msg_id,)).fetchall()
-        return [_record(row) for row in rows]
+        return causal_order([_record(row) for row in rows])
 
     def count(self) -> int:
         """How many records the index holds."""
         return int(self.db.execute("SELECT count(*) FROM events").fetchone()[0])
+
+
+def causal_order(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``records`` (sorted by ``ts``) with every reply after the message it answers.
+
+    A record's ``ts`` is when its process logged it, after the write: a busy sender
+    can log a question after the reply to it was logged. So a reply whose question is
+    in the list moves just after it (and its own replies after it); the rest keeps
+    its time order.
+    """
+    first: dict[str, int] = {}
+    for i, rec in enumerate(records):
+        first.setdefault(rec["id"], i)
+    if not any(rec["re"] in first for rec in records):
+        return records
+    effective: dict[int, float] = {}
+
+    def eff(i: int) -> float:
+        chain: list[int] = []
+        seen: set[int] = set()
+        j: int | None = i
+        while j is not None and j not in effective and j not in seen:  # iterative: no depth limit
+            seen.add(j)
+            chain.append(j)
+            parent = first.get(records[j]["re"]) if records[j]["re"] else None
+            j = parent if parent is not None and parent != j else None
+        base = effective.get(j, -math.inf) if j is not None else -math.inf
+        for k in reversed(chain):
+            base = max(float(records[k]["ts"]), math.nextafter(base, math.inf))
+            effective[k] = base
+        return effective[i]
+
+    order = sorted(range(len(records)), key=lambda i: (eff(i), i))
+    return [records[i] for i in order]
 
 
 def _record(row: tuple[Any, ...]) -> dict[str, Any]:

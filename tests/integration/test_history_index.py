@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipemesh import AgentBase
-from pipemesh.history_index import INDEX_FILE, HistoryIndex
+from pipemesh.history_index import INDEX_FILE, HistoryIndex, causal_order
 from pipemesh.observe import COMM_LOG
 from tests.conftest import PY, run_cli, wait_for
 
@@ -138,3 +138,16 @@ def test_history_shows_and_reads_local_time(mesh_home: Path) -> None:
     assert "zoned" in _history(mesh_home, "--since", "2025-11-30T16:23", tz=tz).stdout
     assert _history(mesh_home, "--since", "2025-11-30T16:24", tz=tz).stdout == ""
     assert "zoned" in _history(mesh_home, "--until", "2025-11-30 16:24", tz=tz).stdout
+
+
+def test_causal_order_puts_replies_after_their_question() -> None:
+    """A reply logged a moment before its question (busy sender) is shown after it;
+    unrelated records keep their time order; a loop of 're' fields does not hang."""
+
+    def rec(ts: float, msg_id: str, re: str = "") -> dict[str, object]:
+        return {"ts": ts, "id": msg_id, "re": re}
+
+    records = [rec(1.0, "r1", "q1"), rec(1.5, "other"), rec(2.0, "q1"), rec(2.1, "r2", "r1")]
+    assert [r["id"] for r in causal_order(records)] == ["other", "q1", "r1", "r2"]
+    loop = [rec(1.0, "a", "b"), rec(2.0, "b", "a")]
+    assert sorted(r["id"] for r in causal_order(loop)) == ["a", "b"]
