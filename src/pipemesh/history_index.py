@@ -35,7 +35,7 @@ from pipemesh.observe import COMM_LOG, LATENCY_LOG, log_files
 __all__ = ["INDEX_FILE", "HistoryIndex", "IndexUpdate", "causal_order", "clean_record"]
 
 INDEX_FILE: Final = "history.sqlite3"
-_SCHEMA_VERSION: Final = "2"
+_SCHEMA_VERSION: Final = "3"
 _HEAD_BYTES: Final = 256
 _COMMON: Final = 2000  # a text in this many bodies is "common": scan by time instead
 _CHUNK_BYTES: Final = 8 * 1024 * 1024
@@ -61,7 +61,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_key
     ON events(msg_id, sender, event, agent, recipient, ts);
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE INDEX IF NOT EXISTS events_re ON events(re);
-CREATE INDEX IF NOT EXISTS events_sender ON events(sender, ts);
+CREATE INDEX IF NOT EXISTS events_pair ON events(sender, recipient, ts);
 CREATE INDEX IF NOT EXISTS events_recipient ON events(recipient, ts);
 CREATE TABLE IF NOT EXISTS latency(msg_id TEXT PRIMARY KEY, latency_us REAL NOT NULL);
 """
