@@ -603,11 +603,11 @@ def tail(
         records: Iterator[dict[str, Any]] = iter(shown[-lines:] if lines else [])
         if not no_follow:
             click.echo(f"following {path} (times in {zone_label()}); Ctrl-C to stop", err=True)
-        elif shown and not state.as_json:
-            click.echo(f"times in {zone_label()}", err=True)
             records = itertools.chain(
                 records, (r for r in _follow(log_tail, timeout_s=timeout_s) if wanted(r))
             )
+        elif shown and not state.as_json:
+            click.echo(f"times in {zone_label()}", err=True)
         for rec in records:
             try:
                 if state.as_json:
