@@ -213,17 +213,18 @@ def run_demo(*, timeout_s: float = 30.0, echo: Callable[[str], None]) -> int:
                 "(sender TS to handler, across processes)"
             )
             ok = True
-    finally:
         _stop(procs)
-    for (name, _), err_path, proc in zip(AGENTS, errs, procs, strict=False):
-        last = _last_line(err_path)
-        if proc.returncode not in (0, None) or last:
-            echo(f"  {name} exited with code {proc.returncode}" + (f": {last}" if last else ""))
-            ok = ok and not last
-    left = _leftovers(root)
-    echo(f"  shut down: {left}")
-    _remove_tree(root)
-    return 0 if ok and left.startswith("clean") else 1
+        for (name, _), err_path, proc in zip(AGENTS, errs, procs, strict=False):
+            last = _last_line(err_path)
+            if proc.returncode != 0 or last:
+                echo(f"  {name} exited with code {proc.returncode}" + (f": {last}" if last else ""))
+                ok = ok and not last
+        left = _leftovers(root)
+        echo(f"  shut down: {left}")
+        return 0 if ok and left.startswith("clean") else 1
+    finally:
+        _stop(procs)  # idempotent: also on Ctrl-C or an error above
+        _remove_tree(root)
 
 
 def _read_events(
