@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -138,6 +139,16 @@ _SAY_BYTES: Final = 16 * 1024 * 1024  # indexing more than this takes seconds: s
 
 def _index(logs_dir: Path, *, verbose: bool = False) -> tuple[HistoryIndex, int]:
     index = HistoryIndex(logs_dir)
+    try:
+        return _update(index, verbose=verbose)
+    except sqlite3.OperationalError as exc:  # busy past the timeout, disk full, read-only
+        raise click.ClickException(
+            f"cannot update the history index {index.path} ({exc}); if another "
+            "'pipemesh history' is building it, wait for it and try again"
+        ) from None
+
+
+def _update(index: HistoryIndex, *, verbose: bool) -> tuple[HistoryIndex, int]:
     try:
         pending = index.pending_bytes() if verbose else 0
         if pending > _SAY_BYTES:

@@ -142,12 +142,18 @@ class HistoryIndex:
         try:
             self.db.execute("PRAGMA synchronous=NORMAL")
             version = self._meta_version()
-            if version is not None and version != _SCHEMA_VERSION:
-                self._drop_all()
-            self.db.executescript(_SCHEMA)
-            self.db.execute(
-                "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema', ?)", (_SCHEMA_VERSION,)
-            )
+            if version != _SCHEMA_VERSION:  # new file or older layout: (re)build it
+                self.db.execute("BEGIN IMMEDIATE")
+                if self._meta_version() != _SCHEMA_VERSION:  # another process may have won
+                    self._drop_all()
+                    for statement in _SCHEMA.split(";"):  # executescript would COMMIT
+                        if statement.strip():
+                            self.db.execute(statement)
+                    self.db.execute(
+                        "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema', ?)",
+                        (_SCHEMA_VERSION,),
+                    )
+                self.db.execute("COMMIT")
         except sqlite3.Error as exc:
             self.db.close()
             raise UsageError(

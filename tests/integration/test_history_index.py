@@ -151,3 +151,34 @@ def test_causal_order_puts_replies_after_their_question() -> None:
     assert [r["id"] for r in causal_order(records)] == ["other", "q1", "r1", "r2"]
     loop = [rec(1.0, "a", "b"), rec(2.0, "b", "a")]
     assert sorted(r["id"] for r in causal_order(loop)) == ["a", "b"]
+
+
+def test_concurrent_history_commands_share_the_index(mesh_home: Path) -> None:
+    """Three 'history' processes building the index at once all answer the same."""
+    logs = mesh_home / "logs"
+    logs.mkdir(mode=0o700)
+    with open(logs / COMM_LOG, "w") as f:
+        for i in range(5000):
+            f.write(_line(1000.0 + i, f"c-{i}", f"body number {i}") + "\n")
+    procs = [
+        subprocess.Popen(
+            [PY, "-m", "pipemesh", "history", "--json", "number 4999"],
+            env={**os.environ, "PIPEMESH_HOME": str(mesh_home)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    try:
+        results = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for proc, (out, err) in zip(procs, results, strict=True):
+        assert proc.returncode == 0, err
+        assert [json.loads(line)["id"] for line in out.splitlines()] == ["c-4999"]
+    with HistoryIndex(logs) as index:
+        assert index.count() == 5000
