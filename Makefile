@@ -4,18 +4,27 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+CORE_STAMP := $(VENV)/.core-stamp
+PIP := $(PY) -m pip install -q --disable-pip-version-check
 
 .PHONY: setup demo test lint typecheck wire-coverage unit integration bench bench-setup clean
 
+# Everything: every extra and the dev tools (what `make test` needs).
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -U "pip>=25.1"
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[mcp,monitor,bench]" --group dev
-	@touch $(STAMP)
+	$(PIP) -U "pip>=25.1"
+	$(PIP) -e ".[mcp,monitor,plot,bench]" --group dev
+	@touch $(STAMP) $(CORE_STAMP)
+
+# The core only (click, filelock, rich): all the demo needs.
+$(CORE_STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) -e .
+	@touch $(CORE_STAMP)
 
 setup: $(STAMP)
 
-demo: setup
+demo: $(CORE_STAMP)
 	$(VENV)/bin/pipemesh demo
 
 lint: setup

@@ -92,7 +92,17 @@ from pipemesh.wire import (
     validate_type,
 )
 
-__all__ = ["AgentBase", "BroadcastResult", "Delivery", "MeshClient", "SendResult"]
+__all__ = [
+    "DEFAULT_MSG_TYPE",
+    "AgentBase",
+    "BroadcastResult",
+    "Delivery",
+    "MeshClient",
+    "SendResult",
+]
+
+DEFAULT_MSG_TYPE: Final = "directive"
+"""The TYPE of ``send``/``send_message`` (and ``pipemesh send``) when none is given."""
 
 _PRIORITIES: Final = frozenset((0, 1, 2, 3))
 CONTROL_PREFIX: Final = "mesh."
@@ -371,7 +381,7 @@ class MeshClient:
         to_agent: str,
         message: str,
         priority: int = 1,
-        msg_type: str = "response",
+        msg_type: str = DEFAULT_MSG_TYPE,
         *,
         reply_to: str = "",
         timeout_s: float | None = None,
@@ -401,7 +411,7 @@ class MeshClient:
         to_agent: str,
         message: str,
         priority: int = 1,
-        msg_type: str = "response",
+        msg_type: str = DEFAULT_MSG_TYPE,
         *,
         reply_to: str = "",
         timeout_s: float | None = None,
@@ -941,7 +951,7 @@ class AgentBase(MeshClient):
             msg_type=msg.msg_type,
             priority=msg.priority,
             msg_id=msg.id,
-            body=msg.body,
+            body="",  # the sender's frame_sent record holds the body: stored once
             reply_to=msg.reply_to,
             size=_utf8_len(msg.body),
         )
