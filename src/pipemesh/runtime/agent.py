@@ -767,23 +767,33 @@ class AgentBase(MeshClient):
 
     def _register(self) -> Inbox:
         name = self.agent_name
-        with self.registry.transaction() as records:
-            self.registry.check_available(records, name)
-            inbox = self.transport.bind(name)
-            if isinstance(self.transport, FifoTransport):
-                self._status_pipe = StatusPipe(self.home.private_pipe(name))
-            pid = os.getpid()
-            records[name] = AgentRecord(
-                name=name,
-                role=self.role,
-                pid=pid,
-                registered_at=utc_now_iso(),
-                public_pipe=self.transport.address(name),
-                private_pipe=str(self.home.private_pipe(name)) if self._status_pipe else "",
-                pid_start=process_start_time(pid),
-                durable=self.durable,
-            )
-            self._peers = {n: r.with_liveness() for n, r in records.items()}
+        # The name lock first (held until close): it decides who owns the name,
+        # even if the registry file is gone, and guards our pipes from sweepers.
+        self._name_lock = self.registry.lock_name(name)
+        try:
+            with self.registry.transaction() as records:
+                self.registry.check_available(records, name)
+                self.registry.sweep(records, skip=name)  # dead entries whose names are free
+                inbox = self.transport.bind(name)
+                if isinstance(self.transport, FifoTransport):
+                    self._status_pipe = StatusPipe(self.home.private_pipe(name))
+                pid = os.getpid()
+                records[name] = me = AgentRecord(
+                    name=name,
+                    role=self.role,
+                    pid=pid,
+                    registered_at=utc_now_iso(),
+                    public_pipe=self.transport.address(name),
+                    private_pipe=str(self.home.private_pipe(name)) if self._status_pipe else "",
+                    pid_start=process_start_time(pid),
+                    durable=self.durable,
+                )
+                fifo = self.transport if isinstance(self.transport, FifoTransport) else None
+                self._name_lock.publish(me, fifo.path(name) if fifo else None)
+                self._peers = {n: r.with_liveness() for n, r in records.items()}
+        except BaseException:
+            self._name_lock.release()
+            raise
         return inbox
 
     def _announce(self, kind: str) -> None:
@@ -1189,6 +1199,7 @@ class AgentBase(MeshClient):
             return
         self._closing = True
         name = self.agent_name
+        self._name_lock.closing()  # a joiner of our name now waits for release() below
         try:
             if self.durable:
                 self.registry.mark_stopped(name, os.getpid())
@@ -1220,6 +1231,10 @@ class AgentBase(MeshClient):
             self._heartbeat.join(timeout_s)
         if self._status_pipe is not None:
             self._status_pipe.close()
+        me = self._peers.get(name)
+        if self.durable and me is not None:
+            self._name_lock.stopped(me)  # kept, so a lost registry can be rebuilt with it
+        self._name_lock.release()  # after both pipes are gone: a successor's are safe
         self._self_outbox.close()
         self._stopped.set()
         with self._inbox_cond:
