@@ -41,6 +41,8 @@ from json.encoder import encode_basestring as _json_str  # C, ensure_ascii=False
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from pipemesh.errors import UsageError
+
 __all__ = [
     "COMM_LOG",
     "DEFAULT_KEEP_FILES",
@@ -65,6 +67,7 @@ _BATCH_LINES: Final = 64
 _LOCK_TIMEOUT_S: Final = 5.0  # log-lock wait before writing (or skipping a rotation) unlocked
 DEFAULT_MAX_BYTES: Final = 32 * 1024 * 1024
 DEFAULT_KEEP_FILES: Final = 5
+_LOCK_FLAGS: Final = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
 ENV_MAX_BYTES: Final = "PIPEMESH_LOG_MAX_BYTES"
 ENV_KEEP_FILES: Final = "PIPEMESH_LOG_KEEP"
 
@@ -127,10 +130,18 @@ class EventLog:
         self._thread: threading.Thread | None = None
         self._closed = not enabled
         if enabled:
-            self.logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._fds = [self._open(path) for path in self._paths]
-            lock_flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
-            self._lock_fds = [os.open(_lock_path(p), lock_flags, 0o600) for p in self._paths]
+            try:
+                self.logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                for path in self._paths:
+                    self._fds.append(self._open(path))
+                    self._lock_fds.append(os.open(_lock_path(path), _LOCK_FLAGS, 0o600))
+            except OSError as exc:
+                for fd in self._fds + self._lock_fds:
+                    os.close(fd)
+                raise UsageError(
+                    f"cannot open the mesh logs in {self.logs_dir}: {exc.strerror}; use a "
+                    "writable mesh home (--home), or turn message logging off"
+                ) from exc
             self._thread = threading.Thread(
                 target=self._run, name=f"pipemesh-log-{agent}", daemon=True
             )
@@ -252,7 +263,9 @@ class EventLog:
 
     @staticmethod
     def _open(path: Path) -> int:
-        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # O_NOFOLLOW: a symlink planted at a log path never redirects the records.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        return os.open(path, flags, 0o600)
 
     def _flush(self, batches: list[list[bytes]]) -> None:
         for i, lines in enumerate(batches):

@@ -770,6 +770,7 @@ class AgentBase(MeshClient):
         # The name lock first (held until close): it decides who owns the name,
         # even if the registry file is gone, and guards our pipes from sweepers.
         self._name_lock = self.registry.lock_name(name)
+        inbox: Inbox | None = None
         try:
             with self.registry.transaction() as records:
                 self.registry.check_available(records, name)
@@ -792,6 +793,11 @@ class AgentBase(MeshClient):
                 self._name_lock.publish(me, fifo.path(name) if fifo else None)
                 self._peers = {n: r.with_liveness() for n, r in records.items()}
         except BaseException:
+            if inbox is not None:  # ours (we hold the name): do not leave them behind
+                inbox.close()
+                self.transport.remove(name)
+                if self._status_pipe is not None:
+                    self._status_pipe.close()
             self._name_lock.release()
             raise
         return inbox
