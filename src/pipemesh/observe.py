@@ -64,7 +64,10 @@ LATENCY_LOG: Final = "mesh_latency.log"
 ERRORS_LOG: Final = "mesh_errors.log"
 _FILES: Final = (COMM_LOG, LATENCY_LOG, ERRORS_LOG)
 _BATCH_LINES: Final = 64
-_LOCK_TIMEOUT_S: Final = 5.0  # log-lock wait before writing (or skipping a rotation) unlocked
+_LOCK_TIMEOUT_S: Final = 5.0  # log-lock wait before writing unlocked
+# A rotation needs every shared holder gone at once; with 100 appending processes that
+# can take long, so it is tried briefly and left to a later write rather than waited for.
+_ROTATE_WAIT_S: Final = 0.05
 DEFAULT_MAX_BYTES: Final = 32 * 1024 * 1024
 DEFAULT_KEEP_FILES: Final = 5
 _LOCK_FLAGS: Final = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
@@ -223,7 +226,7 @@ class EventLog:
                 f'"re":"{reply_to}","bytes":{size},"body":'
                 f"{_json_str(text[: self.max_body_chars] if cut else text)}{tail}"
             )
-            return 0, line.encode()
+            return 0, line.encode("utf-8", "backslashreplace")  # lone surrogates: \udXXX
         if kind == 1:
             _, ts, event, sender, msg_type, priority, msg_id, size, latency_us = rec
             line = (
@@ -237,7 +240,27 @@ class EventLog:
         if isinstance(fields, dict):
             out.update(fields)
         text = json.dumps(out, ensure_ascii=False, separators=(",", ":"), default=str)
-        return 2, text.encode() + b"\n"
+        # A lone surrogate (an error text from surrogateescape'd bytes) becomes the JSON
+        # escape \udXXX, which reads back as the same string.
+        return 2, text.encode("utf-8", "backslashreplace") + b"\n"
+
+    def _format_safely(self, rec: tuple[object, ...]) -> tuple[int, bytes]:
+        # The writer thread must outlive any record: a bad one becomes an error line.
+        try:
+            return self._format(rec)
+        except Exception as exc:  # any failure here would kill the writer thread
+            self.dropped += 1
+            line = json.dumps(
+                {
+                    "ts": time.time(),
+                    "event": "log_record_unwritable",
+                    "agent": self.agent,
+                    "error": f"{type(exc).__name__}: {exc}"[:500],
+                },
+                ensure_ascii=True,
+                default=repr,
+            )
+            return 2, line.encode() + b"\n"
 
     def _run(self) -> None:
         records = self._records
@@ -249,7 +272,7 @@ class EventLog:
             batches: list[list[bytes]] = [[], [], []]
             count = 0
             while records:
-                kind, line = self._format(records.popleft())
+                kind, line = self._format_safely(records.popleft())
                 batches[kind].append(line)
                 count += 1
                 if count >= _BATCH_LINES:
@@ -264,29 +287,39 @@ class EventLog:
     @staticmethod
     def _open(path: Path) -> int:
         # O_NOFOLLOW: a symlink planted at a log path never redirects the records.
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        # O_RDWR, not O_WRONLY: a write checks the last byte of the file (torn lines).
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
         return os.open(path, flags, 0o600)
 
     def _flush(self, batches: list[list[bytes]]) -> None:
         for i, lines in enumerate(batches):
             if lines:
-                self._append(i, b"".join(lines))
+                try:
+                    self._append(i, b"".join(lines))
+                except Exception:  # the writer thread must never die
+                    self.dropped += len(lines)
 
     def _append(self, i: int, data: bytes) -> None:
+        written = [0]
         try:
-            size = self._locked_write(i, data)
-            if self.max_bytes and size >= self.max_bytes:
+            size = self._locked_write(i, data, written)
+            if self.max_bytes and size >= self.max_bytes and not self._closed:
                 self._rotate(i)
         except OSError:
-            # A full disk must not kill the agent; the count shows in heartbeats.
-            self.dropped += data.count(b"\n")
+            # A full disk must not kill the agent; the count shows in heartbeats. Lines
+            # written whole before the failure count as written.
+            self.dropped += data.count(b"\n") - data[: max(0, written[0])].count(b"\n")
 
-    def _locked_write(self, i: int, data: bytes) -> int:
-        """Append under the shared lock to the file now at the path; return its size."""
+    def _locked_write(self, i: int, data: bytes, written: list[int]) -> int:
+        """Append under the shared lock to the file now at the path; return its size.
+
+        ``written[0]`` counts the bytes of ``data`` that reached the file.
+        """
         lock_fd, path = self._lock_fds[i], self._paths[i]
-        # Without the lock (a stopped process holds it) we still append: the record
-        # lands in the current or the just-rotated file, both of which history reads.
-        locked = _flock(lock_fd, fcntl.LOCK_SH, _LOCK_TIMEOUT_S)
+        # Without the lock (a stopped process holds it, or we are closing and must not
+        # wait) we still append: the record lands in the current or the just-rotated
+        # file, both of which history reads.
+        locked = _flock(lock_fd, fcntl.LOCK_SH, _LOCK_TIMEOUT_S, self._closing)
         try:
             fd = self._fds[i]
             try:
@@ -298,10 +331,17 @@ class EventLog:
                 self._fds[i] = self._open(path)
                 os.close(fd)
                 fd = self._fds[i]
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                # A write cut short (disk full, size limit) left half a line: start ours
+                # on a new line, so the torn one never swallows a whole record.
+                data = b"\n" + data
+                written[0] = -1
             view = memoryview(data)
             while view:
                 n = os.write(fd, view)
                 view = view[n:]
+                written[0] += n
             return os.fstat(fd).st_size
         finally:
             if locked:
@@ -310,8 +350,8 @@ class EventLog:
     def _rotate(self, i: int) -> None:
         """Shift ``x.log`` to ``x.log.1`` (and older ones up) under the exclusive lock."""
         lock_fd, path = self._lock_fds[i], self._paths[i]
-        if not _flock(lock_fd, fcntl.LOCK_EX, _LOCK_TIMEOUT_S):
-            return  # lock held too long elsewhere: rotate on a later write instead
+        if not _flock(lock_fd, fcntl.LOCK_EX, _ROTATE_WAIT_S, self._closing):
+            return  # shared holders all the time: rotate on a later write instead
         try:
             try:
                 if os.stat(path).st_size < self.max_bytes:
@@ -357,15 +397,19 @@ class EventLog:
             os.close(fd)
 
 
-def _flock(fd: int, op: int, timeout_s: float) -> bool:
-    """Take ``flock(fd, op)`` within ``timeout_s``; False if it was not granted."""
+def _flock(fd: int, op: int, timeout_s: float, stop: threading.Event) -> bool:
+    """Take ``flock(fd, op)`` within ``timeout_s``; False if not granted by then or by ``stop``.
+
+    ``stop`` is set by close(): a closing writer appends what it has without the lock
+    rather than wait (and so never runs past close()'s bound and loses records).
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             fcntl.flock(fd, op | fcntl.LOCK_NB)
             return True
         except BlockingIOError:
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or stop.is_set():
                 return False
             time.sleep(0.001)  # held only around one write or a few renames
 
