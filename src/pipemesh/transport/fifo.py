@@ -70,6 +70,15 @@ def _make_fifo(path: Path) -> None:
     os.mkfifo(path, 0o600)
 
 
+def _open_fifo(path: Path, flags: int) -> int:
+    """Open ``path`` only if it is a FIFO itself: never through a symlink, never a file."""
+    fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW)
+    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a FIFO", str(path))
+    return fd
+
+
 class FifoInbox:
     """The reading end of an agent's public FIFO.
 
@@ -83,12 +92,12 @@ class FifoInbox:
         self.path = path
         try:
             _make_fifo(path)
-            self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            self._fd = _open_fifo(path, os.O_RDWR)
         except OSError as exc:
             raise TransportError(
                 f"cannot create the pipe {path}: {exc.strerror}; check the mesh home permissions"
             ) from exc
-        self._nb_fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self._nb_fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
         self._poll = select.poll()
         self._poll.register(self._nb_fd, select.POLLIN)
         self.pipe_size = self._set_pipe_size(pipe_size_bytes)
@@ -248,7 +257,7 @@ class FifoTransport:
         """
         path = self.path(name)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError as exc:
             if exc.errno in (errno.ENXIO, errno.ENOENT):
                 raise AgentOffline(
@@ -293,9 +302,9 @@ class StatusPipe:
         """Write ``frames`` if a monitor reads the pipe; True if they were written."""
         if self._fd < 0:
             try:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                self._fd = _open_fifo(self.path, os.O_WRONLY | os.O_NONBLOCK)
             except OSError:
-                return False  # ENXIO: no monitor reading; ENOENT: removed
+                return False  # ENXIO: no monitor reading; ENOENT: removed; not a FIFO
         try:
             for frame in frames:
                 os.write(self._fd, frame)
