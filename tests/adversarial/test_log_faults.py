@@ -172,3 +172,40 @@ def test_disk_full_mid_record_leaves_no_glued_line(tiny_fs: Callable[[int], Path
     ids = [str(json.loads(line)["id"]) for line in lines]  # every line whole
     assert ids == ["big", "after"]
     assert log.dropped == 1
+
+
+# A size limit (RLIMIT_FSIZE) stands in for a full disk where no tmpfs can be mounted:
+# a write crossing it is cut short, the next fails with EFBIG (Python ignores SIGXFSZ).
+FSIZE = """
+import resource, sys, time
+from pathlib import Path
+from pipemesh.observe import EventLog
+logs = Path(sys.argv[1])
+log = EventLog(logs, "me", flush_interval_s=0.001, max_bytes=0)
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (5000, hard))
+def send(msg_id, body):
+    log.message("frame_sent", sender="me", to="x", msg_type="t", priority=1, msg_id=msg_id,
+                body=body)
+send("big", "y" * 3000)
+send("big2", "z" * 3000)
+deadline = time.monotonic() + 30
+while log.dropped < 1 and time.monotonic() < deadline:
+    time.sleep(0.01)
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+send("after", "ok")
+log.close()
+print(log.dropped)
+"""
+
+
+@pytest.mark.integration
+def test_size_limit_mid_record_leaves_no_glued_line(tmp_path: Path, spawn: Spawner) -> None:
+    """The same as a full disk, with a file size limit: after the limit is lifted, the next
+    record reads back whole and only the cut record counts as dropped."""
+    proc = spawn.python(FSIZE, str(tmp_path))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert out.strip() == "1"
+    ids = [str(json.loads(line)["id"]) for line in log_lines(tmp_path / COMM_LOG)]
+    assert ids == ["big", "after"]
