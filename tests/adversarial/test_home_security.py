@@ -8,7 +8,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -64,6 +63,28 @@ def shared_tmp() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+SENDER = """
+import sys, time
+from pipemesh import MeshClient, MeshError
+with MeshClient("sender") as c:
+    deadline = time.monotonic() + 30
+    while True:  # until the victim has joined; then the pipe stays open across the swap
+        try:
+            c.send("victim", "hello")
+            break
+        except MeshError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    try:
+        c.send("victim", "the secret")
+    finally:
+        c.close()
+"""
+
+
 def clean_env(tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PIPEMESH_HOME", "XDG_RUNTIME_DIR")}
     env["TMPDIR"] = str(tmp)
@@ -93,29 +114,34 @@ def test_other_user_cannot_swap_the_default_home(shared_tmp: Path, spawn: Spawne
 
     env = clean_env(shared_tmp)
     agent = spawn.pipemesh("listen", "victim", "--count", "5", env=env)
+    sender = spawn.python(SENDER, env=env, stdin=subprocess.PIPE)
 
     def swap() -> None:
         os.mkdir(theirs, 0o777)
         for sub in ("logs", "pipes", "spool", "names"):
             os.mkdir(theirs / sub, 0o777)
-        os.chmod(theirs, 0o777)
+        # Files of theirs that the victim's processes would append to.
+        os.close(os.open(theirs / "logs" / "mesh_communication.log", os.O_CREAT | os.O_WRONLY))
+        os.chmod(theirs / "logs" / "mesh_communication.log", 0o666)
         os.symlink(theirs, shared_tmp / "next")
         os.rename(shared_tmp / "next", link)  # they own the link: allowed in a sticky dir
 
     try:
         _, err = agent.communicate(timeout=20)
     except subprocess.TimeoutExpired:
-        # The old behaviour: the agent runs on the planted home. Swap and talk to it.
+        # The old behaviour: agent and sender run on the planted home. Swap it under them,
+        # then have the (already running) sender talk to the agent.
+        assert sender.stdout is not None
+        assert sender.stdin is not None
+        assert sender.stdout.readline().strip() == "ready"
         assert as_nobody(swap) == "ok"
-        subprocess.run(
-            [sys.executable, "-m", "pipemesh", "send", "victim", "the secret"],
-            env=env,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
+        sender.stdin.write("go\n")
+        sender.stdin.flush()
+        sender.wait(timeout=60)
         agent.kill()
         _, err = agent.communicate(timeout=20)
+    sender.kill()
+    sender.wait(timeout=20)
     leaked = files_of(theirs) if theirs.exists() else ""
     assert "the secret" not in leaked
     assert agent.returncode == 2, err
