@@ -443,7 +443,7 @@ def gc(state: _State) -> None:
     removed, and a live agent's removed pipe is put back. Safe while agents
     join and leave: nothing of a live agent is ever removed.
     """
-    report = state.registry().gc()
+    report = state.registry().repair()
     removed = report.removed
     if state.as_json:
         _print_json(

@@ -27,7 +27,7 @@ exclusive ``flock`` on ``<home>/names/<name>.lock`` for its whole life (see
 :class:`NameLock`), taken *before* the registry lock. A joiner that cannot take
 it gets ``NameTaken`` even when ``agent_registry.json`` was deleted, and the
 lock file carries the holder's record, so a lost or corrupt registry is rebuilt
-from the live agents (:meth:`Registry.gc`, or a reader that finds no file).
+from the live agents (:meth:`Registry.repair`, or a reader that finds no file).
 Sweeping (``gc``, and every join) removes a dead entry and its pipes only while
 holding that entry's name lock and the registry lock: never a live agent's
 pipe, never under a race with a join of the same name.
@@ -323,7 +323,7 @@ def _read_claim(fd: int) -> dict[str, object]:
 
 @dataclass(slots=True)
 class GcReport:
-    """What :meth:`Registry.gc` did."""
+    """What :meth:`Registry.repair` did."""
 
     removed: list[AgentRecord] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)  # entries rebuilt from name locks
@@ -698,8 +698,12 @@ class Registry:
         except OSError:
             report.no_pipe.append(name)
 
-    def gc(self, *, keep_durable: bool = True) -> GcReport:
-        """Repair the registry and remove what dead agents left behind.
+    def gc(self, *, keep_durable: bool = True) -> list[AgentRecord]:
+        """:meth:`repair`, returning only the removed entries (the older API)."""
+        return self.repair(keep_durable=keep_durable).removed
+
+    def repair(self, *, keep_durable: bool = True) -> GcReport:
+        """Repair the registry and remove what dead agents left behind (``pipemesh gc``).
 
         Under the registry lock: a corrupt file is moved aside (to
         ``agent_registry.json.corrupt``) and rebuilt; malformed entries are
