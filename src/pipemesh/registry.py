@@ -276,6 +276,7 @@ class NameLock:
         back if someone removes ``pipes/<name>.public`` under a live agent.
         """
         self._record = record
+        self._keep = False  # a durable predecessor's stop record is replaced by ours
         self._store(LIVE, record)
         if public_pipe is None:
             return
