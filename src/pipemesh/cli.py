@@ -19,6 +19,7 @@ import math
 import os
 import select
 import signal
+import stat
 import sys
 import threading
 import time
@@ -40,7 +41,7 @@ from pipemesh.observe import (
     latency_summary,
     read_log,
 )
-from pipemesh.registry import Registry
+from pipemesh.registry import NO_PIPE, AgentRecord, Registry
 from pipemesh.runtime.agent import DEFAULT_MSG_TYPE, AgentBase, Delivery, MeshClient
 from pipemesh.wire import Message, is_valid_name
 
@@ -62,7 +63,9 @@ class _State:
 
     def registry(self) -> Registry:
         home = self.home()
-        return Registry(home.registry_path, home.lock_path)
+        return Registry(
+            home.registry_path, home.lock_path, names_dir=home.names_dir, pipes_dir=home.pipes_dir
+        )
 
 
 class _StdoutClosed(Exception):
@@ -260,26 +263,53 @@ pass_state = click.make_pass_decorator(_State)
 @cli.command()
 @pass_state
 def agents(state: _State) -> None:
-    """List registered agents: name, role, status, pid, age."""
-    records = state.registry().read()
+    """List registered agents: name, role, status, pid, age.
+
+    STATUS is active, inactive (its process is gone), or "no pipe" (alive, but
+    its FIFO was removed: nothing reaches it; 'pipemesh gc' puts it back).
+    """
+    home = state.home()
+    registry = state.registry()
+    records = registry.read()
+    if registry.skipped:
+        click.echo(
+            f"warning: {len(registry.skipped)} malformed registry entries ignored "
+            f"(first: {registry.skipped[0]}); run 'pipemesh gc' to drop them",
+            err=True,
+        )
+    status = {name: _status(home, rec) for name, rec in records.items()}
     if state.as_json:
         _print_json(
-            {name: {**rec.to_json(), "age_s": rec.age_s()} for name, rec in records.items()}
+            {
+                name: {**rec.to_json(), "status": status[name], "age_s": rec.age_s()}
+                for name, rec in records.items()
+            }
         )
         return
     if not records:
-        _write_out(f"no agents registered in {state.home().root}")
+        _write_out(f"no agents registered in {home.root}")
         return
     rows = [
-        (safe(r.name), safe(r.role), r.status, r.pid, _age(r.age_s()))
+        (safe(r.name), safe(r.role), status[r.name], r.pid, _age(r.age_s()))
         for r in sorted(records.values(), key=lambda r: r.name)
     ]
     Screen().table(
         ("NAME", "ROLE", "STATUS", "PID", "AGE"),
         rows,
-        title=f"agents in {state.home().root}",
+        title=f"agents in {home.root}",
         styles=("bold cyan", "", "green", "", ""),
     )
+
+
+def _status(home: MeshHome, rec: AgentRecord) -> str:
+    """The entry's status, or "no pipe" for a live FIFO agent whose FIFO is gone."""
+    pipe = home.public_pipe(rec.name)
+    if not rec.is_active or Path(rec.public_pipe) != pipe:
+        return rec.status  # inactive, or not on FIFOs (no pipe to check)
+    try:
+        return rec.status if stat.S_ISFIFO(os.lstat(pipe).st_mode) else NO_PIPE
+    except FileNotFoundError:
+        return NO_PIPE
 
 
 def _send_options(f: F) -> F:
@@ -689,18 +719,44 @@ def stats(state: _State, plot_path: Path | None, html_path: Path | None) -> None
 @cli.command()
 @pass_state
 def gc(state: _State) -> None:
-    """Remove registry entries of dead agents, and their pipes."""
-    home = state.home()
-    removed = state.registry().gc()
-    for rec in removed:
-        for path in (home.public_pipe(rec.name), home.private_pipe(rec.name)):
-            path.unlink(missing_ok=True)
+    """Remove dead agents' entries and pipes; repair the registry from the live agents.
+
+    A corrupt registry file is moved aside and rebuilt; malformed entries are
+    dropped; live agents missing from the file are put back; orphan pipes are
+    removed, and a live agent's removed pipe is put back. Safe while agents
+    join and leave: nothing of a live agent is ever removed.
+    """
+    report = state.registry().repair()
+    removed = report.removed
     if state.as_json:
-        _print_json({"removed": [r.name for r in removed]})
-    elif removed:
-        _write_out("removed: " + ", ".join(f"{r.name} (pid {r.pid})" for r in removed))
-    else:
-        _write_out("nothing to remove: every registered agent is alive")
+        _print_json(
+            {
+                "removed": [r.name for r in removed],
+                "restored": report.restored,
+                "pipes_removed": report.pipes_removed,
+                "pipes_restored": report.pipes_restored,
+                "no_pipe": report.no_pipe,
+                "skipped": report.skipped,
+                "moved_aside": str(report.moved_aside) if report.moved_aside else None,
+            }
+        )
+        return
+    lines = []
+    if report.moved_aside:
+        lines.append(f"the registry was corrupt: moved to {report.moved_aside} and rebuilt")
+    if report.skipped:
+        lines.append("dropped malformed entries: " + "; ".join(report.skipped))
+    if report.restored:
+        lines.append("restored from live agents: " + ", ".join(report.restored))
+    if removed:
+        lines.append("removed: " + ", ".join(f"{r.name} (pid {r.pid})" for r in removed))
+    if report.pipes_removed:
+        lines.append("removed orphan pipes of: " + ", ".join(report.pipes_removed))
+    if report.pipes_restored:
+        lines.append("put back the pipe of: " + ", ".join(report.pipes_restored))
+    if report.no_pipe:
+        lines.append("alive but without a pipe (restart them): " + ", ".join(report.no_pipe))
+    _write_out("\n".join(lines) or "nothing to remove: every registered agent is alive")
 
 
 @cli.command()

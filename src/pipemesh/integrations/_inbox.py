@@ -81,6 +81,11 @@ def _from_json(line: str) -> Message | None:
         return None  # a torn last line after a crash: skip it, keep the rest
 
 
+def _private(path: str, flags: int) -> int:
+    """open() opener: files 0600 whatever the umask, and never through a symlink."""
+    return os.open(path, flags | os.O_NOFOLLOW, 0o600)
+
+
 def format_messages(msgs: list[Message]) -> str:
     """Messages as short text a model reads easily (one header line, then the body)."""
     parts = []
@@ -116,7 +121,9 @@ class InboxFile:
         validate_name(name)
         made = cls(root, name, lock_timeout_s)
         try:
-            made.waiters_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # One level at a time: parents=True would make <home>/mcp by the umask.
+            for directory in (made.directory.parent, made.directory, made.waiters_dir):
+                directory.mkdir(mode=0o700, exist_ok=True)
             os.chmod(made.directory, 0o700)
         except OSError as exc:
             raise UsageError(
@@ -146,7 +153,9 @@ class InboxFile:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        lock = filelock.FileLock(self.directory / "inbox.lock", timeout=self.lock_timeout_s)
+        lock = filelock.FileLock(
+            self.directory / "inbox.lock", timeout=self.lock_timeout_s, mode=0o600
+        )
         try:
             with lock:
                 yield
@@ -166,13 +175,13 @@ class InboxFile:
     def _write(self, path: Path, msgs: list[Message]) -> None:
         # Write a temp file and rename it over, so a crash never leaves half a file.
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
+        with open(tmp, "w", encoding="utf-8", errors="surrogateescape", opener=_private) as f:
             f.writelines(_to_json(m) + "\n" for m in msgs)
         os.replace(tmp, path)
 
     def append(self, msg: Message) -> None:
         """Add one received message and wake every waiting process."""
-        with self._locked(), open(self.path, "a", encoding="utf-8") as f:
+        with self._locked(), open(self.path, "a", encoding="utf-8", opener=_private) as f:
             f.write(_to_json(msg) + "\n")
         self.notify()
 

@@ -838,19 +838,24 @@ class AgentBase(MeshClient):
         self.transport.remove(self.agent_name)
         if self._status_pipe is not None:
             self._status_pipe.close()
+        self._name_lock.release()
         self.events.close()
 
     def _register(self) -> Inbox:
         name = self.agent_name
+        # The name lock first (held until close): it decides who owns the name,
+        # even if the registry file is gone, and guards our pipes from sweepers.
+        self._name_lock = self.registry.lock_name(name)
         inbox: Inbox | None = None
         try:
             with self.registry.transaction() as records:
                 self.registry.check_available(records, name)
+                self.registry.sweep(records, skip=name)  # dead entries whose names are free
                 inbox = self.transport.bind(name)
                 if isinstance(self.transport, FifoTransport):
                     self._status_pipe = StatusPipe(self.home.private_pipe(name))
                 pid = os.getpid()
-                records[name] = AgentRecord(
+                records[name] = me = AgentRecord(
                     name=name,
                     role=self.role,
                     pid=pid,
@@ -861,16 +866,20 @@ class AgentBase(MeshClient):
                     durable=self.durable,
                     max_body_bytes=self.max_body_bytes,
                 )
+                fifo = self.transport if isinstance(self.transport, FifoTransport) else None
+                self._name_lock.publish(me, fifo.path(name) if fifo else None)
                 self._peers = {n: r.with_liveness() for n, r in records.items()}
         except BaseException as exc:
             # Not registered (the registry is written whole or not at all): release
-            # the pipes made for it, so a failed start leaves no fds and no FIFOs.
+            # the pipes made for it (ours: we hold the name), so a failed start leaves
+            # no fds and no FIFOs.
             if inbox is not None:
                 inbox.close()
                 self.transport.remove(name)
             if self._status_pipe is not None:
                 self._status_pipe.close()
                 self._status_pipe = None
+            self._name_lock.release()
             if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
                 # The registry lets this one through; say what to do, as the transport does.
                 raise TooManyOpenFiles(
@@ -1310,6 +1319,7 @@ class AgentBase(MeshClient):
         with self._inbox_cond:
             self._inbox_cond.notify_all()  # a handler waiting for room in the receive queue
         name = self.agent_name
+        self._name_lock.closing()  # a joiner of our name now waits for release() below
         try:
             if self.durable:
                 self.registry.mark_stopped(name, os.getpid())
@@ -1341,6 +1351,10 @@ class AgentBase(MeshClient):
             self._heartbeat.join(timeout_s)
         if self._status_pipe is not None:
             self._status_pipe.close()
+        me = self._peers.get(name)
+        if self.durable and me is not None:
+            self._name_lock.stopped(me)  # kept, so a lost registry can be rebuilt with it
+        self._name_lock.release()  # after both pipes are gone: a successor's are safe
         self._self_outbox.close()
         self._stopped.set()
         with self._inbox_cond:

@@ -119,6 +119,15 @@ def _make_fifo(path: Path) -> None:
     os.mkfifo(path, 0o600)
 
 
+def _open_fifo(path: Path, flags: int) -> int:
+    """Open ``path`` only if it is a FIFO itself: never through a symlink, never a file."""
+    fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW)
+    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a FIFO", str(path))
+    return fd
+
+
 class FifoInbox:
     """The reading end of an agent's public FIFO.
 
@@ -133,8 +142,8 @@ class FifoInbox:
         self._fd = self._nb_fd = -1
         try:
             _make_fifo(path)
-            self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-            self._nb_fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            self._fd = _open_fifo(path, os.O_RDWR)
+            self._nb_fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError as exc:
             self.close()
             limit = _fd_limit_error(exc, name, path)
@@ -320,7 +329,7 @@ class FifoTransport:
         """
         path = self.path(name)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError as exc:
             limit = _fd_limit_error(exc, name, path)
             if limit is not None:
@@ -368,9 +377,9 @@ class StatusPipe:
         """Write ``frames`` if a monitor reads the pipe; True if they were written."""
         if self._fd < 0:
             try:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                self._fd = _open_fifo(self.path, os.O_WRONLY | os.O_NONBLOCK)
             except OSError:
-                return False  # ENXIO: no monitor reading; ENOENT: removed
+                return False  # ENXIO: no monitor reading; ENOENT: removed; not a FIFO
         try:
             for frame in frames:
                 os.write(self._fd, frame)
