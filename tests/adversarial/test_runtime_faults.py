@@ -144,7 +144,7 @@ def test_old_registry_record_without_a_limit_loads_with_the_default() -> None:
     rec = AgentRecord.from_json("old", {"pid": 1, "public_pipe": "/x/old.public"})
     assert rec.max_body_bytes == MAX_BODY_BYTES
     assert rec.to_json()["max_body_bytes"] == MAX_BODY_BYTES
-    with pytest.raises(ValueError, match="not positive"):
+    with pytest.raises(ValueError, match="max_body_bytes 0 is out of range"):
         AgentRecord.from_json("bad", {"pid": 1, "public_pipe": "/p", "max_body_bytes": 0})
 
 
