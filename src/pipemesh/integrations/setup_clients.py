@@ -110,10 +110,20 @@ def _server(name: str, home: str | None) -> dict[str, Any]:
     return {"command": base[0], "args": [*base[1:], "mcp", "--name", name]}
 
 
-def _load_json(path: Path) -> tuple[str, dict[str, Any]]:
+def _read_text(path: Path) -> str:
+    """The file's text, "" when it does not exist; UsageError when it cannot be read."""
     try:
-        old = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+        raise UsageError(f"cannot read {path} ({why}); fix it or merge by hand") from None
+
+
+def _load_json(path: Path) -> tuple[str, dict[str, Any]]:
+    old = _read_text(path)
+    if not old:
         return "", {}
     try:
         data = json.loads(old) if old.strip() else {}
@@ -180,10 +190,7 @@ def plan(cli: str, name: str, directory: Path, home: str | None, wait_s: float) 
 
         return [_json_change(settings, edit)]
     config = directory / ".codex" / "config.toml"
-    try:
-        old = config.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        old = ""
+    old = _read_text(config)
     try:
         parsed = tomllib.loads(old)
     except tomllib.TOMLDecodeError as exc:
@@ -204,6 +211,13 @@ def plan(cli: str, name: str, directory: Path, home: str | None, wait_s: float) 
 
 
 def _write(change: FileChange) -> str:
+    try:
+        return _write_file(change)
+    except OSError as exc:
+        raise UsageError(f"cannot write {change.path} ({exc.strerror or exc})") from None
+
+
+def _write_file(change: FileChange) -> str:
     path = change.path
     backup = ""
     if path.exists():
