@@ -59,7 +59,7 @@ class Sandbox:
         self.home = self.root / "home"
         self.tmp = self.root / "tmp"
         self.project = self.root / "project dir"  # a space, as on many Windows/macOS paths
-        self.mesh = self.root / "mesh"
+        self.mesh = self.root / "mesh home"  # quoting in hook commands
         for d in (self.home, self.tmp, self.project):
             d.mkdir(parents=True)
         self.mesh.mkdir(mode=0o700)
