@@ -70,4 +70,25 @@ CLAUDE = Profile(
     stop_hook="Stop",
 )
 
-PROFILES = [CLAUDE]
+
+def _gemini_prepare(box: Sandbox) -> None:
+    # API-key auth (the key and base URL come from the environment).
+    box.write_json(
+        "~/.gemini/settings.json", {"security": {"auth": {"selectedType": "gemini-api-key"}}}
+    )
+
+
+GEMINI = Profile(
+    cli="gemini",
+    binary="gemini",
+    agent="gm",
+    prepare=_gemini_prepare,
+    turn=lambda box, prompt: [str(cli_path("gemini")), "--output-format", "json", "-p", prompt],
+    mcp_list=lambda box: [str(cli_path("gemini")), "mcp", "list"],
+    connected=re.compile(r"pipemesh: .*mcp --name gm .*Connected", re.M),
+    prompt_hook="BeforeAgent",
+    tool_hook="AfterTool",
+    stop_hook="AfterAgent",
+)
+
+PROFILES = [CLAUDE, GEMINI]

@@ -39,6 +39,15 @@ def cli(request: pytest.FixtureRequest, sandbox: Sandbox) -> Profile:
     return profile
 
 
+@pytest.fixture(params=PROFILES, ids=lambda p: p.cli)
+def bare_cli(request: pytest.FixtureRequest, sandbox: Sandbox) -> Profile:
+    """A CLI with only its provider settings: no pipemesh setup, the folder never trusted."""
+    profile: Profile = request.param
+    profile.exe()
+    profile.prepare(sandbox)
+    return profile
+
+
 def _turn(box: Sandbox, cli: Profile, prompt: str) -> subprocess.CompletedProcess[str]:
     done = box.run(cli.turn(box, prompt), timeout_s=TURN_TIMEOUT_S)
     assert done.returncode == 0, f"{cli.cli} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
@@ -178,3 +187,16 @@ def test_run_answers_an_ask_without_touching_the_interactive_agent(
         assert "for-the-interactive-agent-only" not in req.text, "it ran the project's hooks"
     left = InboxFile.open(sandbox.mesh, cli.agent).take(10)
     assert [m.body for m in left] == ["for-the-interactive-agent-only"]
+
+
+def test_run_answers_in_a_folder_never_trusted(
+    bare_cli: Profile, sandbox: Sandbox, model: FakeModel
+) -> None:
+    """`pipemesh run X` works where the user never ran X (Gemini CLI exits 55 there
+    unless told to skip the trust check)."""
+    model.brain = lambda req: Reply.say("Fine, thanks.")
+    sandbox.spawn_pipemesh("run", bare_cli.cli, "--name", "bot", "--timeout", "150")
+    sandbox.wait_registered("bot", timeout_s=60)
+    ask = sandbox.pipemesh("ask", "bot", "how are you?", "--timeout", "170", timeout_s=200)
+    assert ask.returncode == 0, (ask.stdout, ask.stderr, _requests(model))
+    assert "Fine, thanks." in ask.stdout
