@@ -91,4 +91,38 @@ GEMINI = Profile(
     stop_hook="AfterAgent",
 )
 
-PROFILES = [CLAUDE, GEMINI]
+
+def _codex_prepare(box: Sandbox) -> None:
+    # A Responses-API provider on the fake model; the key comes from FAKE_OPENAI_KEY.
+    box.write(
+        "~/.codex/config.toml",
+        'model = "gpt-5"\n'
+        'model_provider = "fake"\n\n'
+        "[model_providers.fake]\n"
+        'name = "fake"\n'
+        f'base_url = "{box.model.url}/v1"\n'
+        'env_key = "FAKE_OPENAI_KEY"\n'
+        'wire_api = "responses"\n',
+    )
+
+
+CODEX = Profile(
+    cli="codex",
+    binary="codex",
+    agent="cx",
+    prepare=_codex_prepare,
+    turn=lambda box, prompt: [
+        str(cli_path("codex")),
+        "exec",
+        "--skip-git-repo-check",
+        "--dangerously-bypass-hook-trust",
+        prompt,
+    ],
+    mcp_list=lambda box: [str(cli_path("codex")), "mcp", "list"],
+    connected=re.compile(r"^pipemesh\s.*mcp --name cx.*enabled", re.M),
+    prompt_hook="UserPromptSubmit",
+    tool_hook="PostToolUse",
+    stop_hook="Stop",
+)
+
+PROFILES = [CLAUDE, GEMINI, CODEX]

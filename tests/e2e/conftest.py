@@ -88,6 +88,7 @@ class Sandbox:
             "GEMINI_API_KEY": API_KEY,
             "GEMINI_CLI_NO_RELAUNCH": "true",
             # Codex (the provider block in config.toml names this variable)
+            "CODEX_HOME": str(self.home / ".codex"),
             "FAKE_OPENAI_KEY": API_KEY,
         }
 
