@@ -115,7 +115,6 @@ CODEX = Profile(
         str(cli_path("codex")),
         "exec",
         "--skip-git-repo-check",
-        "--dangerously-bypass-hook-trust",
         prompt,
     ],
     mcp_list=lambda box: [str(cli_path("codex")), "mcp", "list"],

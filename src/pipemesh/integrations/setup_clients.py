@@ -291,6 +291,103 @@ def _codex_trust(config: Path, directory: Path) -> FileChange | str:
     return FileChange(config, old, old + ("\n" if old and not old.endswith("\n\n") else "") + block)
 
 
+CODEX_QUERY_TIMEOUT_S: Final = 30.0
+CODEX_HOOKS_STEP: Final = (
+    "trust the pipemesh hooks: in codex, open /hooks and press t on each (or rerun with "
+    "--approve); until then they do not run"
+)
+
+
+def codex_hooks(directory: Path, timeout_s: float = CODEX_QUERY_TIMEOUT_S) -> list[dict[str, Any]]:
+    """The hooks Codex sees for project ``directory``, from ``codex app-server`` (hooks/list).
+
+    Each entry has ``key``, ``command``, ``currentHash`` and ``trustStatus``. Codex keeps
+    hook trust as ``[hooks.state."KEY"] trusted_hash = "HASH"`` in the user's config.toml.
+
+    Raises:
+        UsageError: codex is not on PATH, or did not answer in time (POSIX only: the
+            answer is read with select).
+    """
+    import select  # noqa: PLC0415 - only this path needs it
+
+    exe = shutil.which("codex")
+    if exe is None:
+        raise UsageError("codex is not on PATH; install it (npm install -g @openai/codex)")
+    if os.name == "nt":
+        raise UsageError("asking codex for its hooks is not supported on Windows yet")
+    requests: list[dict[str, Any]] = [
+        {
+            "id": 1,
+            "method": "initialize",
+            "params": {"clientInfo": {"name": "pipemesh", "version": "1"}},
+        },
+        {"method": "initialized"},
+        {"id": 2, "method": "hooks/list", "params": {"cwds": [str(directory)]}},
+    ]
+    proc = subprocess.Popen(
+        [exe, "app-server"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=directory,
+    )
+    stdin, stdout = proc.stdin, proc.stdout
+    if stdin is None or stdout is None:  # pragma: no cover - both are PIPE above
+        raise UsageError("codex app-server started without pipes")
+    deadline = time.monotonic() + timeout_s
+    buf = b""
+    try:
+        stdin.write(
+            b"".join(json.dumps({"jsonrpc": "2.0", **r}).encode() + b"\n" for r in requests)
+        )
+        stdin.flush()
+        while True:
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                try:
+                    answer = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(answer, dict) and answer.get("id") == 2:
+                    entries = answer.get("result", {}).get("data", [])
+                    return [h for e in entries for h in e.get("hooks", [])]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise UsageError(f"codex app-server did not list its hooks within {timeout_s:g}s")
+            ready, _, _ = select.select([stdout], [], [], remaining)
+            if ready:
+                chunk = os.read(stdout.fileno(), 65536)
+                if not chunk:
+                    raise UsageError("codex app-server exited without listing its hooks")
+                buf += chunk
+    finally:
+        stdin.close()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        stdout.close()
+
+
+def _codex_hook_trust(config: Path, directory: Path) -> FileChange:
+    """Trust the pipemesh hooks of ``directory`` in Codex's user ``config``."""
+    old, parsed = _load_toml(config)
+    trusted = parsed.get("hooks", {}).get("state", {})
+    new = old
+    for hook in codex_hooks(directory):
+        command = str(hook.get("command", ""))
+        key, digest = str(hook.get("key", "")), str(hook.get("currentHash", ""))
+        if " hook " not in f" {command} " or "pipemesh" not in command or not key or not digest:
+            continue  # only our own hooks
+        if trusted.get(key, {}).get("trusted_hash") == digest:
+            continue
+        new += ("\n" if new and not new.endswith("\n\n") else "") + (
+            f"[hooks.state.{_toml_str(key)}]\ntrusted_hash = {_toml_str(digest)}\n"
+        )
+    return FileChange(config, old, new)
+
+
 def plan(
     cli: str,
     name: str,
@@ -363,10 +460,7 @@ def plan(
             result.steps.append(trust_change)
         else:
             result.user = [trust_change]
-        result.steps.append(
-            "in codex, open /hooks and trust the three pipemesh hooks (t); until then they "
-            "do not run (codex exec: --dangerously-bypass-hook-trust)"
-        )
+        result.steps.append(CODEX_HOOKS_STEP)
     else:
         raise UsageError(f"setup knows {', '.join(CLIS)}; got {cli!r}")
     return result
@@ -462,6 +556,14 @@ def setup_command(
     pending = [c for c in result.user if c.changed]
     if approve:
         _apply(result.user)
+        if cli_name == "codex":
+            # Hook trust is per hook hash, which only Codex computes: ask it, now that the
+            # hooks file and the project trust are written.
+            try:
+                _apply([_codex_hook_trust(user_paths().codex_config, project)])
+                result.steps.remove(CODEX_HOOKS_STEP)
+            except UsageError as exc:
+                click.echo(f"note: could not trust the hooks for you ({exc})")
     elif pending:
         files = ", ".join(str(c.path) for c in pending)
         click.echo(
