@@ -184,10 +184,14 @@ def _server(name: str, home: str | None) -> dict[str, Any]:
 
 
 def _read(path: Path) -> str:
+    """The file's text, "" when it does not exist; UsageError when it cannot be read."""
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return ""
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+        raise UsageError(f"cannot read {path} ({why}); fix it or merge by hand") from None
 
 
 def _load_json(path: Path) -> tuple[str, dict[str, Any]]:
@@ -467,6 +471,13 @@ def plan(
 
 
 def _write(change: FileChange) -> str:
+    try:
+        return _write_file(change)
+    except OSError as exc:
+        raise UsageError(f"cannot write {change.path} ({exc.strerror or exc})") from None
+
+
+def _write_file(change: FileChange) -> str:
     path = change.path
     backup = ""
     if path.exists():
