@@ -323,24 +323,39 @@ def context_hook(ctx: click.Context, name: str, cli_name: str, max_count: int) -
 # -- what `pipemesh setup` writes (kept here, next to the commands they run) --
 
 
-def hook_command(base: Sequence[str], kind: str, cli: str, name: str, wait_s: float = 0.0) -> str:
-    """The shell command line of one hook: ``base`` runs pipemesh (with ``--home`` if any)."""
+def hook_command(
+    base: Sequence[str],
+    kind: str,
+    cli: str,
+    name: str,
+    wait_s: float = 0.0,
+    *,
+    join: Callable[[list[str]], str] = shlex.join,
+) -> str:
+    """The command line of one hook: ``base`` runs pipemesh (with ``--home`` if any);
+    ``join`` quotes for the shell that runs hooks (``setup`` passes its Windows-aware one)."""
     argv = [*base, "hook", kind, "--cli", cli, "--name", name]
     if kind == "stop" and wait_s > 0:
         argv += ["--wait", f"{wait_s:g}"]
-    return shlex.join(argv)
+    return join(argv)
 
 
 def hook_settings(
-    cli: str, name: str, base: Sequence[str], wait_s: float = 0.0
+    cli: str,
+    name: str,
+    base: Sequence[str],
+    wait_s: float = 0.0,
+    *,
+    join: Callable[[list[str]], str] = shlex.join,
 ) -> dict[str, list[dict[str, Any]]]:
     """The ``hooks`` object for ``cli``: event -> list of matcher groups (one hook each).
 
-    - Claude Code: ``Stop`` hands over waiting messages (never waits: the wake hook
-      covers idle time), ``SessionStart`` and ``Stop`` arm the ``asyncRewake`` wake hook
-      (timeout one day), ``UserPromptSubmit`` / ``PostToolUse`` add context.
-    - Codex: ``Stop`` (waiting ``wait_s`` for a message: the turn stays open meanwhile),
-      ``UserPromptSubmit`` / ``PostToolUse`` add context.
+    - Claude Code: ``Stop`` hands over waiting messages (it never waits: the wake hook
+      covers idle time, so ``wait_s`` is not used), ``SessionStart`` and ``Stop`` arm the
+      ``asyncRewake`` wake hook (timeout one day), ``UserPromptSubmit`` / ``PostToolUse``
+      add context.
+    - Codex: ``Stop`` waits up to ``wait_s`` for a message (the turn stays open meanwhile:
+      that is how an idle Codex is woken), ``UserPromptSubmit`` / ``PostToolUse`` add context.
     - Gemini CLI: ``AfterAgent`` (waiting ``wait_s``), ``BeforeAgent`` / ``AfterTool``;
       timeouts in milliseconds.
     """
@@ -349,7 +364,7 @@ def hook_settings(
     def group(kind: str, timeout_s: float, wait: float = 0.0, **extra: object) -> dict[str, Any]:
         hook: dict[str, Any] = {
             "type": "command",
-            "command": hook_command(base, kind, cli, name, wait),
+            "command": hook_command(base, kind, cli, name, wait, join=join),
             "timeout": int(timeout_s * scale),
             **extra,
         }
