@@ -23,6 +23,7 @@ import json
 import os
 import pty
 import signal
+import statistics
 import subprocess
 import threading
 import time
@@ -35,17 +36,19 @@ from pipemesh.integrations.hooks import hook_settings
 from pipemesh.runtime.agent import MeshClient
 from tests.e2e.clis import CLAUDE, CODEX, GEMINI, Profile
 from tests.e2e.conftest import API_KEY, VENV_BIN, Sandbox
-from tests.e2e.fakemodel import FakeModel, ModelRequest, Reply
+from tests.e2e.fakemodel import FakeModel, Reply
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 # Generous: the CLIs are node programs on a shared, loaded machine. The goal is 0.3 s.
 LATENCY_BOUND_S = 10.0
 STOP_WAIT_S = 120
+WAKES = 5  # wakes per CLI: the median is recorded
 
 
-def _record(cli: str, mechanism: str, latency_s: float) -> None:
-    line = f"{cli}\t{mechanism}\t{latency_s * 1000:.0f} ms"
+def _record(cli: str, mechanism: str, latencies: list[float]) -> None:
+    ms = sorted(round(x * 1000) for x in latencies)
+    line = f"{cli}\t{mechanism}\tmedian {statistics.median(ms):.0f} ms\tall {ms}"
     print(f"\nwake latency: {line}")
     path = os.environ.get("PIPEMESH_WAKE_RESULTS")
     if path:
@@ -172,18 +175,17 @@ def test_claude_idle_session_is_woken_by_async_rewake(
         120,
         f"the SessionStart wake hook did not start waiting\n{claude_tui.text()}",
     )
-    first = _send_and_time(sandbox, model, CLAUDE.agent, "WAKE-ONE please review PR 7")
-    # The woken turn ends ("done"); its Stop re-arms the wake hook.
-    _wait(
-        lambda: _waiters(sandbox, CLAUDE.agent, "wake-"),
-        120,
-        f"the Stop hook did not re-arm the wake hook\n{claude_tui.text()}",
-    )
-    second = _send_and_time(sandbox, model, CLAUDE.agent, "WAKE-TWO and PR 8")
-    _record("claude", "asyncRewake hook (hook wake), 1st", first)
-    _record("claude", "asyncRewake hook (hook wake), re-armed", second)
-    assert first < LATENCY_BOUND_S
-    assert second < LATENCY_BOUND_S
+    latencies = []
+    for n in range(WAKES):
+        if n:  # the woken turn ended ("done"); its Stop re-armed the wake hook
+            _wait(
+                lambda: _waiters(sandbox, CLAUDE.agent, "wake-"),
+                120,
+                f"the Stop hook did not re-arm the wake hook\n{claude_tui.text()}",
+            )
+        latencies.append(_send_and_time(sandbox, model, CLAUDE.agent, f"WAKE-{n} review PR {n}"))
+    _record("claude", "asyncRewake hook (hook wake)", latencies)
+    assert statistics.median(latencies) < LATENCY_BOUND_S
     assert claude_tui.proc.poll() is None, claude_tui.text()
 
 
@@ -194,26 +196,18 @@ def test_claude_idle_session_is_woken_by_async_rewake(
 def test_stop_hook_wakes_the_idle_agent(cli: Profile, sandbox: Sandbox, model: FakeModel) -> None:
     """The turn is over and the stop hook waits: a message continues it at once."""
     _setup(sandbox, cli, "--wait", str(STOP_WAIT_S))
-    sent: list[str] = []
-
-    def brain(req: ModelRequest) -> Reply:
-        if any("WAKE-STOP" in s for s in sent) and "WAKE-STOP" in req.text:
-            return Reply.say("handled the woken message")
-        return Reply.say("done")
-
-    model.brain = brain
+    model.brain = lambda req: Reply.say("done")
     proc = sandbox.spawn(cli.turn(sandbox, "say hello"))
-    # The first turn ends; the stop hook (not a wake hook) waits on the inbox.
-    _wait(
-        lambda: proc.poll() is None and _waiters(sandbox, cli.agent),
-        180,
-        f"{cli.stop_hook} hook did not start waiting (exit {proc.poll()})",
-    )
-    sent.append("WAKE-STOP")
-    latency = _send_and_time(sandbox, model, cli.agent, "WAKE-STOP run the tests")
-    _record(cli.cli, f"{cli.stop_hook} hook (hook stop --wait)", latency)
-    assert latency < LATENCY_BOUND_S
-    # The continued turn ends and the stop hook waits again (the agent stays wakeable);
-    # the sandbox kills the CLI, and the hook leaves with it (it watches its parent).
-    _wait(lambda: len(_waiters(sandbox, cli.agent)) == 1, 120, "the stop hook did not re-arm")
+    latencies = []
+    for n in range(WAKES):
+        # The turn ended ("done"); the stop hook holds it open, waiting on the inbox.
+        _wait(
+            lambda: proc.poll() is None and len(_waiters(sandbox, cli.agent)) == 1,
+            180,
+            f"{cli.stop_hook} hook did not start waiting (exit {proc.poll()})",
+        )
+        latencies.append(_send_and_time(sandbox, model, cli.agent, f"WAKE-{n} run test {n}"))
+    _record(cli.cli, f"{cli.stop_hook} hook (hook stop --wait)", latencies)
+    assert statistics.median(latencies) < LATENCY_BOUND_S
+    # The sandbox kills the CLI; the waiting hook leaves with it (it watches its parent).
     assert proc.poll() is None
