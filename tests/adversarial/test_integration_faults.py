@@ -178,6 +178,23 @@ def test_wake_hook_exits_2_with_the_message_and_newer_supersedes_older(
     assert InboxFile.open(mesh_home, "wk").take() == []  # handed over once
 
 
+def test_wake_hook_never_holds_a_headless_claude(mesh_home: Path) -> None:
+    """`claude -p` runs async hooks to the end: in a headless run the wake hook must not wait."""
+    with McpAgent("hl", home=mesh_home, heartbeat_s=0):
+        start = time.monotonic()
+        out = subprocess.run(
+            [PY, "-m", "pipemesh", "--home", str(mesh_home), "hook", "wake", "--name", "hl"],
+            input=json.dumps({"session_id": "s", "hook_event_name": "SessionStart"}),
+            env={**os.environ, "CLAUDE_CODE_ENTRYPOINT": "sdk-cli"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert out.returncode == 0, out.stderr
+    assert time.monotonic() - start < 30  # the default --max-wait is a day
+
+
 # -- the MCP agent's inbox file --
 
 

@@ -211,3 +211,19 @@ def test_stop_hook_wakes_the_idle_agent(cli: Profile, sandbox: Sandbox, model: F
     assert statistics.median(latencies) < LATENCY_BOUND_S
     # The sandbox kills the CLI; the waiting hook leaves with it (it watches its parent).
     assert proc.poll() is None
+
+
+def test_claude_headless_turn_is_not_held_by_the_wake_hook(
+    sandbox: Sandbox, model: FakeModel
+) -> None:
+    """`claude -p` in a project with the wake hooks: the turn ends, nothing waits for a day."""
+    _setup(sandbox, CLAUDE)
+    settings_path = sandbox.project / ".claude" / "settings.json"
+    settings = json.loads(settings_path.read_text())
+    settings["hooks"] = hook_settings("claude", CLAUDE.agent, [str(VENV_BIN / "pipemesh")])
+    settings_path.write_text(json.dumps(settings, indent=2))
+    model.brain = lambda req: Reply.say("done")
+    start = time.monotonic()
+    done = sandbox.run(CLAUDE.turn(sandbox, "say hello"), timeout_s=120)
+    assert done.returncode == 0, f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    assert time.monotonic() - start < 100

@@ -52,6 +52,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -256,6 +257,15 @@ def stop_hook(ctx: click.Context, name: str, cli_name: str, wait_s: float, max_c
         _emit(stop_output(cli_name, name, out.messages))
 
 
+# CLAUDE_CODE_ENTRYPOINT of the runs that are not an interactive session (seen in Claude
+# Code 2.1: `claude -p` sets sdk-cli; the Agent SDKs sdk-ts/sdk-py; `claude mcp serve` mcp).
+_CLAUDE_HEADLESS: Final = ("sdk-", "mcp", "claude-code-github-action")
+
+
+def _claude_is_headless() -> bool:
+    return os.environ.get("CLAUDE_CODE_ENTRYPOINT", "").startswith(_CLAUDE_HEADLESS)
+
+
 @hook_group.command("wake")
 @_name_option
 @click.option(
@@ -288,6 +298,8 @@ def wake_hook(ctx: click.Context, name: str, cli_name: str, wait_s: float, max_c
     ``"asyncRewake": true`` on SessionStart and on Stop, so every turn re-arms it.
     """
     data = _read_input(WAKE_EVENTS)
+    if _claude_is_headless():
+        return  # `claude -p` waits for its hooks: nothing idles there to wake, so never hold it
     session = str(data.get("session_id", ""))
     tag = f"wake-{hashlib.sha256(session.encode(errors='replace')).hexdigest()[:12]}-"
     _, inbox = _inbox(ctx, name)
