@@ -221,6 +221,20 @@ def test_mcp_inbox_full_disk_keeps_and_retries(
     assert "No space left on device" in capfd.readouterr().err
 
 
+def test_mcp_inbox_still_full_at_exit_names_what_is_lost(
+    mesh_home: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A server that must exit while the disk is still full says which messages it loses."""
+    with McpAgent("doomed", home=mesh_home, heartbeat_s=0) as agent:
+        agent.inbox_file.path.symlink_to("/dev/full")
+        with MeshClient("peer", mesh_home) as client:
+            msg_id = client.send_message("doomed", "sorry", msg_type="directive")
+        wait_for(lambda: agent.unsaved_count == 1, timeout_s=30)
+    err = capfd.readouterr().err
+    assert "1 received message(s) could not be written to" in err
+    assert f"before exit and are lost: {msg_id}" in err
+
+
 HOLDER = textwrap.dedent(
     """\
     import sys, time, filelock

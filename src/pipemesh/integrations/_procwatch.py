@@ -13,8 +13,9 @@ waiter adds them to its ``select`` and needs no timer:
 - Elsewhere (or when both fail): no descriptor, so the caller's own timeout bounds
   the wait, as before.
 
-A parent that is already gone when we start (we were re-parented to init or a
-subreaper) counts as gone at once.
+A parent that is gone before the watch is set up (we were re-parented meanwhile)
+counts as gone at once; a process started with parent pid 0 or 1 (by init, or as a
+container's first process) has nothing to watch.
 
 This module must not import the runtime.
 """
@@ -69,9 +70,9 @@ class ParentWatch:
         self.initial_ppid = os.getppid()
         self.fds: list[int] = []
         self._kqueue: Any = None
-        self._gone_at_start = self.initial_ppid <= 1
-        if self._gone_at_start:
-            return
+        self._gone_at_start = False
+        if self.initial_ppid <= 1:
+            return  # started by init or as a container's first process: nothing to watch
         pids = _watched_pids(self.initial_ppid)
         if sys.platform == "linux":
             for pid in pids:
@@ -100,12 +101,12 @@ class ParentWatch:
             self._kqueue = kq
             self.fds.append(kq.fileno())
         # Re-parented between our start and the watch: the parent is gone already.
-        if os.getppid() != self.initial_ppid:
+        if self.initial_ppid > 1 and os.getppid() != self.initial_ppid:
             self._gone_at_start = True
 
     def gone(self) -> bool:
         """True when a watched process has exited (never blocks)."""
-        if self._gone_at_start or os.getppid() != self.initial_ppid:
+        if self._gone_at_start or (self.initial_ppid > 1 and os.getppid() != self.initial_ppid):
             return True
         if not self.fds:
             return False

@@ -242,17 +242,17 @@ def stop_hook(ctx: click.Context, name: str, cli_name: str, wait_s: float, max_c
 
     The wait ends early, handing over nothing, when the CLI that ran the hook exits.
     """
-    _read_input(STOP_EVENTS[cli_name])
-    home, inbox = _inbox(ctx, name)
-    try:
-        if wait_s > 0:
-            rec = Registry(home.registry_path, home.lock_path).read().get(name)
-            if rec is None or not rec.is_active:
-                wait_s = 0.0  # no server holds NAME, so nothing can arrive
-        with ParentWatch() as watch:
+    with ParentWatch() as watch:  # first, before the parent can go unnoticed
+        _read_input(STOP_EVENTS[cli_name])
+        home, inbox = _inbox(ctx, name)
+        try:
+            if wait_s > 0:
+                rec = Registry(home.registry_path, home.lock_path).read().get(name)
+                if rec is None or not rec.is_active:
+                    wait_s = 0.0  # no server holds NAME, so nothing can arrive
             out = inbox.wait_take(wait_s, max_count, watch=watch.fds)
-    except MeshError as exc:
-        raise click.ClickException(str(exc)) from None
+        except MeshError as exc:
+            raise click.ClickException(str(exc)) from None
     if out.reason != "watch":
         _emit(stop_output(cli_name, name, out.messages))
 
@@ -297,19 +297,19 @@ def wake_hook(ctx: click.Context, name: str, cli_name: str, wait_s: float, max_c
     of the same session takes over, or after --max-wait. Register it with
     ``"asyncRewake": true`` on SessionStart and on Stop, so every turn re-arms it.
     """
-    data = _read_input(WAKE_EVENTS)
-    if _claude_is_headless():
-        return  # `claude -p` waits for its hooks: nothing idles there to wake, so never hold it
-    session = str(data.get("session_id", ""))
-    tag = f"wake-{hashlib.sha256(session.encode(errors='replace')).hexdigest()[:12]}-"
-    _, inbox = _inbox(ctx, name)
-    try:
-        with ParentWatch() as watch:
-            if watch.gone():
-                return
+    with ParentWatch() as watch:  # first, before the parent can go unnoticed
+        data = _read_input(WAKE_EVENTS)
+        if _claude_is_headless():
+            return  # `claude -p` waits for its hooks: nothing idles there to wake; never hold it
+        session = str(data.get("session_id", ""))
+        tag = f"wake-{hashlib.sha256(session.encode(errors='replace')).hexdigest()[:12]}-"
+        _, inbox = _inbox(ctx, name)
+        if watch.gone():
+            return
+        try:
             out = inbox.wait_take(wait_s, max_count, watch=watch.fds, tag=tag)
-    except MeshError as exc:
-        raise click.ClickException(str(exc)) from None
+        except MeshError as exc:
+            raise click.ClickException(str(exc)) from None
     if out.messages:
         click.echo(_text(name, out.messages), err=True)
         raise SystemExit(2)

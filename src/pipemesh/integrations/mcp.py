@@ -217,16 +217,21 @@ class McpAgent(AgentBase):
             thread.join(timeout_s + self.inbox_file.lock_timeout_s)
         with self._retry_cond:
             left = list(self._unsaved)
-        if left and not (thread is not None and thread.is_alive()):
-            try:
-                self.inbox_file.append(*left)
-                with self._retry_cond:
-                    self._unsaved.clear()
-            except (OSError, MeshError) as exc:
+        if left:
+            error: object = "the retry thread is still stuck in a write"
+            if thread is None or not thread.is_alive():
+                try:
+                    self.inbox_file.append(*left)
+                    with self._retry_cond:
+                        self._unsaved.clear()
+                    error = None
+                except (OSError, MeshError) as exc:
+                    error = exc
+            if error is not None:
                 text = (
                     f"{len(left)} received message(s) could not be written to "
                     f"{self.inbox_file.path} before exit and are lost: "
-                    f"{', '.join(m.id for m in left)} ({exc})"
+                    f"{', '.join(m.id for m in left)} ({error})"
                 )
                 with contextlib.suppress(OSError, ValueError):
                     print(f"pipemesh mcp: {text}", file=sys.stderr, flush=True)
@@ -379,12 +384,23 @@ def mcp_command(ctx: click.Context, name: str, role: str, max_body_bytes: int) -
             "the MCP SDK is not installed; run: pip install 'pipemesh[mcp]'"
         ) from None
     _exit_on_sigterm()
-    agent = McpAgent(name, role, home, max_body_bytes=max_body_bytes)
-    watch = _leave_when_client_gone()
+    watch = _leave_when_client_gone()  # before joining: a client gone meanwhile is seen
+    agent: McpAgent | None = None
     try:
+        agent = McpAgent(name, role, home, max_body_bytes=max_body_bytes)
         build_server(agent).run("stdio")
+    except SystemExit as exc:
+        # SIGTERM, or the client is gone. The SDK's stdin reader thread may be blocked in
+        # a read that never ends (stdin still open elsewhere) and the interpreter would
+        # wait for it at exit: leave the mesh, then end the process here.
+        if agent is not None:
+            agent.close()
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+        os._exit(exc.code if isinstance(exc.code, int) else 1)
     finally:
-        agent.close()
+        if agent is not None:
+            agent.close()
         if watch is not None:
             watch.close()
 
