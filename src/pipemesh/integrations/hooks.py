@@ -11,6 +11,11 @@ agent without the model asking:
     ``AfterAgent``): when messages wait, or arrive within ``--wait`` seconds, the
     stop is blocked and the messages become the reason to go on. The wait wakes
     on a FIFO that the MCP server writes to, not on a poll tick.
+``wake``
+    Claude Code only, registered with ``"asyncRewake": true`` on SessionStart and
+    Stop: waits in the background (on the same FIFO) and, when a message arrives,
+    exits 2 with it on stderr, which starts a turn in the idle session. See
+    ``docs/wake.md``.
 ``context``
     After a prompt or a tool call (Claude Code and Codex ``UserPromptSubmit`` /
     ``PostToolUse`` / ``SessionStart``, Gemini CLI ``BeforeAgent`` / ``AfterTool`` /
@@ -43,8 +48,10 @@ Formats followed (input fields read: ``hook_event_name``, ``stop_hook_active``):
   ``UserPromptSubmit`` / ``PostToolUse`` / ``SessionStart`` take
   ``hookSpecificOutput.additionalContext``; "nothing to say" is ``{}``.
 
-A hook never exits 2 (that would block with stderr as the reason); failures exit
-1 with one line on stderr, which every CLI treats as a non-blocking error.
+Only ``wake`` exits 2, on purpose; the others never do (that would block with stderr
+as the reason). Failures, bad arguments included, exit 1 with one line on stderr,
+which every CLI treats as a non-blocking error. A hook that waits ends, handing over
+nothing, when the CLI that ran it exits (:mod:`pipemesh.integrations._procwatch`).
 """
 
 from __future__ import annotations
