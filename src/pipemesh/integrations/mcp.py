@@ -12,6 +12,11 @@ seconds; it wakes the moment a message arrives, with no poll interval), ``reply`
 and ``agents``. Mesh errors come back as tool errors with the error's sentence;
 the server never crashes on them.
 
+A message whose append to the inbox file fails (disk full, lock held by a stuck
+process) is kept in memory, logged, and written by a retry thread as soon as the
+file takes it. The server leaves the mesh when its stdin closes or when the
+process that started it exits (:mod:`pipemesh.integrations._procwatch`).
+
 Built on the official ``mcp`` SDK (2.x: ``mcp.server.mcpserver.MCPServer``).
 This module must not print to stdout: stdout carries the MCP protocol. The SDK
 is imported only when the server starts, so ``pipemesh`` starts fast and works
