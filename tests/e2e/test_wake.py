@@ -69,6 +69,24 @@ def _wait(cond: object, timeout_s: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def _sync_hooks_running(box: Sandbox) -> bool:
+    """True while a `pipemesh hook stop|context` of this sandbox runs (the session is not
+    idle yet: Claude Code waits for its synchronous Stop hooks before it goes idle)."""
+    mark = f"PIPEMESH_HOME={box.mesh}".encode()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"hook" not in argv or not ({b"stop", b"context"} & set(argv)):
+                continue
+            if mark in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def _send_and_time(box: Sandbox, model: FakeModel, agent: str, body: str) -> float:
     """Send ``body`` to ``agent``; seconds until a model request carries it."""
     with MeshClient("tester", box.mesh) as client:
@@ -183,6 +201,8 @@ def test_claude_idle_session_is_woken_by_async_rewake(
                 120,
                 f"the Stop hook did not re-arm the wake hook\n{claude_tui.text()}",
             )
+        # Idle: the wake hook waits and no synchronous hook of the last turn still runs.
+        _wait(lambda: not _sync_hooks_running(sandbox), 60, "the Stop hook did not finish")
         latencies.append(_send_and_time(sandbox, model, CLAUDE.agent, f"WAKE-{n} review PR {n}"))
     _record("claude", "asyncRewake hook (hook wake)", latencies)
     assert statistics.median(latencies) < LATENCY_BOUND_S
