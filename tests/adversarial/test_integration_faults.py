@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -29,11 +30,16 @@ STOP = {"session_id": "s1", "hook_event_name": "Stop", "stop_hook_active": False
 
 
 def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie nobody reaps counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rfind(")") + 2 :][:1] != "Z"
 
 
 def _registered(home: Path, name: str) -> bool:
@@ -141,6 +147,38 @@ def test_waiting_hook_exits_when_its_cli_is_killed(
             if _alive(hook_pid):
                 os.kill(hook_pid, signal.SIGKILL)
         wait_for(lambda: not any(waiters.iterdir()), timeout_s=10)  # it cleaned up its FIFO
+
+
+# A CLI that dies right after starting a hook through a shell: the shell (kept as the
+# hook's parent by the `; true`) is orphaned before the hook sets up its watch.
+ORPHANING_LAUNCHER = textwrap.dedent(
+    """\
+    import subprocess, sys
+    sh = subprocess.Popen(["sh", "-c", sys.argv[1] + "; true"], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True)
+    print(sh.pid, flush=True)
+    """
+)
+
+
+def test_wake_hook_under_an_orphaned_shell_does_not_wait(mesh_home: Path, spawn: Spawner) -> None:
+    """Seen with Claude Code killed as it ran a Stop hook: the hook's shell was already
+    orphaned, only the shell was watched, and the hook waited on for nobody."""
+    cmd = shlex.join(
+        [PY, "-m", "pipemesh", "--home", str(mesh_home), "hook", "wake", "--name", "orph2",
+         "--max-wait", "300"]
+    )  # fmt: skip
+    with McpAgent("orph2", home=mesh_home, heartbeat_s=0):
+        cli = spawn.python(ORPHANING_LAUNCHER, cmd)
+        assert cli.stdout is not None
+        sh_pid = int(cli.stdout.readline())
+        cli.wait(timeout=30)
+        try:
+            wait_for(lambda: not _alive(sh_pid), timeout_s=60)
+        finally:
+            if _alive(sh_pid):
+                os.killpg(sh_pid, signal.SIGKILL)
 
 
 def test_wake_hook_exits_2_with_the_message_and_newer_supersedes_older(

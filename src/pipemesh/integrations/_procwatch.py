@@ -51,11 +51,16 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
         return None
 
 
-def _watched_pids(ppid: int) -> list[int]:
+def _watched_pids(ppid: int) -> list[int] | None:
+    """The parent, and the CLI above it when the parent is a shell; None when that shell
+    was orphaned already (its parent is init: the CLI that started it is gone)."""
     pids = [ppid]
     info = _proc_stat(ppid)
-    if info is not None and info[0] in _SHELLS and info[1] > 1:
-        pids.append(info[1])
+    if info is not None and info[0] in _SHELLS:
+        if info[1] == 1:
+            return None
+        if info[1] > 1:
+            pids.append(info[1])
     return pids
 
 
@@ -74,6 +79,9 @@ class ParentWatch:
         if self.initial_ppid <= 1:
             return  # started by init or as a container's first process: nothing to watch
         pids = _watched_pids(self.initial_ppid)
+        if pids is None:
+            self._gone_at_start = True
+            return
         if sys.platform == "linux":
             for pid in pids:
                 try:
