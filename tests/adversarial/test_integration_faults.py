@@ -150,11 +150,12 @@ def test_waiting_hook_exits_when_its_cli_is_killed(
 
 
 # A CLI that dies right after starting a hook through a shell: the shell (kept as the
-# hook's parent by the `; true`) is orphaned before the hook sets up its watch.
+# hook's parent by a `; true`, else it execs the hook) is orphaned before the hook
+# sets up its watch.
 ORPHANING_LAUNCHER = textwrap.dedent(
     """\
     import subprocess, sys
-    sh = subprocess.Popen(["sh", "-c", sys.argv[1] + "; true"], stdin=subprocess.DEVNULL,
+    sh = subprocess.Popen(["sh", "-c", sys.argv[1]], stdin=subprocess.DEVNULL,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                           start_new_session=True)
     print(sh.pid, flush=True)
@@ -162,13 +163,16 @@ ORPHANING_LAUNCHER = textwrap.dedent(
 )
 
 
-def test_wake_hook_under_an_orphaned_shell_does_not_wait(mesh_home: Path, spawn: Spawner) -> None:
+@pytest.mark.parametrize("tail", ["; true", ""], ids=["shell-stays", "shell-execs"])
+def test_wake_hook_orphaned_at_start_does_not_wait(
+    mesh_home: Path, spawn: Spawner, tail: str
+) -> None:
     """Seen with Claude Code killed as it ran a Stop hook: the hook's shell was already
     orphaned, only the shell was watched, and the hook waited on for nobody."""
     cmd = shlex.join(
         [PY, "-m", "pipemesh", "--home", str(mesh_home), "hook", "wake", "--name", "orph2",
          "--max-wait", "300"]
-    )  # fmt: skip
+    ) + tail  # fmt: skip
     with McpAgent("orph2", home=mesh_home, heartbeat_s=0):
         cli = spawn.python(ORPHANING_LAUNCHER, cmd)
         assert cli.stdout is not None

@@ -69,13 +69,18 @@ class ParentWatch:
 
     Use as a context manager; :attr:`fds` go into ``select``; :meth:`gone` says whether
     a watched process has exited (without blocking).
+
+    Args:
+        init_parent_is_gone: a parent pid of 1 at start means we were orphaned already
+            (right for hooks, which a CLI always starts; not for a server that may run
+            under a container's init).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, init_parent_is_gone: bool = False) -> None:
         self.initial_ppid = os.getppid()
         self.fds: list[int] = []
         self._kqueue: Any = None
-        self._gone_at_start = False
+        self._gone_at_start = init_parent_is_gone and self.initial_ppid == 1
         if self.initial_ppid <= 1:
             return  # started by init or as a container's first process: nothing to watch
         pids = _watched_pids(self.initial_ppid)

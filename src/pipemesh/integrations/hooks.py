@@ -249,7 +249,9 @@ def stop_hook(ctx: click.Context, name: str, cli_name: str, wait_s: float, max_c
 
     The wait ends early, handing over nothing, when the CLI that ran the hook exits.
     """
-    with ParentWatch() as watch:  # first, before the parent can go unnoticed
+    with ParentWatch(
+        init_parent_is_gone=True
+    ) as watch:  # first, before the parent can go unnoticed
         _read_input(STOP_EVENTS[cli_name])
         home, inbox = _inbox(ctx, name)
         try:
@@ -304,7 +306,9 @@ def wake_hook(ctx: click.Context, name: str, cli_name: str, wait_s: float, max_c
     of the same session takes over, or after --max-wait. Register it with
     ``"asyncRewake": true`` on SessionStart and on Stop, so every turn re-arms it.
     """
-    with ParentWatch() as watch:  # first, before the parent can go unnoticed
+    with ParentWatch(
+        init_parent_is_gone=True
+    ) as watch:  # first, before the parent can go unnoticed
         data = _read_input(WAKE_EVENTS)
         if _claude_is_headless():
             return  # `claude -p` waits for its hooks: nothing idles there to wake; never hold it
