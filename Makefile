@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 CORE_STAMP := $(VENV)/.core-stamp
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: setup demo test lint typecheck wire-coverage unit integration bench bench-setup clean
+.PHONY: setup demo test lint typecheck wire-coverage unit integration e2e e2e-clis bench bench-setup clean
 
 # Everything: every extra and the dev tools (what `make test` needs).
 $(STAMP): pyproject.toml
@@ -47,6 +47,22 @@ unit: setup
 
 integration: setup
 	$(VENV)/bin/pytest tests/integration
+
+# The real agent CLIs (exact versions in tests/e2e/package.json) go to an ignored cache
+# folder, reinstalled only when the pins change; the suite runs them against a fake model.
+E2E_NPM := .cache/e2e-npm
+E2E_STAMP := $(E2E_NPM)/.installed-stamp
+
+$(E2E_STAMP): tests/e2e/package.json tests/e2e/package-lock.json
+	@mkdir -p $(E2E_NPM)
+	cp tests/e2e/package.json tests/e2e/package-lock.json $(E2E_NPM)/
+	cd $(E2E_NPM) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+e2e-clis: $(E2E_STAMP)
+
+e2e: setup e2e-clis
+	$(VENV)/bin/pytest tests/e2e
 
 # Redis comes from Debian's packages; the harness says so in its table when it cannot be had.
 bench-setup: setup

@@ -64,13 +64,13 @@ def test_setup_plan_merges_without_dropping_user_settings(tmp_path: Path) -> Non
     settings.parent.mkdir()
     mine = {"command": "my-linter", "type": "command"}
     settings.write_text(json.dumps({"model": "opus", "hooks": {"Stop": [{"hooks": [mine]}]}}))
-    changes = plan("claude", "cc", tmp_path, None, 0.0)
+    changes = plan("claude", "cc", tmp_path, None, 0.0, user_home=tmp_path).project
     new = json.loads(changes[1].new)
     assert new["model"] == "opus"
     assert new["hooks"]["Stop"][0]["hooks"] == [mine]
     assert "hook stop --cli claude --name cc" in new["hooks"]["Stop"][1]["hooks"][0]["command"]
     settings.write_text(changes[1].new)
-    assert not plan("claude", "cc", tmp_path, None, 0.0)[1].changed
+    assert not plan("claude", "cc", tmp_path, None, 0.0, user_home=tmp_path).project[1].changed
 
 
 def test_setup_plan_refuses_unparsable_files(tmp_path: Path) -> None:
@@ -78,4 +78,4 @@ def test_setup_plan_refuses_unparsable_files(tmp_path: Path) -> None:
     (tmp_path / ".gemini").mkdir()
     (tmp_path / ".gemini" / "settings.json").write_text("{not json")
     with pytest.raises(UsageError, match="is not valid JSON"):
-        plan("gemini", "gm", tmp_path, None, 0.0)
+        plan("gemini", "gm", tmp_path, None, 0.0, user_home=tmp_path)

@@ -48,6 +48,8 @@ def _serve(ctx: click.Context, spec: CliSpec, name: str, role: str, config: str 
         check_installed(spec)
     except CliFailed as exc:
         raise click.ClickException(str(exc)) from None
+    if spec.kind == "gemini":
+        spec = gemini.isolate(spec, Path.cwd(), home.root / "run" / name)
     _exit_on_sigterm()
     with CliAgent(name, spec, role, home_arg) as agent:
         click.echo(

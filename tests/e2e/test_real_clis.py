@@ -1,0 +1,202 @@
+"""The real Claude Code, Gemini CLI and Codex (and more) against pipemesh, end to end.
+
+Each CLI runs real turns against the fake model (:mod:`tests.e2e.fakemodel`) with the
+configuration that ``pipemesh setup X --write --approve`` wrote, unchanged: the tests
+check that the CLI accepts it, starts ``pipemesh mcp``, offers its tools to the model,
+runs the calls the "model" makes, and runs the hooks, which put waiting mesh messages
+into the next model request.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+from pipemesh.integrations._inbox import InboxFile
+from pipemesh.wire import Message
+from tests.e2e.clis import PROFILES, Profile
+from tests.e2e.conftest import VENV_BIN, Sandbox
+from tests.e2e.fakemodel import FakeModel, ModelRequest, Reply
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+TURN_TIMEOUT_S = 180.0
+
+
+@pytest.fixture(params=PROFILES, ids=lambda p: p.cli)
+def cli(request: pytest.FixtureRequest, sandbox: Sandbox) -> Profile:
+    """A CLI, its provider settings written, and the project set up by pipemesh itself."""
+    profile: Profile = request.param
+    profile.exe()  # skip when not installed
+    profile.prepare(sandbox)
+    setup = sandbox.pipemesh(
+        "setup", profile.cli, "--name", profile.agent, "--dir", str(sandbox.project),
+        "--write", "--approve",
+    )  # fmt: skip
+    assert setup.returncode == 0, setup.stderr
+    return profile
+
+
+@pytest.fixture(params=PROFILES, ids=lambda p: p.cli)
+def bare_cli(request: pytest.FixtureRequest, sandbox: Sandbox) -> Profile:
+    """A CLI with only its provider settings: no pipemesh setup, the folder never trusted."""
+    profile: Profile = request.param
+    profile.exe()
+    profile.prepare(sandbox)
+    return profile
+
+
+def _turn(box: Sandbox, cli: Profile, prompt: str) -> subprocess.CompletedProcess[str]:
+    done = box.run(cli.turn(box, prompt), timeout_s=TURN_TIMEOUT_S)
+    assert done.returncode == 0, f"{cli.cli} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+def _send(box: Sandbox, to: str, text: str) -> None:
+    sent = box.pipemesh("send", to, text, "--from", "tester", "--type", "question")
+    assert sent.returncode == 0, sent.stderr
+
+
+def _requests(model: FakeModel) -> str:
+    return "\n".join(
+        f"#{i} {r.api} tools={len(r.tools)} results={r.tool_results!r:.200}"
+        for i, r in enumerate(model.turns())
+    )
+
+
+def test_mcp_listing_sees_the_server(cli: Profile, sandbox: Sandbox) -> None:
+    """The CLI's own MCP listing shows pipemesh connected, from setup's config as written."""
+    listing = sandbox.run(cli.mcp_list(sandbox), timeout_s=120)
+    text = listing.stdout + listing.stderr
+    assert cli.connected.search(text), f"{cli.cli} does not list pipemesh as connected:\n{text}"
+
+
+def test_turn_sends_to_a_listening_agent(cli: Profile, sandbox: Sandbox, model: FakeModel) -> None:
+    """A real turn: the model calls send(to=bob) and bob, listening on the mesh, gets it."""
+    listener = sandbox.spawn_pipemesh("listen", "bob", "--count", "1", "--timeout", "240")
+    sandbox.wait_registered("bob")
+
+    def brain(req: ModelRequest) -> Reply:
+        if req.has_tool("send") and not req.tool_results:
+            return Reply.call("send", to="bob", text=f"hello from {cli.cli}")
+        return Reply.say("sent")
+
+    model.brain = brain
+    _turn(sandbox, cli, "say hello to bob over pipemesh")
+    out, _ = listener.communicate(timeout=60)
+    assert f"{cli.agent} -> bob" in out, _requests(model)
+    assert f"hello from {cli.cli}" in out
+    first = model.turns()[0]
+    assert all(first.has_tool(t) for t in ("send", "broadcast", "inbox", "reply", "agents"))
+
+
+def test_inbox_and_reply_answer_an_ask(cli: Profile, sandbox: Sandbox, model: FakeModel) -> None:
+    """`pipemesh ask` gets its answer from a model that used inbox(wait_s) then reply(id)."""
+    asks: list[subprocess.Popen[str]] = []
+
+    def brain(req: ModelRequest) -> Reply:
+        if not req.has_tool("inbox"):
+            return Reply.say("no pipemesh tools")
+        if not req.tool_results:
+            ask = [str(VENV_BIN / "pipemesh"), "ask", cli.agent, "what is 6 times 7?"]
+            asks.append(sandbox.spawn([*ask, "--from", "asker", "--timeout", "120"]))
+            return Reply.call("inbox", wait_s=60)
+        found = re.search(r"\[([^\]\s]+)\] from asker", req.tool_results[-1])
+        if found and len(req.tool_results) == 1:
+            return Reply.call("reply", id=found.group(1), text="42")
+        return Reply.say("answered")
+
+    model.brain = brain
+    _turn(sandbox, cli, "answer what arrives in your pipemesh inbox")
+    assert asks, f"the model never got pipemesh's tools:\n{_requests(model)}"
+    out, err = asks[0].communicate(timeout=60)
+    assert asks[0].returncode == 0, (out, err, _requests(model))
+    assert out.strip() == "42"
+
+
+def test_hooks_put_waiting_messages_into_the_next_request(
+    cli: Profile, sandbox: Sandbox, model: FakeModel
+) -> None:
+    """Each hook hands a waiting message to the model: prompt, tool and stop hooks.
+
+    One turn: a message waits before it starts (the prompt hook must add it to the first
+    request); the model calls agents() while a second message arrives (the tool hook
+    must add it to the next request); the model ends its turn while a third arrives
+    (the stop hook must block the stop and hand it over in a further request).
+    """
+    InboxFile.open(sandbox.mesh, cli.agent).append(
+        Message("tester", cli.agent, 1, "question", "e2e-1", "FIRST-waiting-before-the-turn")
+    )
+    sent: list[str] = []
+
+    def brain(req: ModelRequest) -> Reply:
+        if not req.has_tool("agents"):
+            return Reply.say("no pipemesh tools")
+        if "SECOND-during-a-tool-call" not in sent:
+            sent.append("SECOND-during-a-tool-call")
+            _send(sandbox, cli.agent, "SECOND-during-a-tool-call")
+            return Reply.call("agents")
+        if "THIRD-at-the-end-of-the-turn" not in sent:
+            sent.append("THIRD-at-the-end-of-the-turn")
+            _send(sandbox, cli.agent, "THIRD-at-the-end-of-the-turn")
+            return Reply.say("all done")
+        return Reply.say("done with the handed-over message")
+
+    model.brain = brain
+    _turn(sandbox, cli, "check who is online")
+    turns = [r for r in model.turns() if r.has_tool("agents")]
+    log = _requests(model)
+    assert len(turns) >= 3, f"expected 3 turn requests:\n{log}"
+    assert "FIRST-waiting-before-the-turn" in turns[0].text, (
+        f"{cli.prompt_hook} hook did not add the waiting message to the first request\n{log}"
+    )
+    assert "SECOND-during-a-tool-call" in turns[1].text, (
+        f"{cli.tool_hook} hook did not add the message to the request after the tool call\n{log}"
+    )
+    assert "THIRD-at-the-end-of-the-turn" in turns[2].text, (
+        f"{cli.stop_hook} hook did not hand over the message that arrived at the end\n{log}"
+    )
+    assert InboxFile.open(sandbox.mesh, cli.agent).take(10) == []
+
+
+def test_run_answers_an_ask_without_touching_the_interactive_agent(
+    cli: Profile, sandbox: Sandbox, model: FakeModel
+) -> None:
+    """`pipemesh run X` answers an ask, started in a project set up for an interactive X:
+    the headless CLI neither starts the project's MCP server nor runs its hooks (which
+    would take the interactive agent's messages under its name)."""
+    InboxFile.open(sandbox.mesh, cli.agent).append(
+        Message("tester", cli.agent, 1, "question", "e2e-9", "for-the-interactive-agent-only")
+    )
+
+    def brain(req: ModelRequest) -> Reply:
+        return Reply.say("The answer is 42.")
+
+    model.brain = brain
+    bot = sandbox.spawn_pipemesh("run", cli.cli, "--name", "bot", "--timeout", "150")
+    sandbox.wait_registered("bot", timeout_s=60)
+    ask = sandbox.pipemesh("ask", "bot", "what is 6 times 7?", "--timeout", "170", timeout_s=200)
+    assert bot.poll() is None, bot.communicate(timeout=10)
+    assert ask.returncode == 0, (ask.stdout, ask.stderr, _requests(model))
+    assert "42" in ask.stdout
+    assert model.turns(), "the headless CLI never asked the model"
+    for req in model.turns():
+        assert not req.has_tool("inbox"), "the headless CLI started the project's pipemesh server"
+        assert "for-the-interactive-agent-only" not in req.text, "it ran the project's hooks"
+    left = InboxFile.open(sandbox.mesh, cli.agent).take(10)
+    assert [m.body for m in left] == ["for-the-interactive-agent-only"]
+
+
+def test_run_answers_in_a_folder_never_trusted(
+    bare_cli: Profile, sandbox: Sandbox, model: FakeModel
+) -> None:
+    """`pipemesh run X` works where the user never ran X (Gemini CLI exits 55 there
+    unless told to skip the trust check)."""
+    model.brain = lambda req: Reply.say("Fine, thanks.")
+    sandbox.spawn_pipemesh("run", bare_cli.cli, "--name", "bot", "--timeout", "150")
+    sandbox.wait_registered("bot", timeout_s=60)
+    ask = sandbox.pipemesh("ask", "bot", "how are you?", "--timeout", "170", timeout_s=200)
+    assert ask.returncode == 0, (ask.stdout, ask.stderr, _requests(model))
+    assert "Fine, thanks." in ask.stdout
