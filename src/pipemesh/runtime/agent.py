@@ -64,7 +64,15 @@ from pipemesh.errors import (
 )
 from pipemesh.home import MeshHome
 from pipemesh.observe import EventLog
-from pipemesh.registry import INACTIVE, AgentRecord, Registry, process_start_time, utc_now_iso
+from pipemesh.registry import (
+    INACTIVE,
+    AgentRecord,
+    Registry,
+    pid_alive,
+    process_start_time,
+    utc_now_iso,
+)
+from pipemesh.runtime.durable import ACK_BATCH, ACK_INTERVAL_S, HandledLog, Unacked
 from pipemesh.runtime.router import Router
 from pipemesh.spool import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Spool, SpoolEntry
 from pipemesh.transport.base import Inbox, Outbox, Transport
@@ -90,6 +98,8 @@ LEAVE: Final = "mesh.leave"
 WAKE: Final = "mesh.wake"
 ACK: Final = "mesh.ack"
 SPOOLED: Final = "mesh.spooled"
+HANDLED: Final = "mesh.handled"
+_MAX_OWED: Final = 1024  # handled IDs owed to one sender whose pipe stays full
 
 
 class Delivery(enum.StrEnum):
@@ -210,6 +220,7 @@ class MeshClient:
         self._id_prefix = secrets.token_hex(4) + "-"
         self._ids = itertools.count(1)
         self._closed = False
+        self._unacked: Unacked | None = None  # AgentBase: sent to durable peers, not yet handled
         self._valid: set[str] = {agent_name}  # names and types already validated
         self.sent = 0
 
@@ -339,6 +350,7 @@ class MeshClient:
         msg_id: str | None = None,
         ack: bool = False,
         ack_timeout_s: float = 10.0,
+        sync: bool = False,
     ) -> str:
         """Send ``message`` to ``to_agent`` and return the message ID.
 
@@ -355,6 +367,7 @@ class MeshClient:
             msg_id=msg_id,
             ack=ack,
             ack_timeout_s=ack_timeout_s,
+            sync=sync,
         ).id
 
     def send(
@@ -370,6 +383,7 @@ class MeshClient:
         ack: bool = False,
         ack_timeout_s: float = 10.0,
         queue: bool = True,
+        sync: bool = False,
     ) -> SendResult:
         """Send ``message`` to ``to_agent``'s public pipe, or queue it for a durable agent.
 
@@ -386,12 +400,20 @@ class MeshClient:
                 (needs an inbox for the ``mesh.ack`` frame: an :class:`AgentBase`).
             ack_timeout_s: how long to wait for the acknowledgement.
             queue: spool the message when the recipient is durable and not
-                reading (False: raise AgentOffline instead).
+                reading (False: raise AgentOffline instead, and send it
+                at-most-once, like to a non-durable agent).
+            sync: for a durable recipient: write the message to its spool
+                first (fsynced with ``spool_fsync``), then tell it; the
+                message then survives this process dying too. A bare
+                MeshClient (no inbox for the recipient's reports) always
+                sends to durable agents this way.
 
         Returns:
             The ID and :attr:`Delivery.DELIVERED` (with ``ack=True``: handled)
             or :attr:`Delivery.QUEUED` (in the recipient's spool; it is handled
-            when the recipient starts again; no ack is awaited).
+            when the recipient starts again; no ack is awaited). To a durable
+            agent, DELIVERED also means: kept until the agent reports it
+            handled, and moved to its spool if the agent dies first.
 
         Raises:
             UnknownAgent: no agent of that name is registered.
@@ -426,6 +448,10 @@ class MeshClient:
             ack=ack,
         )
         timeout = self.send_timeout_s if timeout_s is None else timeout_s
+        rec = self._peers.get(to_agent)
+        if rec is None:
+            rec = self.refresh_peers().get(to_agent)  # once per new name: is it durable?
+        durable = queue and rec is not None and rec.durable
         waiter = self._expect_ack(to_agent, msg_id) if ack else None
         acked = False
         # History first: a fast reply must never be recorded before its question.
@@ -435,13 +461,16 @@ class MeshClient:
         self._sent_hook(sent)
         try:
             delivery = Delivery.DELIVERED
-            try:
-                self._write(to_agent, frames, timeout)
-            except (AgentOffline, PeerGone):
-                if not (queue and self._is_durable(to_agent)):
-                    raise
-                self._queue(to_agent, frames, msg_id)
-                delivery = Delivery.QUEUED
+            if durable:
+                delivery = self._send_durable(to_agent, frames, msg_id, timeout, sync)
+            else:
+                try:
+                    self._write(to_agent, frames, timeout)
+                except (AgentOffline, PeerGone):
+                    if not (queue and self._is_durable(to_agent)):
+                        raise
+                    self._queue(to_agent, frames, msg_id)
+                    delivery = Delivery.QUEUED
             if waiter is not None and delivery is Delivery.DELIVERED:
                 self._wait_ack(waiter, ack_timeout_s)
                 acked = waiter.is_set()
@@ -503,6 +532,46 @@ class MeshClient:
         if rec is None or not rec.durable:
             rec = self.refresh_peers().get(name)
         return rec is not None and rec.durable
+
+    def _unacked_for_send(self) -> Unacked | None:
+        """Where messages to durable peers are kept until handled (None: no inbox, sync)."""
+        return None
+
+    def _send_durable(
+        self, to: str, frames: list[bytes], msg_id: str, timeout_s: float, sync: bool
+    ) -> Delivery:
+        """Send to a durable peer so that its SIGKILL loses nothing (docs/delivery.md)."""
+        data = b"".join(frames)
+        unacked = self._unacked_for_send()
+        if sync or unacked is None:
+            path = self.spool.put(to, data, msg_id)
+            return Delivery.DELIVERED if self._notify_spooled(to, path.name) else Delivery.QUEUED
+        for attempt in (0, 1):
+            unacked.keep(to, msg_id, data)  # before the write: its report may come at once
+            try:
+                self._outbox(to).write_frames(frames, timeout_s)
+                return Delivery.DELIVERED
+            except (AgentOffline, PeerGone, TransportClosed) as exc:
+                unacked.forget(to, msg_id)
+                self._forget(to)
+                # The reader we wrote to is gone: what it had not handled goes to its spool.
+                unacked.move_to_spool(to)
+                if attempt or isinstance(exc, AgentOffline):
+                    break
+            except BaseException:
+                unacked.forget(to, msg_id)
+                raise
+        unacked.move_to_spool(to, (msg_id, data))
+        return Delivery.QUEUED
+
+    def _notify_spooled(self, to: str, file_name: str = "") -> bool:
+        """Tell ``to`` that its spool has something new; True if it is reading."""
+        self._forget(to)  # a cached outbox may point at a reader that died
+        try:
+            self._send_control(to, SPOOLED, file_name, min(self.send_timeout_s, 1.0))
+        except MeshError:
+            return False
+        return True
 
     def _queue(self, to: str, frames: list[bytes], msg_id: str) -> None:
         self.spool.put(to, b"".join(frames), msg_id)
@@ -715,7 +784,10 @@ class AgentBase(MeshClient):
             if len(self._seen) > self._dedupe_window:
                 self._seen.popitem(last=False)
         self._acks: dict[str, tuple[str, threading.Event]] = {}
-        self._from_spool: dict[tuple[str, str], SpoolEntry] = {}
+        # (sender, ID) routed to the handler and not handled yet -> a duplicate asked for an ack.
+        self._inflight: dict[tuple[str, str], bool] = {}
+        # Spooled message -> its file, and the message object if it is the copy to handle.
+        self._from_spool: dict[tuple[str, str], tuple[SpoolEntry, Message | None]] = {}
         self._spool_injected: set[Path] = set()
         self.role = role.replace("\n", " ")[:200]
         self.history_limit = history_limit
@@ -732,9 +804,26 @@ class AgentBase(MeshClient):
         self._heartbeat_s = heartbeat_s
         self._heartbeat_stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        # Durable: the record of handled messages, and the reports owed to their senders.
+        self._handled_log: HandledLog | None = None
+        self._owed: dict[str, list[str]] = {}
+        self._owed_at = time.monotonic()
+        if durable:
+            try:
+                self._handled_log = HandledLog(self.spool.root, agent_name, dedupe_window)
+            except BaseException:
+                self.events.close()
+                raise
+            for key in self._handled_log.recent_keys():
+                self._seen[key] = None
+                self._seen.move_to_end(key)
+                if len(self._seen) > self._dedupe_window:
+                    self._seen.popitem(last=False)
         try:
             inbox = self._register()
         except BaseException:
+            if self._handled_log is not None:
+                self._handled_log.close()
             self.events.close()
             raise
         self._inbox: Inbox = inbox
@@ -841,8 +930,14 @@ class AgentBase(MeshClient):
                 reply_to=msg.reply_to,
                 size=_utf8_len(msg.body),
             )
-            if msg.ack and key not in self._from_spool:
-                self._send_ack(msg)  # the first ack was lost, or the first copy is still queued
+            if key in self._inflight:
+                if msg.ack:  # the first copy is still queued: ack once its handler returned
+                    self._inflight[key] = True
+            else:
+                if msg.ack and key not in self._from_spool:
+                    self._send_ack(msg)  # handled already; the first ack was lost
+                if self._handled_log is not None:
+                    self._owe_report(msg.sender, msg.id)  # its sender may still keep it
             return False
         seen[key] = None
         if len(seen) > self._dedupe_window:
@@ -865,14 +960,21 @@ class AgentBase(MeshClient):
             self._log_latency("reply_received", msg)
             pending.reply = msg
             pending.event.set()
+            if self._handled_log is not None:
+                self._mark_handled(msg)
             if msg.ack:
                 self._send_ack(msg)
             return False
+        self._inflight[key] = False
         return True
 
     def _control(self, msg: Message) -> bool:
         if msg.msg_type == JOIN:
             self._forget(msg.sender)  # a restarted peer may have a new pipe
+            unacked = self._unacked
+            if unacked is not None and unacked.count(msg.sender):
+                # It restarted: what its previous run had not handled goes to its spool.
+                unacked.move_to_spool(msg.sender)
             # The frame carries the joiner's registry record: no registry read,
             # so 100 agents joining at once cost O(N) each, not a registry storm.
             try:
@@ -895,11 +997,35 @@ class AgentBase(MeshClient):
             waiter = self._acks.get(msg.reply_to)
             if waiter is not None and waiter[0] == msg.sender:
                 waiter[1].set()
+        elif msg.msg_type == HANDLED:
+            if self._unacked is not None:
+                self._unacked.handled(msg.sender, msg.body.split())
         elif msg.msg_type == SPOOLED:
-            self._drain_spool()
+            self._drain_spool(msg.body)
         return False  # WAKE needs nothing: the read it ended was the point
 
     # -- acknowledgements, duplicates and the spool --
+
+    def _unacked_for_send(self) -> Unacked | None:
+        unacked = self._unacked
+        if unacked is None:
+            with self._connect_lock:
+                if self._unacked is None:
+                    self._unacked = Unacked(
+                        self.spool,
+                        self._notify_spooled,
+                        self.events.error,
+                    )
+                    self._unacked.watch(self._peer_gone)
+                unacked = self._unacked
+        return unacked
+
+    def _peer_gone(self, name: str) -> bool:
+        """Watcher thread: True if no process of ``name``'s registry entry runs any more."""
+        rec = self._peers.get(name)
+        if rec is None:
+            rec = self.refresh_peers().get(name)
+        return rec is None or not pid_alive(rec.pid, rec.pid_start)
 
     def _expect_ack(self, to: str, msg_id: str) -> threading.Event:
         event = threading.Event()
@@ -921,10 +1047,14 @@ class AgentBase(MeshClient):
         except MeshError as exc:
             self.events.error("ack_failed", str(exc), to=msg.sender, id=msg.id)
 
-    def _drain_spool(self) -> None:
-        """Route every message waiting in our spool, oldest first (router thread or start)."""
+    def _drain_spool(self, file_name: str = "") -> None:
+        """Route every message waiting in our spool, oldest first (router thread or start).
+
+        With ``file_name`` (a sender's ``mesh.spooled`` names the file it
+        queued) only that file, if it is one of ours; otherwise the whole spool.
+        """
         try:
-            entries = self.spool.entries(self.agent_name)
+            entries = self._spool_entries(file_name)
         except MeshError as exc:
             self.events.error("spool_unreadable", str(exc))
             return
@@ -939,10 +1069,30 @@ class AgentBase(MeshClient):
             if key in self._from_spool:
                 Spool.remove(entry)  # the same message queued twice (a retry): one is enough
                 continue
-            self._from_spool[key] = entry
+            self._from_spool[key] = (entry, msg)
             self._spool_injected.add(entry.path)
             if not self._router.inject(msg, now_ns):
-                self._spooled_done(key)
+                if key in self._inflight:
+                    # Another copy (from the pipe) waits for the handler: keep the file
+                    # until that copy is handled, so a crash meanwhile loses nothing.
+                    self._from_spool[key] = (entry, None)
+                else:
+                    self._spooled_done(key)
+
+    def _spool_entries(self, file_name: str) -> list[SpoolEntry]:
+        if file_name:
+            directory = self.spool.directory(self.agent_name)
+            fields = file_name.split("-", 4)
+            path = directory / file_name
+            if (
+                "/" not in file_name
+                and file_name.endswith(".msg")
+                and len(fields) == 5
+                and fields[3].isdigit()
+                and path.exists()
+            ):
+                return [SpoolEntry(path, int(fields[3]))]
+        return self.spool.entries(self.agent_name)
 
     def _read_spooled(self, entry: SpoolEntry) -> Message | None:
         data = Spool.read(entry)
@@ -977,10 +1127,55 @@ class AgentBase(MeshClient):
         return msg
 
     def _spooled_done(self, key: tuple[str, str]) -> None:
-        entry = self._from_spool.pop(key, None)
-        if entry is not None:
-            self._spool_injected.discard(entry.path)
-            Spool.remove(entry)
+        spooled = self._from_spool.pop(key, None)
+        if spooled is not None:
+            self._spool_injected.discard(spooled[0].path)
+            Spool.remove(spooled[0])
+
+    # -- durable: the record of handled messages and the reports to their senders --
+
+    def _mark_handled(self, msg: Message) -> None:
+        """Record (sender, ID) as handled, before anything acknowledges it."""
+        log = self._handled_log
+        if log is None:
+            return
+        try:
+            log.record(msg.sender, msg.id)
+        except OSError as exc:
+            self.events.error(
+                "handled_record_failed",
+                f"cannot record message {msg.id} as handled in {log.path}: {exc.strerror}; "
+                "it may be handled again after a crash",
+                id=msg.id,
+            )
+        self._owe_report(msg.sender, msg.id)
+
+    def _owe_report(self, sender: str, msg_id: str) -> None:
+        rec = self._peers.get(sender)
+        if rec is None or not rec.is_active:
+            return  # a bare client (it spooled first) or a sender that is gone: nobody to tell
+        owed = self._owed.get(sender)
+        if owed is None:
+            owed = self._owed[sender] = []
+        owed.append(msg_id)
+        if len(owed) >= ACK_BATCH:
+            self._send_reports(sender)
+
+    def _send_reports(self, only: str = "") -> None:
+        """Tell senders which of their messages were handled (``mesh.handled``, batched)."""
+        for name in [only] if only else list(self._owed):
+            ids = self._owed.pop(name, None)
+            if not ids:
+                continue
+            try:
+                self._send_control(name, HANDLED, " ".join(ids), 0.1)
+            except SendTimeout:
+                # Its pipe is full (a stopped process?): retry with the next batch, bounded;
+                # a sender that never hears keeps them and we drop its replays.
+                self._owed[name] = (ids + self._owed.get(name, []))[-_MAX_OWED:]
+            except MeshError:
+                pass  # gone: what it kept went (or goes) to our spool, and we drop replays
+        self._owed_at = time.monotonic()
 
     def _log_latency(self, event: str, msg: Message) -> None:
         if msg.sent_ns:
@@ -1007,10 +1202,21 @@ class AgentBase(MeshClient):
                 id=msg.id,
                 traceback="".join(traceback.format_exception(exc)[-3:]),
             )
-        if self._from_spool and (msg.sender, msg.id) in self._from_spool:
-            self._spooled_done((msg.sender, msg.id))  # its sender was told "queued": no ack
-        elif msg.ack:
+        key = (msg.sender, msg.id)
+        dup_ack = self._inflight.pop(key, False)
+        if self._handled_log is not None:
+            self._mark_handled(msg)
+        spooled = self._from_spool.get(key) if self._from_spool else None
+        if spooled is not None:
+            self._spooled_done(key)
+        # A spooled copy's sender was told "queued": no ack for it; a live duplicate
+        # that asked for one while this copy waited gets it now.
+        if (msg.ack and (spooled is None or spooled[1] is not msg)) or dup_ack:
             self._send_ack(msg)
+        if self._owed and (
+            self._router.backlog == 0 or time.monotonic() - self._owed_at > ACK_INTERVAL_S
+        ):
+            self._send_reports()
 
     def on_message_received(self, msg: Message) -> None:
         """Handle one message addressed to this agent or broadcast.
@@ -1189,6 +1395,7 @@ class AgentBase(MeshClient):
             return
         self._closing = True
         name = self.agent_name
+        self._settle_unacked(min(timeout_s, 2.0))
         try:
             if self.durable:
                 self.registry.mark_stopped(name, os.getpid())
@@ -1215,6 +1422,9 @@ class AgentBase(MeshClient):
         with contextlib.suppress(MeshError):
             self._self_outbox.write_frames(wake, min(timeout_s, 1.0))
         self._router.join(timeout_s)
+        if self._handled_log is not None:
+            self._send_reports()
+            self._handled_log.close()
         self._heartbeat_stop.set()
         if self._heartbeat is not None and threading.current_thread() is not self._heartbeat:
             self._heartbeat.join(timeout_s)
@@ -1227,6 +1437,27 @@ class AgentBase(MeshClient):
         for pending in list(self._pending.values()):
             pending.event.set()
         super().close()
+
+    def _settle_unacked(self, timeout_s: float) -> None:
+        """On close: wait a little for durable peers' reports, then spool what they still lack.
+
+        A peer that is merely slow handles its pipe copy and drops the spooled
+        one; a peer that dies later finds the message in its spool.
+        """
+        unacked = self._unacked
+        if unacked is None:
+            return
+        if unacked.count():
+            if threading.current_thread() is self._router.thread:
+                self._router.pump(lambda: not unacked.count(), timeout_s)
+            else:
+                unacked.wait_empty(timeout_s)
+        for peer in unacked.peers():
+            try:
+                unacked.move_to_spool(peer)
+            except MeshError as exc:
+                self.events.error("unacked_not_spooled", str(exc), to=peer)
+        unacked.close()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.agent_name!r} role={self.role!r}>"
