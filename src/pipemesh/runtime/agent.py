@@ -1395,7 +1395,7 @@ class AgentBase(MeshClient):
             return
         self._closing = True
         name = self.agent_name
-        self._settle_unacked(min(timeout_s, 2.0))
+        self._settle_unacked(timeout_s)
         try:
             if self.durable:
                 self.registry.mark_stopped(name, os.getpid())
@@ -1447,11 +1447,17 @@ class AgentBase(MeshClient):
         unacked = self._unacked
         if unacked is None:
             return
-        if unacked.count():
+        deadline = time.monotonic() + timeout_s
+        left = unacked.count()
+        while left and time.monotonic() < deadline:  # as long as the peers make progress
             if threading.current_thread() is self._router.thread:
-                self._router.pump(lambda: not unacked.count(), timeout_s)
+                self._router.pump(lambda: unacked.count() < left, 1.0)
             else:
-                unacked.wait_empty(timeout_s)
+                unacked.wait_empty(1.0)
+            now_left = unacked.count()
+            if now_left >= left:
+                break
+            left = now_left
         for peer in unacked.peers():
             try:
                 unacked.move_to_spool(peer)

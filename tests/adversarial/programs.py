@@ -1,0 +1,74 @@
+"""Child programs for the adversarial tests: receivers that keep their own record, senders.
+
+Each receiver's handler appends ``<sender> <id>`` to its record file with one
+``write`` (the record of its effect); the tests reconcile from those records
+and from the senders' own records of what ``send()`` returned.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# argv: name record_path durable(0/1) work_us [slow_s]
+# A handler that spins work_us per message (to build a backlog) and, for a body
+# "slow", sleeps slow_s first (an LLM call stands in for it).
+RECEIVER = """
+import os, sys, time
+from pipemesh import AgentBase
+name, record, durable, work_us = sys.argv[1], sys.argv[2], sys.argv[3] == "1", float(sys.argv[4])
+slow_s = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
+fd = os.open(record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+class Receiver(AgentBase):
+    def on_message_received(self, msg):
+        if msg.body == "slow":
+            time.sleep(slow_s)
+        if work_us:
+            end = time.perf_counter() + work_us / 1e6
+            while time.perf_counter() < end:
+                pass
+        os.write(fd, f"{msg.sender} {msg.id}\\n".encode())
+
+with Receiver(name, durable=durable, heartbeat_s=0, log_messages=False,
+              spool_fsync=False) as agent:
+    print("ready", flush=True)
+    agent.run_forever()
+"""
+
+# argv: name targets(comma) count record_path pause_s seed [sync(0/1) [burst]]
+# Sends `count` plain send()s to random targets, pausing up to 2 * pause_s after
+# every `burst` messages (default 1); after each send() records
+# "<to> <id> <outcome>" (delivered/queued) or "<to> <id> error <ErrorName>".
+SENDER = """
+import os, random, sys, time
+from pipemesh import AgentBase, MeshError
+name, targets, count, record = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3]), sys.argv[4]
+pause_s, rng = float(sys.argv[5]), random.Random(int(sys.argv[6]))
+sync = len(sys.argv) > 7 and sys.argv[7] == "1"
+burst = int(sys.argv[8]) if len(sys.argv) > 8 else 1
+fd = os.open(record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+with AgentBase(name, heartbeat_s=0, log_messages=False, spool_fsync=False,
+               send_timeout_s=2.0) as agent:
+    print("ready", flush=True)
+    for i in range(count):
+        to = rng.choice(targets)
+        msg_id = f"{name}-{i}"
+        try:
+            res = agent.send(to, f"m{i}", msg_id=msg_id, sync=sync)
+        except MeshError as exc:
+            os.write(fd, f"{to} {msg_id} error {type(exc).__name__}\\n".encode())
+        else:
+            os.write(fd, f"{to} {msg_id} {res.delivery.value}\\n".encode())
+        if pause_s and i % burst == burst - 1:
+            time.sleep(rng.uniform(0, 2 * pause_s))
+print("done", flush=True)
+"""
+
+
+def read_lines(path: Path) -> list[list[str]]:
+    """The whole lines of a record, split into fields (a torn last line is skipped)."""
+    try:
+        data = path.read_text()
+    except FileNotFoundError:
+        return []
+    return [line.split() for line in data.split("\n")[:-1] if line]
