@@ -9,20 +9,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# argv: name record_path durable(0/1) work_us [slow_s]
+# argv: name record_path durable(0/1) work_us [gate_path]
 # A handler that spins work_us per message (to build a backlog) and, for a body
-# "slow", sleeps slow_s first (an LLM call stands in for it).
+# "slow", first waits (up to 60 s) until gate_path exists: a slow handler (an
+# LLM call) that the test releases.
 RECEIVER = """
 import os, sys, time
 from pipemesh import AgentBase
 name, record, durable, work_us = sys.argv[1], sys.argv[2], sys.argv[3] == "1", float(sys.argv[4])
-slow_s = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
+gate = sys.argv[5] if len(sys.argv) > 5 else ""
 fd = os.open(record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
 class Receiver(AgentBase):
     def on_message_received(self, msg):
-        if msg.body == "slow":
-            time.sleep(slow_s)
+        if msg.body == "slow" and gate:
+            deadline = time.monotonic() + 60
+            while not os.path.exists(gate) and time.monotonic() < deadline:
+                time.sleep(0.01)
         if work_us:
             end = time.perf_counter() + work_us / 1e6
             while time.perf_counter() < end:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from pipemesh import AckTimeout, AgentBase
 from tests.adversarial.programs import RECEIVER, SENDER, read_lines
 from tests.conftest import Spawner, wait_for
 
@@ -33,10 +34,10 @@ def start_receiver(
     *,
     durable: bool = True,
     work_us: float = 0.0,
-    slow_s: float = 0.0,
+    gate: Path | None = None,
 ) -> subprocess.Popen[str]:
     proc = spawn.python(
-        RECEIVER, name, str(record), "1" if durable else "0", str(work_us), str(slow_s)
+        RECEIVER, name, str(record), "1" if durable else "0", str(work_us), str(gate or "")
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
@@ -102,3 +103,71 @@ def test_durable_receiver_sigkilled_repeatedly_handles_every_send_once(
     assert max(counts.values()) <= 2
     print(f"kills={kills} handled twice (killed in that window)={len(twice)}")
     assert not list((mesh_home / "spool" / "sink").glob("*.msg"))
+
+
+def test_sync_send_survives_sender_and_receiver_dying(
+    mesh_home: Path, spawn: Spawner, tmp_path: Path
+) -> None:
+    """Receiver stopped, sender then receiver SIGKILLed: sync=True sends all handled once.
+
+    The same plain sends are lost: the sender's memory and the pipe died with them
+    (the "both sides die" row of docs/delivery.md).
+    """
+    record = tmp_path / "handled.txt"
+    receiver = start_receiver(spawn, "sink", record)
+    receiver.send_signal(signal.SIGSTOP)  # alive, registered, not reading
+    try:
+        records = {}
+        for mode in ("1", "0"):
+            sent_record = tmp_path / f"sent-{mode}.txt"
+            sender = spawn.python(
+                SENDER, f"src{mode}", "sink", "50", str(sent_record), "0", "1", mode
+            )
+            assert sender.stdout is not None
+            assert sender.stdout.readline().strip() == "ready"
+            wait_for(lambda p=sent_record: len(read_lines(p)) >= 50, timeout_s=60)
+            sender.send_signal(signal.SIGKILL)  # before its close() could spool anything
+            sender.wait(timeout=10)
+            records[mode] = read_lines(sent_record)
+    finally:
+        receiver.send_signal(signal.SIGKILL)
+        receiver.send_signal(signal.SIGCONT)
+        receiver.wait(timeout=10)
+    assert {f[2] for f in records["1"]} == {"delivered"}  # in the spool, and it was told
+    assert {f[2] for f in records["0"]} == {"delivered"}
+    start_receiver(spawn, "sink", record)
+    sync_ids = {f[1] for f in records["1"]}
+    wait_for(lambda: sync_ids <= set(handled_ids(record)), timeout_s=30)
+    counts = handled_ids(record)
+    assert all(counts[i] == 1 for i in sync_ids)
+    assert not {f[1] for f in records["0"]} & set(counts)  # plain: lost with both sides
+    assert not list((mesh_home / "spool" / "sink").glob("*.msg"))
+
+
+def test_retry_of_a_queued_ack_message_is_acked_only_once_handled(
+    mesh_home: Path, spawn: Spawner, tmp_path: Path
+) -> None:
+    """A retried ack=True message whose first copy waits behind a slow handler is not acked early.
+
+    Before the fix the retry was acknowledged at once as a duplicate, before its
+    handler ran (and with a slow handler the caller moved on while it never ran).
+    """
+    record = tmp_path / "handled.txt"
+    gate = tmp_path / "gate"
+    start_receiver(spawn, "slowpoke", record, durable=False, gate=gate)
+    with AgentBase("asker", heartbeat_s=0) as asker:
+        asker.send("slowpoke", "slow")  # the handler is busy with this one until the gate
+        with pytest.raises(AckTimeout) as info:
+            asker.send("slowpoke", "job", ack=True, ack_timeout_s=0.5)
+        msg_id = info.value.message_id
+        assert msg_id is not None
+        # The retry finds the first copy still queued: no ack until it was handled.
+        with pytest.raises(AckTimeout):
+            asker.send("slowpoke", "job", ack=True, ack_timeout_s=0.5, msg_id=msg_id)
+        assert msg_id not in handled_ids(record)
+        gate.touch()
+        res = asker.send("slowpoke", "job", ack=True, ack_timeout_s=60, msg_id=msg_id)
+        assert res.acked
+        assert handled_ids(record)[msg_id] == 1  # acknowledged means handled
+    wait_for(lambda: len(read_lines(record)) == 2)
+    assert handled_ids(record)[msg_id] == 1
