@@ -38,10 +38,11 @@ with Receiver(name, durable=durable, heartbeat_s=0, log_messages=False,
     agent.run_forever()
 """
 
-# argv: name targets(comma) count record_path pause_s seed [sync(0/1) [burst]]
-# Sends `count` plain send()s to random targets, pausing up to 2 * pause_s after
-# every `burst` messages (default 1); after each send() records
-# "<to> <id> <outcome>" (delivered/queued) or "<to> <id> error <ErrorName>".
+# argv: name targets(comma) count record_path pause_s seed [sync(0/1) [burst [stop_path]]]
+# Sends up to `count` plain send()s to random targets, pausing up to 2 * pause_s
+# after every `burst` messages (default 1), until stop_path exists; after each
+# send() records "<to> <id> <outcome> <time>", outcome "delivered" / "queued" or
+# "error:<ErrorName>" when send() raised.
 SENDER = """
 import os, random, sys, time
 from pipemesh import AgentBase, MeshError
@@ -49,19 +50,23 @@ name, targets, count, record = sys.argv[1], sys.argv[2].split(","), int(sys.argv
 pause_s, rng = float(sys.argv[5]), random.Random(int(sys.argv[6]))
 sync = len(sys.argv) > 7 and sys.argv[7] == "1"
 burst = int(sys.argv[8]) if len(sys.argv) > 8 else 1
+stop = sys.argv[9] if len(sys.argv) > 9 else ""
 fd = os.open(record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 with AgentBase(name, heartbeat_s=0, log_messages=False, spool_fsync=False,
                send_timeout_s=2.0) as agent:
     print("ready", flush=True)
     for i in range(count):
+        if stop and i % 16 == 0 and os.path.exists(stop):
+            break
         to = rng.choice(targets)
         msg_id = f"{name}-{i}"
         try:
             res = agent.send(to, f"m{i}", msg_id=msg_id, sync=sync)
         except MeshError as exc:
-            os.write(fd, f"{to} {msg_id} error {type(exc).__name__}\\n".encode())
+            outcome = "error:" + type(exc).__name__
         else:
-            os.write(fd, f"{to} {msg_id} {res.delivery.value}\\n".encode())
+            outcome = res.delivery.value
+        os.write(fd, f"{to} {msg_id} {outcome} {time.time():.6f}\\n".encode())
         if pause_s and i % burst == burst - 1:
             time.sleep(rng.uniform(0, 2 * pause_s))
 print("done", flush=True)

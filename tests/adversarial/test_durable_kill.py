@@ -88,7 +88,7 @@ def test_durable_receiver_sigkilled_repeatedly_handles_every_send_once(
     assert sender.returncode == 0, err
     sent = read_lines(sent_record)
     assert len(sent) == total
-    errors = [f for f in sent if f[2] == "error"]
+    errors = [f for f in sent if f[2].startswith("error")]
     assert not errors, errors[:5]
     ok = {f[1] for f in sent}
     assert {f[2] for f in sent} <= {"delivered", "queued"}
