@@ -1451,7 +1451,7 @@ class AgentBase(MeshClient):
         left = unacked.count()
         while left and time.monotonic() < deadline:  # as long as the peers make progress
             if threading.current_thread() is self._router.thread:
-                self._router.pump(lambda: unacked.count() < left, 1.0)
+                self._router.pump(lambda n=left: unacked.count() < n, 1.0)
             else:
                 unacked.wait_empty(1.0)
             now_left = unacked.count()
