@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import itertools
 import json
 import os
@@ -99,7 +100,8 @@ WAKE: Final = "mesh.wake"
 ACK: Final = "mesh.ack"
 SPOOLED: Final = "mesh.spooled"
 HANDLED: Final = "mesh.handled"
-_MAX_OWED: Final = 1024  # handled IDs owed to one sender whose pipe stays full
+_MAX_OWED: Final = 4096  # handled IDs owed to one sender whose pipe stays full
+_REPORT_BYTES: Final = 3500  # IDs in one mesh.handled frame (with its header: under PIPE_BUF)
 
 
 class Delivery(enum.StrEnum):
@@ -692,6 +694,10 @@ class MeshClient:
         self.close()
 
 
+def _fewer(unacked: Unacked, than: int) -> bool:
+    return unacked.count() < than
+
+
 def _utf8_len(text: str) -> int:
     """Bytes of ``text`` on the wire, as the send side logs them (no encode for ASCII)."""
     return len(text) if text.isascii() else len(text.encode())
@@ -841,6 +847,7 @@ class AgentBase(MeshClient):
             name=f"pipemesh-router-{agent_name}",
             on_exit=self._stopped.set,  # run_forever returns, so `with` closes the agent
         )
+        self._router.idle_delay_s = ACK_INTERVAL_S
         # Before the first pipe read: what waited in the spool goes first.
         self.spool.remove_stale_tmp(agent_name)
         self._drain_spool()
@@ -1165,16 +1172,23 @@ class AgentBase(MeshClient):
         """Tell senders which of their messages were handled (``mesh.handled``, batched)."""
         for name in [only] if only else list(self._owed):
             ids = self._owed.pop(name, None)
-            if not ids:
-                continue
-            try:
-                self._send_control(name, HANDLED, " ".join(ids), 0.1)
-            except SendTimeout:
-                # Its pipe is full (a stopped process?): retry with the next batch, bounded;
-                # a sender that never hears keeps them and we drop its replays.
-                self._owed[name] = (ids + self._owed.get(name, []))[-_MAX_OWED:]
-            except MeshError:
-                pass  # gone: what it kept went (or goes) to our spool, and we drop replays
+            start = 0
+            while ids and start < len(ids):
+                # One frame per report (a write of one frame is all or nothing), no waiting.
+                end, size = start, 0
+                while end < len(ids) and size + len(ids[end]) < _REPORT_BYTES:
+                    size += len(ids[end]) + 1
+                    end += 1
+                try:
+                    self._send_control(name, HANDLED, " ".join(ids[start:end]), 0.0)
+                except SendTimeout:
+                    # Its pipe is full (a stopped process?): retry with the next batch,
+                    # bounded; what it never hears of it keeps, and we drop its replays.
+                    self._owed[name] = (ids[start:] + self._owed.get(name, []))[-_MAX_OWED:]
+                    break
+                except MeshError:
+                    break  # gone: what it kept went (or goes) to our spool; replays are dropped
+                start = end
         self._owed_at = time.monotonic()
 
     def _log_latency(self, event: str, msg: Message) -> None:
@@ -1213,10 +1227,11 @@ class AgentBase(MeshClient):
         # that asked for one while this copy waited gets it now.
         if (msg.ack and (spooled is None or spooled[1] is not msg)) or dup_ack:
             self._send_ack(msg)
-        if self._owed and (
-            self._router.backlog == 0 or time.monotonic() - self._owed_at > ACK_INTERVAL_S
-        ):
-            self._send_reports()
+        if self._owed:
+            if time.monotonic() - self._owed_at > ACK_INTERVAL_S:
+                self._send_reports()
+            else:
+                self._router.idle_hook = self._send_reports  # once the pipe stays empty
 
     def on_message_received(self, msg: Message) -> None:
         """Handle one message addressed to this agent or broadcast.
@@ -1451,7 +1466,7 @@ class AgentBase(MeshClient):
         left = unacked.count()
         while left and time.monotonic() < deadline:  # as long as the peers make progress
             if threading.current_thread() is self._router.thread:
-                self._router.pump(lambda n=left: unacked.count() < n, 1.0)
+                self._router.pump(functools.partial(_fewer, unacked, left), 1.0)
             else:
                 unacked.wait_empty(1.0)
             now_left = unacked.count()

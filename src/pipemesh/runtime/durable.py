@@ -5,8 +5,9 @@ Two halves, both used by :mod:`pipemesh.runtime.agent` (see docs/delivery.md):
 Sender side, :class:`Unacked`: every message an agent writes to a durable
 peer's pipe is kept in memory (bounded) until that peer says it was handled.
 The peer's ``mesh.handled`` control frames carry the handled IDs, batched (one
-frame per 64 messages, or when its router goes idle). When the peer is gone
-(a write fails, it joins again after a restart, or its pid is dead) the kept
+frame per 256 messages, or every 50 ms, or once its pipe stayed empty for 50 ms).
+When the peer is gone (a write fails, it joins again after a restart, or its pid
+is dead) the kept
 messages move to its spool, in the order they were sent, and the restarted
 peer handles them from there. A bare :class:`~pipemesh.runtime.agent.MeshClient`
 has no inbox for those frames: it spools first and then notifies (``sync``).
@@ -48,12 +49,14 @@ __all__ = [
 ]
 
 HANDLED_DIR: Final = ".handled"
-ACK_BATCH: Final = 64
+ACK_BATCH: Final = 256
 """A receiver acknowledges a sender after this many handled messages (or when idle)."""
 ACK_INTERVAL_S: Final = 0.05
 """...or when this long passed since its last acknowledgement."""
-DEFAULT_UNACKED_MESSAGES: Final = 10_000
-DEFAULT_UNACKED_BYTES: Final = 32 * 1024 * 1024
+# Above what a peer legitimately holds unhandled (its pipe, plus its router's queue of
+# max_queue = 10,000): past it the oldest move to the peer's spool.
+DEFAULT_UNACKED_MESSAGES: Final = 50_000
+DEFAULT_UNACKED_BYTES: Final = 64 * 1024 * 1024
 WATCH_INTERVAL_S: Final = 0.5
 """How often a sender with unacknowledged messages checks that their recipients live."""
 
@@ -215,8 +218,8 @@ class Unacked:
                     peer.size -= len(value)
                     overflow.append((key, value))
         if overflow:
-            with peer.moving:
-                self._put(to, peer, overflow, notify=False)
+            with peer.moving:  # the peer drops the copy it handles second
+                self._put(to, peer, overflow, notify=True)
 
     def forget(self, to: str, msg_id: str) -> None:
         """Drop one kept message whose write failed without its peer being gone."""

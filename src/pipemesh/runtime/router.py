@@ -76,6 +76,10 @@ class Router:
         self._seq = itertools.count()
         self._last_expire = time.monotonic()
         self._stopping = False
+        # Called once when the pipe stayed empty for idle_delay_s, then cleared (set by a
+        # durable agent that owes its senders a report of what it handled: batched).
+        self.idle_hook: Callable[[], None] | None = None
+        self.idle_delay_s = 0.0
         self.frames = 0
         self.rejected = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -118,7 +122,16 @@ class Router:
         try:
             while not self._stopping:
                 if not heap:
-                    self._consume(inbox.read())
+                    hook = self.idle_hook
+                    if hook is not None:
+                        data = inbox.read(self.idle_delay_s)
+                        if not data:  # idle: run the hook, then block
+                            self.idle_hook = None
+                            hook()
+                            data = inbox.read()
+                        self._consume(data)
+                    else:
+                        self._consume(inbox.read())
                     stale = False
                     continue
                 if stale and len(heap) < self._max_queue:
