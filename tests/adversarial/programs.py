@@ -9,22 +9,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# argv: name record_path durable(0/1) work_us [gate_path]
+# argv: name record_path durable(0/1) work_us
 # A handler that spins work_us per message (to build a backlog) and, for a body
-# "slow", first waits (up to 60 s) until gate_path exists: a slow handler (an
-# LLM call) that the test releases.
+# "slow:<path>", first waits (up to 60 s) until <path> exists: a slow handler
+# (an LLM call) that the test releases.
 RECEIVER = """
 import os, sys, time
 from pipemesh import AgentBase
 name, record, durable, work_us = sys.argv[1], sys.argv[2], sys.argv[3] == "1", float(sys.argv[4])
-gate = sys.argv[5] if len(sys.argv) > 5 else ""
 fd = os.open(record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
 class Receiver(AgentBase):
     def on_message_received(self, msg):
-        if msg.body == "slow" and gate:
+        if msg.body.startswith("slow:"):
             deadline = time.monotonic() + 60
-            while not os.path.exists(gate) and time.monotonic() < deadline:
+            while not os.path.exists(msg.body[5:]) and time.monotonic() < deadline:
                 time.sleep(0.01)
         if work_us:
             end = time.perf_counter() + work_us / 1e6
@@ -50,6 +49,7 @@ name, targets, count, record = sys.argv[1], sys.argv[2].split(","), int(sys.argv
 pause_s, rng = float(sys.argv[5]), random.Random(int(sys.argv[6]))
 sync = len(sys.argv) > 7 and sys.argv[7] == "1"
 burst = int(sys.argv[8]) if len(sys.argv) > 8 else 1
+extra = {"sync": True} if sync else {}
 stop = sys.argv[9] if len(sys.argv) > 9 else ""
 fd = os.open(record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 with AgentBase(name, heartbeat_s=0, log_messages=False, spool_fsync=False,
@@ -61,7 +61,7 @@ with AgentBase(name, heartbeat_s=0, log_messages=False, spool_fsync=False,
         to = rng.choice(targets)
         msg_id = f"{name}-{i}"
         try:
-            res = agent.send(to, f"m{i}", msg_id=msg_id, sync=sync)
+            res = agent.send(to, f"m{i}", msg_id=msg_id, **extra)
         except MeshError as exc:
             outcome = "error:" + type(exc).__name__
         else:

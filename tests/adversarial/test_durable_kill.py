@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import signal
 import subprocess
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -34,11 +35,8 @@ def start_receiver(
     *,
     durable: bool = True,
     work_us: float = 0.0,
-    gate: Path | None = None,
 ) -> subprocess.Popen[str]:
-    proc = spawn.python(
-        RECEIVER, name, str(record), "1" if durable else "0", str(work_us), str(gate or "")
-    )
+    proc = spawn.python(RECEIVER, name, str(record), "1" if durable else "0", str(work_us))
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
     return proc
@@ -149,25 +147,38 @@ def test_retry_of_a_queued_ack_message_is_acked_only_once_handled(
 ) -> None:
     """A retried ack=True message whose first copy waits behind a slow handler is not acked early.
 
-    Before the fix the retry was acknowledged at once as a duplicate, before its
-    handler ran (and with a slow handler the caller moved on while it never ran).
+    Before the fix the router, reading between two handlers, found the retry while
+    the first copy was still queued and acknowledged it at once, before its handler
+    ran (with a slow handler the caller moved on while it had not run).
     """
     record = tmp_path / "handled.txt"
-    gate = tmp_path / "gate"
-    start_receiver(spawn, "slowpoke", record, durable=False, gate=gate)
+    gate1, gate2 = tmp_path / "gate1", tmp_path / "gate2"
+    start_receiver(spawn, "slowpoke", record, durable=False)
     with AgentBase("asker", heartbeat_s=0) as asker:
-        asker.send("slowpoke", "slow")  # the handler is busy with this one until the gate
+        asker.send("slowpoke", f"slow:{gate1}")  # the handler is busy until gate1
+        asker.send("slowpoke", f"slow:{gate2}")  # then until gate2
         with pytest.raises(AckTimeout) as info:
             asker.send("slowpoke", "job", ack=True, ack_timeout_s=0.5)
         msg_id = info.value.message_id
         assert msg_id is not None
-        # The retry finds the first copy still queued: no ack until it was handled.
-        with pytest.raises(AckTimeout):
-            asker.send("slowpoke", "job", ack=True, ack_timeout_s=0.5, msg_id=msg_id)
-        assert msg_id not in handled_ids(record)
-        gate.touch()
-        res = asker.send("slowpoke", "job", ack=True, ack_timeout_s=60, msg_id=msg_id)
-        assert res.acked
-        assert handled_ids(record)[msg_id] == 1  # acknowledged means handled
-    wait_for(lambda: len(read_lines(record)) == 2)
+        seen_at_ack: list[Counter[str]] = []
+
+        def retry() -> None:
+            res = asker.send("slowpoke", "job", ack=True, ack_timeout_s=60, msg_id=msg_id)
+            seen_at_ack.append(handled_ids(record))  # what was handled when the ack came
+            assert res.acked
+
+        waiter = threading.Thread(target=retry)
+        waiter.start()
+        try:
+            gate1.touch()  # the router reads the retry while "job" still waits behind gate2
+            waiter.join(2.0)  # the old code acknowledged here, with "job" not handled
+            gate2.touch()
+        finally:
+            gate1.touch()
+            gate2.touch()
+            waiter.join(60)
+        assert seen_at_ack, "the retry was never acknowledged"
+        assert seen_at_ack[0][msg_id] == 1  # acknowledged means handled
+    wait_for(lambda: len(read_lines(record)) == 3)
     assert handled_ids(record)[msg_id] == 1
