@@ -19,7 +19,11 @@ A send to such an agent while nobody reads its pipe goes to its spool and
 reports :attr:`Delivery.QUEUED`; the agent drains its spool into its router
 when it starts (before it reads its pipe, so each sender's order is kept) and
 whenever a sender that queued something finds it reading (``mesh.spooled``).
-The spool is only touched after a pipe write failed.
+A plain send to a durable agent that is reading survives its SIGKILL: the
+sender keeps the message until the agent reports it handled (``mesh.handled``)
+and moves it to the agent's spool if the agent dies first; the agent records
+what it handled and drops replays (:mod:`pipemesh.runtime.durable`). Sends to
+non-durable agents do none of this.
 
 Acknowledgements: ``send(..., ack=True)`` marks the frame ``ACK:1`` and waits
 for a ``mesh.ack`` frame (``RE`` = the message ID), which the receiver sends
@@ -568,8 +572,7 @@ class MeshClient:
 
     def _notify_spooled(self, to: str, file_name: str = "") -> bool:
         """Tell ``to`` that its spool has something new; True if it is reading."""
-        self._forget(to)  # a cached outbox may point at a reader that died
-        try:
+        try:  # (a cached outbox to a reader that died raises PeerGone: _write reopens it)
             self._send_control(to, SPOOLED, file_name, min(self.send_timeout_s, 1.0))
         except MeshError:
             return False
@@ -1437,6 +1440,8 @@ class AgentBase(MeshClient):
         with contextlib.suppress(MeshError):
             self._self_outbox.write_frames(wake, min(timeout_s, 1.0))
         self._router.join(timeout_s)
+        if self._unacked is not None:  # sent by handlers while the router drained
+            self._spool_unacked(self._unacked)
         if self._handled_log is not None:
             self._send_reports()
             self._handled_log.close()
@@ -1473,12 +1478,15 @@ class AgentBase(MeshClient):
             if now_left >= left:
                 break
             left = now_left
+        self._spool_unacked(unacked)
+        unacked.close()
+
+    def _spool_unacked(self, unacked: Unacked) -> None:
         for peer in unacked.peers():
             try:
                 unacked.move_to_spool(peer)
             except MeshError as exc:
                 self.events.error("unacked_not_spooled", str(exc), to=peer)
-        unacked.close()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.agent_name!r} role={self.role!r}>"
