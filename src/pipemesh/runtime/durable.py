@@ -81,10 +81,12 @@ class HandledLog:
         self._lock = threading.Lock()
         try:
             Path(directory).mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._load()
+            torn = self._load()
             self._fd = os.open(
                 self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
             )
+            if torn:
+                os.write(self._fd, b"\n")  # end the torn line, so the next one stands alone
         except OSError as exc:
             raise SpoolError(
                 f"cannot open the record of handled messages {self.path}: {exc.strerror}; "
@@ -92,15 +94,19 @@ class HandledLog:
             ) from exc
         self._records = len(self.recent)
 
-    def _load(self) -> None:
+    def _load(self) -> bool:
+        """Read the last ``window`` records; True if the file ends in a torn line."""
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
-            return
-        for line in data.split(b"\n"):
+            return False
+        lines = data.split(b"\n")
+        lines.pop()  # "" after the last newline, or a line torn by a kill: not a record
+        for line in lines[-self.window :]:
             sender, sep, msg_id = line.decode("ascii", "replace").partition(" ")
             if sep and sender and msg_id and " " not in msg_id:
-                self.recent.append((sender, msg_id))  # a torn last line has no separator
+                self.recent.append((sender, msg_id))
+        return bool(data) and not data.endswith(b"\n")
 
     def recent_keys(self) -> list[tuple[str, str]]:
         """The (sender, ID) pairs handled recently, oldest first."""
