@@ -104,7 +104,8 @@ def test_durable_receiver_sigkilled_repeatedly_handles_every_send_once(
     twice = {i for i, n in counts.items() if n > 1}
     assert twice <= just_handled, f"handled twice: {sorted(twice - just_handled)[:5]}"
     assert max(counts.values()) <= 2
-    print(f"kills={kills} handled twice (killed in that window)={len(twice)}")
+    outcomes = Counter(f[2] for f in sent)
+    print(f"kills={kills} {dict(outcomes)} handled twice (killed in that window)={len(twice)}")
     assert not list((mesh_home / "spool" / "sink").glob("*.msg"))
 
 
