@@ -12,7 +12,7 @@ from pathlib import Path
 # argv: name record_path durable(0/1) work_us
 # A handler that spins work_us per message (to build a backlog) and, for a body
 # "slow:<path>", first waits (up to 60 s) until <path> exists: a slow handler
-# (an LLM call) that the test releases.
+# (an LLM call) that the test releases; a body "close" closes the agent.
 RECEIVER = """
 import os, sys, time
 from pipemesh import AgentBase
@@ -21,6 +21,9 @@ fd = os.open(record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
 class Receiver(AgentBase):
     def on_message_received(self, msg):
+        if msg.body == "close":  # stop cleanly, from the handler, with a backlog queued
+            self.close()
+            return
         if msg.body.startswith("slow:"):
             deadline = time.monotonic() + 60
             while not os.path.exists(msg.body[5:]) and time.monotonic() < deadline:

@@ -188,3 +188,28 @@ def test_retry_of_a_queued_ack_message_is_acked_only_once_handled(
         assert seen_at_ack[0][msg_id] == 1  # acknowledged means handled
     wait_for(lambda: len(read_lines(record)) == 3)
     assert handled_ids(record)[msg_id] == 1
+
+
+def test_durable_receiver_closing_with_a_backlog_loses_nothing(
+    mesh_home: Path, spawn: Spawner, tmp_path: Path
+) -> None:
+    """A durable agent closed with more queued than it handles in its 5 s drain: none lost.
+
+    Its drain gives up on the rest (``drain_timeout``); the sender, told by the
+    agent's ``mesh.leave``, moves what was never reported handled to its spool,
+    and the restarted agent handles exactly those.
+    """
+    record = tmp_path / "handled.txt"
+    receiver = start_receiver(spawn, "sink", record, work_us=3000)  # ~300 messages/s
+    with AgentBase("source", heartbeat_s=0, spool_fsync=False) as source:
+        ids = [source.send("sink", f"m{i}").id for i in range(3000)]
+        source.send("sink", "close", priority=3)  # handled next: closes with a backlog
+        receiver.wait(timeout=60)
+        wait_for(lambda: len(list((mesh_home / "spool" / "sink").glob("*.msg"))) > 0)
+        handled_before = len(read_lines(record))
+        assert handled_before < len(ids)  # the drain did not get through them all
+        start_receiver(spawn, "sink", record)
+        wait_for(lambda: set(ids) <= set(handled_ids(record)), timeout_s=60)
+    counts = handled_ids(record)
+    assert set(counts) == set(ids)
+    assert max(counts.values()) == 1

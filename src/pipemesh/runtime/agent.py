@@ -848,7 +848,7 @@ class AgentBase(MeshClient):
             max_queue=max_queue,
             partial_timeout_s=partial_timeout_s,
             name=f"pipemesh-router-{agent_name}",
-            on_exit=self._stopped.set,  # run_forever returns, so `with` closes the agent
+            on_exit=self._router_exited,  # run_forever returns, so `with` closes the agent
         )
         self._router.idle_delay_s = ACK_INTERVAL_S
         # Before the first pipe read: what waited in the spool goes first.
@@ -1003,6 +1003,11 @@ class AgentBase(MeshClient):
                 self._peers[msg.sender] = replace(rec, status=INACTIVE)
             else:
                 self._peers.pop(msg.sender, None)
+            unacked = self._unacked
+            if unacked is not None and unacked.count(msg.sender):
+                # It stops: what it does not handle before it exits waits in its spool
+                # (it drops the copies it did handle when it starts again).
+                unacked.move_to_spool(msg.sender)
         elif msg.msg_type == ACK:
             waiter = self._acks.get(msg.reply_to)
             if waiter is not None and waiter[0] == msg.sender:
@@ -1442,21 +1447,26 @@ class AgentBase(MeshClient):
         self._router.join(timeout_s)
         if self._unacked is not None:  # sent by handlers while the router drained
             self._spool_unacked(self._unacked)
-        if self._handled_log is not None:
-            self._send_reports()
-            self._handled_log.close()
         self._heartbeat_stop.set()
         if self._heartbeat is not None and threading.current_thread() is not self._heartbeat:
             self._heartbeat.join(timeout_s)
         if self._status_pipe is not None:
             self._status_pipe.close()
         self._self_outbox.close()
-        self._stopped.set()
+        if threading.current_thread() is not self._router.thread:
+            self._stopped.set()  # (from a handler: the router sets it once it drained)
         with self._inbox_cond:
             self._inbox_cond.notify_all()
         for pending in list(self._pending.values()):
             pending.event.set()
         super().close()
+
+    def _router_exited(self) -> None:
+        """Router thread, at its end: last reports to senders, close the record, stopped."""
+        if self._handled_log is not None:
+            self._send_reports()
+            self._handled_log.close()
+        self._stopped.set()
 
     def _settle_unacked(self, timeout_s: float) -> None:
         """On close: wait a little for durable peers' reports, then spool what they still lack.
