@@ -170,6 +170,7 @@ class Chaos:
                 p.proc.send_signal(signal.SIGCONT)
 
 
+@pytest.mark.timeout(SOAK_S + 600)
 def test_chaos_soak(mesh_home: Path, spawn: Spawner, tmp_path: Path) -> None:
     """Random SIGKILL/SIGSTOP/SIGCONT of 22 processes: durable 0 lost 0 twice (see doc)."""
     chaos = Chaos(spawn, tmp_path)

@@ -26,7 +26,7 @@ from pipemesh import AckTimeout, AgentBase
 from tests.adversarial.programs import RECEIVER, SENDER, read_lines
 from tests.conftest import Spawner, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 def start_receiver(
