@@ -1104,9 +1104,8 @@ class AgentBase(MeshClient):
                 and file_name.endswith(".msg")
                 and len(fields) == 5
                 and fields[3].isdigit()
-                and path.exists()
-            ):
-                return [SpoolEntry(path, int(fields[3]))]
+            ):  # gone already: a full drain took it
+                return [SpoolEntry(path, int(fields[3]))] if path.exists() else []
         return self.spool.entries(self.agent_name)
 
     def _read_spooled(self, entry: SpoolEntry) -> Message | None:
