@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test lint typecheck wire-coverage unit integration bench bench-setup clean
+.PHONY: setup demo test lint typecheck wire-coverage unit integration adversarial bench bench-setup clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ unit: setup
 
 integration: setup
 	$(VENV)/bin/pytest tests/integration
+
+# Real processes under SIGKILL/SIGSTOP, incl. the 60 s chaos soak (PIPEMESH_SOAK_S overrides).
+adversarial: setup
+	$(VENV)/bin/pytest -s tests/adversarial
 
 # Redis comes from Debian's packages; the harness says so in its table when it cannot be had.
 bench-setup: setup
