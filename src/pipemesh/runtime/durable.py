@@ -279,6 +279,9 @@ class Unacked:
                 items = list(peer.sent.items())
                 peer.sent.clear()
                 peer.size = 0
+            if items:
+                with self._changed:
+                    self._changed.notify_all()
             if extra is not None:
                 items.append(extra)
             if not items:
