@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 CORE_STAMP := $(VENV)/.core-stamp
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: setup demo test lint typecheck wire-coverage unit integration e2e e2e-clis bench bench-setup clean
+.PHONY: setup demo test lint typecheck wire-coverage unit integration adversarial e2e e2e-clis bench bench-setup clean
 
 # Everything: every extra and the dev tools (what `make test` needs).
 $(STAMP): pyproject.toml
@@ -47,6 +47,10 @@ unit: setup
 
 integration: setup
 	$(VENV)/bin/pytest tests/integration
+
+# Real processes under SIGKILL/SIGSTOP, incl. the 60 s chaos soak (PIPEMESH_SOAK_S overrides).
+adversarial: setup
+	$(VENV)/bin/pytest -s tests/adversarial
 
 # The real agent CLIs (exact versions in tests/e2e/package.json) go to an ignored cache
 # folder, reinstalled only when the pins change; the suite runs them against a fake model.

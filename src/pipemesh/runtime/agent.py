@@ -19,7 +19,11 @@ A send to such an agent while nobody reads its pipe goes to its spool and
 reports :attr:`Delivery.QUEUED`; the agent drains its spool into its router
 when it starts (before it reads its pipe, so each sender's order is kept) and
 whenever a sender that queued something finds it reading (``mesh.spooled``).
-The spool is only touched after a pipe write failed.
+A plain send to a durable agent that is reading survives its SIGKILL: the
+sender keeps the message until the agent reports it handled (``mesh.handled``)
+and moves it to the agent's spool if the agent dies first; the agent records
+what it handled and drops replays (:mod:`pipemesh.runtime.durable`). Sends to
+non-durable agents do none of this.
 
 Acknowledgements: ``send(..., ack=True)`` marks the frame ``ACK:1`` and waits
 for a ``mesh.ack`` frame (``RE`` = the message ID), which the receiver sends
@@ -35,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import functools
 import itertools
 import json
 import os
@@ -74,6 +79,7 @@ from pipemesh.registry import (
     process_start_time,
     utc_now_iso,
 )
+from pipemesh.runtime.durable import ACK_BATCH, ACK_INTERVAL_S, HandledLog, Unacked
 from pipemesh.runtime.lifecycle import ExitGuard, stop_signals
 from pipemesh.runtime.outbox import DEFAULT_MAX_OPEN, OutboxCache
 from pipemesh.runtime.router import Router
@@ -111,6 +117,9 @@ LEAVE: Final = "mesh.leave"
 WAKE: Final = "mesh.wake"
 ACK: Final = "mesh.ack"
 SPOOLED: Final = "mesh.spooled"
+HANDLED: Final = "mesh.handled"
+_MAX_OWED: Final = 4096  # handled IDs owed to one sender whose pipe stays full
+_REPORT_BYTES: Final = 3500  # IDs in one mesh.handled frame (with its header: under PIPE_BUF)
 
 
 class Delivery(enum.StrEnum):
@@ -233,6 +242,8 @@ class MeshClient:
         self._id_prefix = secrets.token_hex(4) + "-"
         self._ids = itertools.count(1)
         self._closed = False
+        self._unacked: Unacked | None = None  # AgentBase: sent to durable peers, not yet handled
+        self._unacked_lock = threading.Lock()  # makes _unacked once, from any sending thread
         self._valid: set[str] = {agent_name}  # names and types already validated
         self.sent = 0
 
@@ -388,6 +399,7 @@ class MeshClient:
         msg_id: str | None = None,
         ack: bool = False,
         ack_timeout_s: float = 10.0,
+        sync: bool = False,
     ) -> str:
         """Send ``message`` to ``to_agent`` and return the message ID.
 
@@ -404,6 +416,7 @@ class MeshClient:
             msg_id=msg_id,
             ack=ack,
             ack_timeout_s=ack_timeout_s,
+            sync=sync,
         ).id
 
     def send(
@@ -419,6 +432,7 @@ class MeshClient:
         ack: bool = False,
         ack_timeout_s: float = 10.0,
         queue: bool = True,
+        sync: bool = False,
     ) -> SendResult:
         """Send ``message`` to ``to_agent``'s public pipe, or queue it for a durable agent.
 
@@ -435,12 +449,20 @@ class MeshClient:
                 (needs an inbox for the ``mesh.ack`` frame: an :class:`AgentBase`).
             ack_timeout_s: how long to wait for the acknowledgement.
             queue: spool the message when the recipient is durable and not
-                reading (False: raise AgentOffline instead).
+                reading (False: raise AgentOffline instead, and send it
+                at-most-once, like to a non-durable agent).
+            sync: for a durable recipient: write the message to its spool
+                first (fsynced with ``spool_fsync``), then tell it; the
+                message then survives this process dying too. A bare
+                MeshClient (no inbox for the recipient's reports) always
+                sends to durable agents this way.
 
         Returns:
             The ID and :attr:`Delivery.DELIVERED` (with ``ack=True``: handled)
             or :attr:`Delivery.QUEUED` (in the recipient's spool; it is handled
-            when the recipient starts again; no ack is awaited).
+            when the recipient starts again; no ack is awaited). To a durable
+            agent, DELIVERED also means: kept until the agent reports it
+            handled, and moved to its spool if the agent dies first.
 
         Raises:
             UnknownAgent: no agent of that name is registered.
@@ -476,6 +498,10 @@ class MeshClient:
         )
         self._check_fits(to_agent, size, msg_id)
         timeout = self.send_timeout_s if timeout_s is None else timeout_s
+        rec = self._peers.get(to_agent)
+        if rec is None:
+            rec = self.refresh_peers().get(to_agent)  # once per new name: is it durable?
+        durable = queue and rec is not None and rec.durable
         waiter = self._expect_ack(to_agent, msg_id) if ack else None
         acked = False
         # History first: a fast reply must never be recorded before its question.
@@ -485,13 +511,16 @@ class MeshClient:
         self._sent_hook(sent)
         try:
             delivery = Delivery.DELIVERED
-            try:
-                self._write(to_agent, frames, timeout)
-            except (AgentOffline, PeerGone):
-                if not (queue and self._is_durable(to_agent)):
-                    raise
-                self._queue(to_agent, frames, msg_id)
-                delivery = Delivery.QUEUED
+            if durable:
+                delivery = self._send_durable(to_agent, frames, msg_id, timeout, sync)
+            else:
+                try:
+                    self._write(to_agent, frames, timeout)
+                except (AgentOffline, PeerGone):
+                    if not (queue and self._is_durable(to_agent)):
+                        raise
+                    self._queue(to_agent, frames, msg_id)
+                    delivery = Delivery.QUEUED
             if waiter is not None and delivery is Delivery.DELIVERED:
                 self._wait_ack(waiter, ack_timeout_s)
                 acked = waiter.is_set()
@@ -553,6 +582,45 @@ class MeshClient:
         if rec is None or not rec.durable:
             rec = self.refresh_peers().get(name)
         return rec is not None and rec.durable
+
+    def _unacked_for_send(self) -> Unacked | None:
+        """Where messages to durable peers are kept until handled (None: no inbox, sync)."""
+        return None
+
+    def _send_durable(
+        self, to: str, frames: list[bytes], msg_id: str, timeout_s: float, sync: bool
+    ) -> Delivery:
+        """Send to a durable peer so that its SIGKILL loses nothing (docs/delivery.md)."""
+        data = b"".join(frames)
+        unacked = self._unacked_for_send()
+        if sync or unacked is None:
+            path = self.spool.put(to, data, msg_id)
+            return Delivery.DELIVERED if self._notify_spooled(to, path.name) else Delivery.QUEUED
+        for attempt in (0, 1):
+            unacked.keep(to, msg_id, data)  # before the write: its report may come at once
+            try:
+                self._outbox(to).write_frames(frames, timeout_s)
+                return Delivery.DELIVERED
+            except (AgentOffline, PeerGone, TransportClosed) as exc:
+                unacked.forget(to, msg_id)
+                self._forget(to)
+                # The reader we wrote to is gone: what it had not handled goes to its spool.
+                unacked.move_to_spool(to)
+                if attempt or isinstance(exc, AgentOffline):
+                    break
+            except BaseException:
+                unacked.forget(to, msg_id)
+                raise
+        unacked.move_to_spool(to, (msg_id, data))
+        return Delivery.QUEUED
+
+    def _notify_spooled(self, to: str, file_name: str = "") -> bool:
+        """Tell ``to`` that its spool has something new; True if it is reading."""
+        try:  # (a cached outbox to a reader that died raises PeerGone: _write reopens it)
+            self._send_control(to, SPOOLED, file_name, min(self.send_timeout_s, 1.0))
+        except MeshError:
+            return False
+        return True
 
     def _queue(self, to: str, frames: list[bytes], msg_id: str) -> None:
         self.spool.put(to, b"".join(frames), msg_id)
@@ -674,6 +742,10 @@ class MeshClient:
         self.close()
 
 
+def _fewer(unacked: Unacked, than: int) -> bool:
+    return unacked.count() < than
+
+
 def _utf8_len(text: str) -> int:
     """Bytes of ``text`` on the wire, as the send side logs them (no encode for ASCII)."""
     return len(text) if text.isascii() else len(text.encode())
@@ -775,7 +847,10 @@ class AgentBase(MeshClient):
             if len(self._seen) > self._dedupe_window:
                 self._seen.popitem(last=False)
         self._acks: dict[str, tuple[str, threading.Event]] = {}
-        self._from_spool: dict[tuple[str, str], SpoolEntry] = {}
+        # (sender, ID) routed to the handler and not handled yet -> a duplicate asked for an ack.
+        self._inflight: dict[tuple[str, str], bool] = {}
+        # Spooled message -> its file, and the message object if it is the copy to handle.
+        self._from_spool: dict[tuple[str, str], tuple[SpoolEntry, Message | None]] = {}
         self._spool_injected: set[Path] = set()
         self.role = role.replace("\n", " ")[:200]
         self.history_limit = history_limit
@@ -792,9 +867,26 @@ class AgentBase(MeshClient):
         self._heartbeat_s = heartbeat_s
         self._heartbeat_stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        # Durable: the record of handled messages, and the reports owed to their senders.
+        self._handled_log: HandledLog | None = None
+        self._owed: dict[str, list[str]] = {}
+        self._owed_at = time.monotonic()
+        if durable:
+            try:
+                self._handled_log = HandledLog(self.spool.root, agent_name, dedupe_window)
+            except BaseException:
+                self.events.close()
+                raise
+            for key in self._handled_log.recent_keys():
+                self._seen[key] = None
+                self._seen.move_to_end(key)
+                if len(self._seen) > self._dedupe_window:
+                    self._seen.popitem(last=False)
         try:
             inbox = self._register()
         except BaseException:
+            if self._handled_log is not None:
+                self._handled_log.close()
             self.events.close()
             raise
         self._inbox: Inbox = inbox
@@ -815,8 +907,9 @@ class AgentBase(MeshClient):
             max_queue=max_queue,
             partial_timeout_s=partial_timeout_s,
             name=f"pipemesh-router-{agent_name}",
-            on_exit=self._stopped.set,  # run_forever returns, so `with` closes the agent
+            on_exit=self._router_exited,  # run_forever returns, so `with` closes the agent
         )
+        self._router.idle_delay_s = ACK_INTERVAL_S
         # Before the first pipe read: what waited in the spool goes first.
         self.spool.remove_stale_tmp(agent_name)
         self._drain_spool()
@@ -946,8 +1039,14 @@ class AgentBase(MeshClient):
                 reply_to=msg.reply_to,
                 size=_utf8_len(msg.body),
             )
-            if msg.ack and key not in self._from_spool:
-                self._send_ack(msg)  # the first ack was lost, or the first copy is still queued
+            if key in self._inflight:
+                if msg.ack:  # the first copy is still queued: ack once its handler returned
+                    self._inflight[key] = True
+            else:
+                if msg.ack and key not in self._from_spool:
+                    self._send_ack(msg)  # handled already; the first ack was lost
+                if self._handled_log is not None:
+                    self._owe_report(msg.sender, msg.id)  # its sender may still keep it
             return False
         seen[key] = None
         if len(seen) > self._dedupe_window:
@@ -970,14 +1069,21 @@ class AgentBase(MeshClient):
             self._log_latency("reply_received", msg)
             pending.reply = msg
             pending.event.set()
+            if self._handled_log is not None:
+                self._mark_handled(msg)
             if msg.ack:
                 self._send_ack(msg)
             return False
+        self._inflight[key] = False
         return True
 
     def _control(self, msg: Message) -> bool:
         if msg.msg_type == JOIN:
             self._forget(msg.sender)  # a restarted peer may have a new pipe
+            unacked = self._unacked
+            if unacked is not None and unacked.count(msg.sender):
+                # It restarted: what its previous run had not handled goes to its spool.
+                unacked.move_to_spool(msg.sender)
             # The frame carries the joiner's registry record: no registry read,
             # so 100 agents joining at once cost O(N) each, not a registry storm.
             try:
@@ -996,15 +1102,44 @@ class AgentBase(MeshClient):
                 self._peers[msg.sender] = replace(rec, status=INACTIVE)
             else:
                 self._peers.pop(msg.sender, None)
+            unacked = self._unacked
+            if unacked is not None and unacked.count(msg.sender):
+                # It stops: what it does not handle before it exits waits in its spool
+                # (it drops the copies it did handle when it starts again).
+                unacked.move_to_spool(msg.sender)
         elif msg.msg_type == ACK:
             waiter = self._acks.get(msg.reply_to)
             if waiter is not None and waiter[0] == msg.sender:
                 waiter[1].set()
+        elif msg.msg_type == HANDLED:
+            if self._unacked is not None:
+                self._unacked.handled(msg.sender, msg.body.split())
         elif msg.msg_type == SPOOLED:
-            self._drain_spool()
+            self._drain_spool(msg.body)
         return False  # WAKE needs nothing: the read it ended was the point
 
     # -- acknowledgements, duplicates and the spool --
+
+    def _unacked_for_send(self) -> Unacked | None:
+        unacked = self._unacked
+        if unacked is None:
+            with self._unacked_lock:
+                if self._unacked is None:
+                    self._unacked = Unacked(
+                        self.spool,
+                        self._notify_spooled,
+                        self.events.error,
+                    )
+                    self._unacked.watch(self._peer_gone)
+                unacked = self._unacked
+        return unacked
+
+    def _peer_gone(self, name: str) -> bool:
+        """Watcher thread: True if no process of ``name``'s registry entry runs any more."""
+        rec = self._peers.get(name)
+        if rec is None:
+            rec = self.refresh_peers().get(name)
+        return rec is None or not pid_alive(rec.pid, rec.pid_start)
 
     def _expect_ack(self, to: str, msg_id: str) -> threading.Event:
         event = threading.Event()
@@ -1026,10 +1161,14 @@ class AgentBase(MeshClient):
         except MeshError as exc:
             self.events.error("ack_failed", str(exc), to=msg.sender, id=msg.id)
 
-    def _drain_spool(self) -> None:
-        """Route every message waiting in our spool, oldest first (router thread or start)."""
+    def _drain_spool(self, file_name: str = "") -> None:
+        """Route every message waiting in our spool, oldest first (router thread or start).
+
+        With ``file_name`` (a sender's ``mesh.spooled`` names the file it
+        queued) only that file, if it is one of ours; otherwise the whole spool.
+        """
         try:
-            entries = self.spool.entries(self.agent_name)
+            entries = self._spool_entries(file_name)
         except MeshError as exc:
             self.events.error("spool_unreadable", str(exc))
             return
@@ -1044,10 +1183,29 @@ class AgentBase(MeshClient):
             if key in self._from_spool:
                 Spool.remove(entry)  # the same message queued twice (a retry): one is enough
                 continue
-            self._from_spool[key] = entry
+            self._from_spool[key] = (entry, msg)
             self._spool_injected.add(entry.path)
             if not self._router.inject(msg, now_ns):
-                self._spooled_done(key)
+                if key in self._inflight:
+                    # Another copy (from the pipe) waits for the handler: keep the file
+                    # until that copy is handled, so a crash meanwhile loses nothing.
+                    self._from_spool[key] = (entry, None)
+                else:
+                    self._spooled_done(key)
+
+    def _spool_entries(self, file_name: str) -> list[SpoolEntry]:
+        if file_name:
+            directory = self.spool.directory(self.agent_name)
+            fields = file_name.split("-", 4)
+            path = directory / file_name
+            if (
+                "/" not in file_name
+                and file_name.endswith(".msg")
+                and len(fields) == 5
+                and fields[3].isdigit()
+            ):  # gone already: a full drain took it
+                return [SpoolEntry(path, int(fields[3]))] if path.exists() else []
+        return self.spool.entries(self.agent_name)
 
     def _read_spooled(self, entry: SpoolEntry) -> Message | None:
         data = Spool.read(entry)
@@ -1082,10 +1240,62 @@ class AgentBase(MeshClient):
         return msg
 
     def _spooled_done(self, key: tuple[str, str]) -> None:
-        entry = self._from_spool.pop(key, None)
-        if entry is not None:
-            self._spool_injected.discard(entry.path)
-            Spool.remove(entry)
+        spooled = self._from_spool.pop(key, None)
+        if spooled is not None:
+            self._spool_injected.discard(spooled[0].path)
+            Spool.remove(spooled[0])
+
+    # -- durable: the record of handled messages and the reports to their senders --
+
+    def _mark_handled(self, msg: Message) -> None:
+        """Record (sender, ID) as handled, before anything acknowledges it."""
+        log = self._handled_log
+        if log is None:
+            return
+        try:
+            log.record(msg.sender, msg.id)
+        except OSError as exc:
+            self.events.error(
+                "handled_record_failed",
+                f"cannot record message {msg.id} as handled in {log.path}: {exc.strerror}; "
+                "it may be handled again after a crash",
+                id=msg.id,
+            )
+        self._owe_report(msg.sender, msg.id)
+
+    def _owe_report(self, sender: str, msg_id: str) -> None:
+        rec = self._peers.get(sender)
+        if rec is None or not rec.is_active:
+            return  # a bare client (it spooled first) or a sender that is gone: nobody to tell
+        owed = self._owed.get(sender)
+        if owed is None:
+            owed = self._owed[sender] = []
+        owed.append(msg_id)
+        if len(owed) >= ACK_BATCH:
+            self._send_reports(sender)
+
+    def _send_reports(self, only: str = "") -> None:
+        """Tell senders which of their messages were handled (``mesh.handled``, batched)."""
+        for name in [only] if only else list(self._owed):
+            ids = self._owed.pop(name, None)
+            start = 0
+            while ids and start < len(ids):
+                # One frame per report (a write of one frame is all or nothing), no waiting.
+                end, size = start, 0
+                while end < len(ids) and size + len(ids[end]) < _REPORT_BYTES:
+                    size += len(ids[end]) + 1
+                    end += 1
+                try:
+                    self._send_control(name, HANDLED, " ".join(ids[start:end]), 0.0)
+                except SendTimeout:
+                    # Its pipe is full (a stopped process?): retry with the next batch,
+                    # bounded; what it never hears of it keeps, and we drop its replays.
+                    self._owed[name] = (ids[start:] + self._owed.get(name, []))[-_MAX_OWED:]
+                    break
+                except MeshError:
+                    break  # gone: what it kept went (or goes) to our spool; replays are dropped
+                start = end
+        self._owed_at = time.monotonic()
 
     def _log_latency(self, event: str, msg: Message) -> None:
         if msg.sent_ns:
@@ -1112,10 +1322,22 @@ class AgentBase(MeshClient):
                 id=msg.id,
                 traceback="".join(traceback.format_exception(exc)[-3:]),
             )
-        if self._from_spool and (msg.sender, msg.id) in self._from_spool:
-            self._spooled_done((msg.sender, msg.id))  # its sender was told "queued": no ack
-        elif msg.ack:
+        key = (msg.sender, msg.id)
+        dup_ack = self._inflight.pop(key, False)
+        if self._handled_log is not None:
+            self._mark_handled(msg)
+        spooled = self._from_spool.get(key) if self._from_spool else None
+        if spooled is not None:
+            self._spooled_done(key)
+        # A spooled copy's sender was told "queued": no ack for it; a live duplicate
+        # that asked for one while this copy waited gets it now.
+        if (msg.ack and (spooled is None or spooled[1] is not msg)) or dup_ack:
             self._send_ack(msg)
+        if self._owed:
+            if time.monotonic() - self._owed_at > ACK_INTERVAL_S:
+                self._send_reports()
+            else:
+                self._router.idle_hook = self._send_reports  # once the pipe stays empty
 
     def on_message_received(self, msg: Message) -> None:
         """Handle one message addressed to this agent or broadcast.
@@ -1319,6 +1541,7 @@ class AgentBase(MeshClient):
         with self._inbox_cond:
             self._inbox_cond.notify_all()  # a handler waiting for room in the receive queue
         name = self.agent_name
+        self._settle_unacked(timeout_s)
         self._name_lock.closing()  # a joiner of our name now waits for release() below
         try:
             if self.durable:
@@ -1346,6 +1569,8 @@ class AgentBase(MeshClient):
         with contextlib.suppress(MeshError):
             self._self_outbox.write_frames(wake, min(timeout_s, 1.0))
         self._router.join(timeout_s)
+        if self._unacked is not None:  # sent by handlers while the router drained
+            self._spool_unacked(self._unacked)
         self._heartbeat_stop.set()
         if self._heartbeat is not None and threading.current_thread() is not self._heartbeat:
             self._heartbeat.join(timeout_s)
@@ -1356,12 +1581,50 @@ class AgentBase(MeshClient):
             self._name_lock.stopped(me)  # kept, so a lost registry can be rebuilt with it
         self._name_lock.release()  # after both pipes are gone: a successor's are safe
         self._self_outbox.close()
-        self._stopped.set()
+        if threading.current_thread() is not self._router.thread:
+            self._stopped.set()  # (from a handler: the router sets it once it drained)
         with self._inbox_cond:
             self._inbox_cond.notify_all()
         for pending in list(self._pending.values()):
             pending.event.set()
         super().close()
+
+    def _router_exited(self) -> None:
+        """Router thread, at its end: last reports to senders, close the record, stopped."""
+        if self._handled_log is not None:
+            self._send_reports()
+            self._handled_log.close()
+        self._stopped.set()
+
+    def _settle_unacked(self, timeout_s: float) -> None:
+        """On close: wait a little for durable peers' reports, then spool what they still lack.
+
+        A peer that is merely slow handles its pipe copy and drops the spooled
+        one; a peer that dies later finds the message in its spool.
+        """
+        unacked = self._unacked
+        if unacked is None:
+            return
+        deadline = time.monotonic() + timeout_s
+        left = unacked.count()
+        while left and time.monotonic() < deadline:  # as long as the peers make progress
+            if threading.current_thread() is self._router.thread:
+                self._router.pump(functools.partial(_fewer, unacked, left), 1.0)
+            else:
+                unacked.wait_empty(1.0)
+            now_left = unacked.count()
+            if now_left >= left:
+                break
+            left = now_left
+        self._spool_unacked(unacked)
+        unacked.close()
+
+    def _spool_unacked(self, unacked: Unacked) -> None:
+        for peer in unacked.peers():
+            try:
+                unacked.move_to_spool(peer)
+            except MeshError as exc:
+                self.events.error("unacked_not_spooled", str(exc), to=peer)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.agent_name!r} role={self.role!r}>"

@@ -86,6 +86,10 @@ class Router:
         self._stopping = False
         self._stop_event = threading.Event()
         self._full_reported = False
+        # Called once when the pipe stayed empty for idle_delay_s, then cleared (set by a
+        # durable agent that owes its senders a report of what it handled: batched).
+        self.idle_hook: Callable[[], None] | None = None
+        self.idle_delay_s = 0.0
         self.frames = 0
         self.rejected = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -129,7 +133,16 @@ class Router:
         try:
             while not self._stopping:
                 if not heap:
-                    self._consume(inbox.read())
+                    hook = self.idle_hook
+                    if hook is not None:
+                        data = inbox.read(self.idle_delay_s)
+                        if not data:  # idle: run the hook, then block
+                            self.idle_hook = None
+                            hook()
+                            data = inbox.read()
+                        self._consume(data)
+                    else:
+                        self._consume(inbox.read())
                     stale = False
                     continue
                 if stale and len(heap) < self._max_queue:
