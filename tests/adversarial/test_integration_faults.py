@@ -5,6 +5,7 @@ Each test here failed on the code before issue 12/9's fixes (the reason is in it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from pipemesh.integrations._inbox import InboxFile
 from pipemesh.integrations.mcp import McpAgent
 from pipemesh.registry import Registry
 from pipemesh.runtime.agent import AgentBase, MeshClient
+from tests.adversarial.conftest import fill
 from tests.conftest import PY, Spawner, run_cli, wait_for
 
 pytestmark = pytest.mark.integration
@@ -245,19 +248,46 @@ def _errors_log(home: Path) -> str:
     return path.read_text() if path.exists() else ""
 
 
+@contextlib.contextmanager
+def _full_disk(directory: Path) -> Iterator[None]:
+    """A tiny tmpfs mounted over ``directory`` and filled up (ENOSPC); unmounted on exit.
+
+    (Inbox files are opened without following symlinks, so a link to /dev/full would be
+    refused before any write: a real full filesystem is the honest way.)
+    """
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    out = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8192,mode=0700", "tmpfs", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if out.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {out.stderr.strip()}")
+    try:
+        fill(directory / "filler")
+        yield
+    finally:
+        subprocess.run(
+            ["umount", "-l", str(directory)], capture_output=True, timeout=30, check=False
+        )
+
+
 def test_mcp_inbox_full_disk_keeps_and_retries(
     mesh_home: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """A full disk (inbox.jsonl -> /dev/full, ENOSPC) lost the message."""
+    """A full disk (ENOSPC on inbox.jsonl) lost the message."""
     with McpAgent("full", home=mesh_home, heartbeat_s=0) as agent:
         inbox = agent.inbox_file
-        inbox.path.symlink_to("/dev/full")
-        with MeshClient("peer", mesh_home) as client:
-            client.send_message("full", "keep me", msg_type="directive")
-            client.send_message("full", "and me", msg_type="directive")
-        wait_for(lambda: agent.unsaved_count == 2, timeout_s=30)
-        wait_for(lambda: "inbox_append_failed" in _errors_log(mesh_home), timeout_s=30)
-        inbox.path.unlink()  # space again
+        with _full_disk(inbox.path.parent):
+            with MeshClient("peer", mesh_home) as client:
+                client.send_message("full", "keep me", msg_type="directive")
+                client.send_message("full", "and me", msg_type="directive")
+            wait_for(lambda: agent.unsaved_count == 2, timeout_s=30)
+            wait_for(lambda: "inbox_append_failed" in _errors_log(mesh_home), timeout_s=30)
+        # space again (the tmpfs is gone)
         wait_for(lambda: agent.unsaved_count == 0, timeout_s=30)
         assert [m.body for m in inbox.take()] == ["keep me", "and me"]
     assert "No space left on device" in capfd.readouterr().err
@@ -267,11 +297,14 @@ def test_mcp_inbox_still_full_at_exit_names_what_is_lost(
     mesh_home: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """A server that must exit while the disk is still full says which messages it loses."""
-    with McpAgent("doomed", home=mesh_home, heartbeat_s=0) as agent:
-        agent.inbox_file.path.symlink_to("/dev/full")
+    with (
+        McpAgent("doomed", home=mesh_home, heartbeat_s=0) as agent,
+        _full_disk(agent.inbox_file.path.parent),
+    ):
         with MeshClient("peer", mesh_home) as client:
             msg_id = client.send_message("doomed", "sorry", msg_type="directive")
         wait_for(lambda: agent.unsaved_count == 1, timeout_s=30)
+        agent.close()
     err = capfd.readouterr().err
     assert "1 received message(s) could not be written to" in err
     assert f"before exit and are lost: {msg_id}" in err

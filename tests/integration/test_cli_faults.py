@@ -51,7 +51,7 @@ def test_global_options_after_the_subcommand(mesh_home: Path, tmp_path: Path) ->
         out = run_cli("agents", "--home", str(other), "--debug")
         assert out.returncode == 0, out.stderr
         assert "gemini" in out.stdout
-    assert json.loads(run_cli("gc", "--json").stdout) == {"removed": []}
+    assert json.loads(run_cli("gc", "--json").stdout)["removed"] == []
 
 
 def test_errors_are_one_line_and_json_with_json(mesh_home: Path) -> None:
