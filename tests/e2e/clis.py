@@ -124,4 +124,68 @@ CODEX = Profile(
     stop_hook="Stop",
 )
 
-PROFILES = [CLAUDE, GEMINI, CODEX]
+
+def _opencode_prepare(box: Sandbox) -> None:
+    # The built-in Anthropic provider, pointed at the fake model (user config, not the
+    # project's: the project's opencode.json is setup's alone).
+    box.write_json(
+        "~/.config/opencode/opencode.json",
+        {
+            "$schema": "https://opencode.ai/config.json",
+            "provider": {
+                "anthropic": {"options": {"baseURL": f"{box.model.url}/v1", "apiKey": "x"}}
+            },
+            "model": "anthropic/claude-sonnet-4-5",
+            "autoupdate": False,
+        },
+    )
+    box.env.update({"OPENCODE_DISABLE_MODELS_FETCH": "1", "OPENCODE_DISABLE_AUTOUPDATE": "1"})
+
+
+OPENCODE = Profile(
+    cli="opencode",
+    binary="opencode",
+    agent="oc",
+    prepare=_opencode_prepare,
+    turn=lambda box, prompt: [str(cli_path("opencode")), "run", prompt],
+    mcp_list=lambda box: [str(cli_path("opencode")), "mcp", "list"],
+    connected=re.compile(r"pipemesh\W+connected", re.M),
+    prompt_hook="",
+    tool_hook="",
+    stop_hook="",
+)
+
+
+def _copilot_prepare(box: Sandbox) -> None:
+    # BYOK: Copilot CLI's own switch to a custom OpenAI-compatible provider, no GitHub login.
+    box.env.update(
+        {
+            "COPILOT_PROVIDER_BASE_URL": f"{box.model.url}/v1",
+            "COPILOT_PROVIDER_API_KEY": "x",
+            "COPILOT_MODEL": "gpt-4.1",
+            "COPILOT_OFFLINE": "true",
+            "COPILOT_AUTO_UPDATE": "false",
+        }
+    )
+
+
+COPILOT = Profile(
+    cli="copilot",
+    binary="copilot",
+    agent="cp",
+    prepare=_copilot_prepare,
+    turn=lambda box, prompt: [
+        str(cli_path("copilot")),
+        "-p",
+        prompt,
+        "--allow-tool=pipemesh",
+        "--no-color",
+    ],
+    mcp_list=lambda box: [str(cli_path("copilot")), "mcp", "list"],
+    connected=re.compile(r"pipemesh", re.M),
+    prompt_hook="",
+    tool_hook="",
+    stop_hook="agentStop",
+)
+
+PROFILES = [CLAUDE, GEMINI, CODEX, OPENCODE, COPILOT]

@@ -23,6 +23,7 @@ from tests.e2e.fakemodel import FakeModel, ModelRequest, Reply
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 TURN_TIMEOUT_S = 180.0
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @pytest.fixture(params=PROFILES, ids=lambda p: p.cli)
@@ -69,7 +70,7 @@ def _requests(model: FakeModel) -> str:
 def test_mcp_listing_sees_the_server(cli: Profile, sandbox: Sandbox) -> None:
     """The CLI's own MCP listing shows pipemesh connected, from setup's config as written."""
     listing = sandbox.run(cli.mcp_list(sandbox), timeout_s=120)
-    text = listing.stdout + listing.stderr
+    text = ANSI.sub("", listing.stdout + listing.stderr)
     assert cli.connected.search(text), f"{cli.cli} does not list pipemesh as connected:\n{text}"
 
 
@@ -88,7 +89,7 @@ def test_turn_sends_to_a_listening_agent(cli: Profile, sandbox: Sandbox, model: 
     out, _ = listener.communicate(timeout=60)
     assert f"{cli.agent} -> bob" in out, _requests(model)
     assert f"hello from {cli.cli}" in out
-    first = model.turns()[0]
+    first = next(r for r in model.turns() if r.tools)  # opencode first asks for a title
     assert all(first.has_tool(t) for t in ("send", "broadcast", "inbox", "reply", "agents"))
 
 
@@ -126,6 +127,8 @@ def test_hooks_put_waiting_messages_into_the_next_request(
     must add it to the next request); the model ends its turn while a third arrives
     (the stop hook must block the stop and hand it over in a further request).
     """
+    if not cli.prompt_hook:
+        pytest.skip(f"{cli.cli} has no command hooks pipemesh can use (see docs/agents.md)")
     InboxFile.open(sandbox.mesh, cli.agent).append(
         Message("tester", cli.agent, 1, "question", "e2e-1", "FIRST-waiting-before-the-turn")
     )
@@ -182,6 +185,9 @@ def test_run_answers_an_ask_without_touching_the_interactive_agent(
     assert ask.returncode == 0, (ask.stdout, ask.stderr, _requests(model))
     assert "42" in ask.stdout
     assert model.turns(), "the headless CLI never asked the model"
+    assert any("what is 6 times 7?" in r.text for r in model.turns()), (
+        "the question never reached it"
+    )
     for req in model.turns():
         assert not req.has_tool("inbox"), "the headless CLI started the project's pipemesh server"
         assert "for-the-interactive-agent-only" not in req.text, "it ran the project's hooks"
@@ -200,3 +206,4 @@ def test_run_answers_in_a_folder_never_trusted(
     ask = sandbox.pipemesh("ask", "bot", "how are you?", "--timeout", "170", timeout_s=200)
     assert ask.returncode == 0, (ask.stdout, ask.stderr, _requests(model))
     assert "Fine, thanks." in ask.stdout
+    assert any("how are you?" in r.text for r in model.turns()), "the question never reached it"

@@ -109,6 +109,7 @@ class UserPaths:
     claude_settings: Path
     gemini_trusted: Path
     codex_config: Path
+    copilot_config: Path
 
 
 def user_paths(home: Path | None = None) -> UserPaths:
@@ -117,12 +118,14 @@ def user_paths(home: Path | None = None) -> UserPaths:
     claude_dir = os.environ.get("CLAUDE_CONFIG_DIR")
     codex_dir = os.environ.get("CODEX_HOME")
     gemini_home = os.environ.get("GEMINI_CLI_HOME")
+    copilot_dir = os.environ.get("COPILOT_HOME")
     return UserPaths(
         claude_settings=(Path(claude_dir) if claude_dir else base / ".claude") / "settings.json",
         gemini_trusted=(Path(gemini_home) if gemini_home else base)
         / ".gemini"
         / "trustedFolders.json",
         codex_config=(Path(codex_dir) if codex_dir else base / ".codex") / "config.toml",
+        copilot_config=(Path(copilot_dir) if copilot_dir else base / ".copilot") / "config.json",
     )
 
 
@@ -465,9 +468,65 @@ def plan(
         else:
             result.user = [trust_change]
         result.steps.append(CODEX_HOOKS_STEP)
+    elif cli == "opencode":
+        config = directory / "opencode.json"
+        argv = [server["command"], *server["args"]]
+
+        def add_local(data: dict[str, Any]) -> None:
+            data.setdefault("$schema", "https://opencode.ai/config.json")
+            local = {"type": "local", "command": argv, "enabled": True}
+            _add_server("mcp", local, config)(data)
+
+        result.project = [_json_change(config, add_local)]
+    elif cli == "copilot":
+        # .github/mcp.json, not .mcp.json: Claude Code reads .mcp.json too and would start
+        # Copilot's server under Copilot's agent name.
+        mcp_json = directory / ".github" / "mcp.json"
+        hooks_json = directory / ".github" / "hooks" / "pipemesh.json"
+        local = {"type": "local", **server, "tools": ["*"]}
+
+        def add_hooks(data: dict[str, Any]) -> None:
+            data.setdefault("version", 1)
+            _merge_copilot_hooks(data, _copilot_hooks(name, home, wait_s), hooks_json)
+
+        result.project = [
+            _json_change(mcp_json, _add_server("mcpServers", local, mcp_json)),
+            _json_change(hooks_json, add_hooks),
+        ]
+
+        def trust(data: dict[str, Any]) -> None:
+            folders = data.setdefault("trustedFolders", [])
+            if not isinstance(folders, list):
+                raise UsageError(f"trustedFolders in {users.copilot_config} is not a list")
+            if str(directory) not in folders:
+                folders.append(str(directory))
+
+        result.user = [_json_change(users.copilot_config, trust)]
     else:
         raise UsageError(f"setup knows {', '.join(CLIS)}; got {cli!r}")
     return result
+
+
+def _copilot_hooks(name: str, home: str | None, wait_s: float) -> dict[str, list[Any]]:
+    # Copilot CLI's hooks (.github/hooks/*.json, version 1): one command per shell, timeouts
+    # in seconds. agentStop takes {"decision": "block", "reason": ...} like Claude Code's Stop.
+    def entry(kind: str, timeout: int) -> dict[str, Any]:
+        command = _hook_cmd(home, kind, "claude", name, wait_s)
+        return {"type": "command", "bash": command, "powershell": command, "timeoutSec": timeout}
+
+    return {"agentStop": [entry("stop", int(wait_s + HOOK_TIMEOUT_S))]}
+
+
+def _merge_copilot_hooks(data: dict[str, Any], hooks: dict[str, list[Any]], path: Path) -> None:
+    current = data.setdefault("hooks", {})
+    if not isinstance(current, dict):
+        raise UsageError(f"'hooks' in {path} is not an object; merge by hand")
+    for event, entries in hooks.items():
+        existing = current.setdefault(event, [])
+        if not isinstance(existing, list):
+            raise UsageError(f"hooks.{event} in {path} is not a list; merge by hand")
+        commands = {h.get("bash") for h in existing if isinstance(h, dict)}
+        existing.extend(e for e in entries if e["bash"] not in commands)
 
 
 def _write(change: FileChange) -> str:
@@ -506,6 +565,7 @@ _APPROVAL_WHAT: Final = {
     "gemini": "trust this folder (Gemini CLI ignores the project's .gemini/settings.json "
     "in an untrusted folder)",
     "codex": "trust this project (Codex ignores the project's .codex/ until then)",
+    "copilot": "trust this folder (Copilot CLI asks before it uses the folder's config)",
 }
 
 
@@ -533,7 +593,7 @@ _APPROVAL_WHAT: Final = {
     "--approve",
     is_flag=True,
     help="With --write: also write the approval/trust for this project that the CLI keeps "
-    "in your home directory (~/.claude, ~/.gemini, ~/.codex).",
+    "in your home directory (~/.claude, ~/.gemini, ~/.codex, ~/.copilot).",
 )
 @click.pass_context
 def setup_command(
