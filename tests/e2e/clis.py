@@ -182,8 +182,8 @@ COPILOT = Profile(
         "--no-color",
     ],
     mcp_list=lambda box: [str(cli_path("copilot")), "mcp", "list"],
-    connected=re.compile(r"pipemesh", re.M),
-    prompt_hook="",
+    connected=re.compile(r"^Workspace servers:\n\s+pipemesh \(local\)", re.M),
+    prompt_hook="",  # its prompt/tool hooks want another output format (docs/agents.md)
     tool_hook="",
     stop_hook="agentStop",
 )

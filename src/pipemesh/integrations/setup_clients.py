@@ -514,6 +514,8 @@ def _copilot_hooks(name: str, home: str | None, wait_s: float) -> dict[str, list
         command = _hook_cmd(home, kind, "claude", name, wait_s)
         return {"type": "command", "bash": command, "powershell": command, "timeoutSec": timeout}
 
+    # Its userPromptSubmitted/postToolUse hooks want a top-level additionalContext, which
+    # `pipemesh hook context` does not print: they would take messages the model never sees.
     return {"agentStop": [entry("stop", int(wait_s + HOOK_TIMEOUT_S))]}
 
 

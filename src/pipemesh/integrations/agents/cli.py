@@ -57,6 +57,8 @@ def _serve(ctx: click.Context, spec: CliSpec, name: str, role: str, config: str 
         raise click.ClickException(str(exc)) from None
     if spec.kind == "gemini":
         spec = gemini.isolate(spec, Path.cwd(), home.root / "run" / name)
+    if spec.kind == "copilot":
+        spec = copilot.isolate(spec, Path.cwd(), home.root / "run" / name)
     if spec.kind == "opencode":
         os.environ.update(opencode.ENV)  # this process exists to run the CLI
     _exit_on_sigterm()
