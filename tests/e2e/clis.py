@@ -26,7 +26,8 @@ class Profile:
         turn: argv of one headless turn with a prompt.
         mcp_list: argv of the CLI's own MCP listing.
         connected: what that listing prints for a working pipemesh server.
-        prompt_hook, tool_hook, stop_hook: the CLI's event names.
+        prompt_hook, tool_hook, stop_hook: the CLI's event names ("" when not set up).
+        needs_approval: the CLI ignores the project's server until ``setup --approve``.
     """
 
     cli: str
@@ -39,6 +40,7 @@ class Profile:
     prompt_hook: str
     tool_hook: str
     stop_hook: str
+    needs_approval: bool = False
 
     def exe(self) -> str:
         return str(cli_path(self.binary))
@@ -68,6 +70,7 @@ CLAUDE = Profile(
     prompt_hook="UserPromptSubmit",
     tool_hook="PostToolUse",
     stop_hook="Stop",
+    needs_approval=True,
 )
 
 
@@ -89,6 +92,7 @@ GEMINI = Profile(
     prompt_hook="BeforeAgent",
     tool_hook="AfterTool",
     stop_hook="AfterAgent",
+    needs_approval=True,
 )
 
 
@@ -122,6 +126,7 @@ CODEX = Profile(
     prompt_hook="UserPromptSubmit",
     tool_hook="PostToolUse",
     stop_hook="Stop",
+    needs_approval=True,
 )
 
 

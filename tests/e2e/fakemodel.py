@@ -128,14 +128,19 @@ Brain = Callable[[ModelRequest], Reply]
 
 # Claude Code offers this tool while MCP servers are still starting.
 WAIT_FOR_MCP = "WaitForMcpServers"
+# A scripted turn makes a few tool calls; past this many, a brain that loops is cut off.
+MAX_TOOL_RESULTS = 8
 
 
 def needs_pipemesh(brain: Brain) -> Brain:
     """``brain``, but only once pipemesh's tools are offered: before that, a request that
     offers Claude Code's WaitForMcpServers calls it (the server is still starting), and
-    any other says so and ends the turn."""
+    any other says so and ends the turn. A turn with more than MAX_TOOL_RESULTS tool
+    results is ended (a brain that never stops calling tools must not hang a test)."""
 
     def wrapped(req: ModelRequest) -> Reply:
+        if len(req.tool_results) > MAX_TOOL_RESULTS:
+            return Reply.say(f"stopping after {MAX_TOOL_RESULTS} tool calls")
         if req.has_tool("send"):
             return brain(req)
         if WAIT_FOR_MCP in req.tools:

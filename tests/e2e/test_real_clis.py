@@ -81,7 +81,7 @@ def test_turn_sends_to_a_listening_agent(cli: Profile, sandbox: Sandbox, model: 
 
     @needs_pipemesh
     def brain(req: ModelRequest) -> Reply:
-        if not any(r.startswith("sent ") for r in req.tool_results):
+        if not any("sent " in r for r in req.tool_results):
             return Reply.call("send", to="bob", text=f"hello from {cli.cli}")
         return Reply.say("sent")
 
@@ -105,7 +105,7 @@ def test_inbox_and_reply_answer_an_ask(cli: Profile, sandbox: Sandbox, model: Fa
             asks.append(sandbox.spawn([*ask, "--from", "asker", "--timeout", "120"]))
             return Reply.call("inbox", wait_s=60)
         found = re.search(r"\[([^\]\s]+)\] from asker", req.tool_results[-1])
-        if found and not any(r.startswith("replied ") for r in req.tool_results):
+        if found and not any("replied " in r for r in req.tool_results):
             return Reply.call("reply", id=found.group(1), text="42")
         return Reply.say("answered")
 
@@ -218,3 +218,37 @@ def test_run_answers_in_a_folder_never_trusted(
     assert ask.returncode == 0, (ask.stdout, ask.stderr, _requests(model))
     assert "Fine, thanks." in ask.stdout
     assert any("how are you?" in r.text for r in model.turns()), "the question never reached it"
+
+
+def test_doctor_all_set_after_setup(cli: Profile, sandbox: Sandbox) -> None:
+    """After `setup X --write --approve`, doctor finds the real CLI and nothing missing."""
+    done = sandbox.pipemesh("doctor", "--cli", cli.cli, "--dir", str(sandbox.project), timeout_s=90)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"ok       installed  {cli.exe()}" in done.stdout
+    assert "MISSING" not in done.stdout
+
+
+def test_doctor_says_what_is_missing_before_setup(bare_cli: Profile, sandbox: Sandbox) -> None:
+    """Before setup, doctor exits 1 and names the setup command."""
+    done = sandbox.pipemesh("doctor", "--cli", bare_cli.cli, "--dir", str(sandbox.project))
+    assert done.returncode == 1, done.stdout
+    assert "MISSING  config" in done.stdout
+    assert f"pipemesh setup {bare_cli.cli} --name NAME" in done.stdout
+
+
+def test_without_approve_the_cli_does_not_use_the_server(
+    bare_cli: Profile, sandbox: Sandbox
+) -> None:
+    """Claude Code, Gemini CLI and Codex ignore a project's server until approved or
+    trusted: what `setup --approve` writes (or the step setup prints) is needed."""
+    if not bare_cli.needs_approval:
+        pytest.skip(f"{bare_cli.cli} uses a project's MCP server without approval")
+    setup = sandbox.pipemesh(
+        "setup", bare_cli.cli, "--name", bare_cli.agent, "--dir", str(sandbox.project), "--write"
+    )
+    assert setup.returncode == 0, setup.stderr
+    assert "next: " in setup.stdout
+    assert "--write --approve" in setup.stdout
+    listing = sandbox.run(bare_cli.mcp_list(sandbox), timeout_s=120)
+    text = ANSI.sub("", listing.stdout + listing.stderr)
+    assert not bare_cli.connected.search(text), text

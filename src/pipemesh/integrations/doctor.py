@@ -185,6 +185,17 @@ def _approval(cli: str, project: Path, name: str) -> Check | None:
             f"not run); {fix}, or press t on them in codex /hooks"
         )
         return Check("trusted", ok, detail)
+    if cli == "copilot":
+        folders = _json(users.copilot_config).get("trustedFolders", [])
+        ok = isinstance(folders, list) and any(
+            project.is_relative_to(Path(str(f))) for f in folders
+        )
+        detail = (
+            f"{users.copilot_config} trusts {project}"
+            if ok
+            else f"Copilot CLI asks before it uses this folder's config; {fix}"
+        )
+        return Check("trusted", ok, detail)
     return None
 
 
