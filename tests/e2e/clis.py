@@ -191,6 +191,7 @@ COPILOT = Profile(
     prompt_hook="",  # its prompt/tool hooks want another output format (docs/agents.md)
     tool_hook="",
     stop_hook="agentStop",
+    needs_approval=True,
 )
 
 PROFILES = [CLAUDE, GEMINI, CODEX, OPENCODE, COPILOT]

@@ -239,7 +239,7 @@ def test_doctor_says_what_is_missing_before_setup(bare_cli: Profile, sandbox: Sa
 def test_without_approve_the_cli_does_not_use_the_server(
     bare_cli: Profile, sandbox: Sandbox
 ) -> None:
-    """Claude Code, Gemini CLI and Codex ignore a project's server until approved or
+    """Claude Code, Gemini CLI, Codex and Copilot CLI ignore a project's server until approved or
     trusted: what `setup --approve` writes (or the step setup prints) is needed."""
     if not bare_cli.needs_approval:
         pytest.skip(f"{bare_cli.cli} uses a project's MCP server without approval")

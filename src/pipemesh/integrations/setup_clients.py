@@ -141,9 +141,9 @@ def _base(home: str | None) -> list[str]:
     return [*pipemesh_argv(), *(["--home", home] if home else [])]
 
 
-def shell_join(argv: list[str]) -> str:
+def shell_join(argv: list[str], *, windows: bool | None = None) -> str:
     """One command line for the shell that runs hooks: cmd on Windows, sh elsewhere."""
-    if os.name == "nt":
+    if os.name == "nt" if windows is None else windows:
         return subprocess.list2cmdline(argv)
     return shlex.join(argv)
 
