@@ -24,7 +24,7 @@ from typing import Any, Final
 import click
 
 from pipemesh.home import default_home
-from pipemesh.integrations.setup_clients import CLIS, SERVER, user_paths
+from pipemesh.integrations.setup_clients import CLIS, SERVER, shell_join, user_paths
 
 __all__ = ["Check", "diagnose", "doctor_command"]
 
@@ -144,7 +144,8 @@ def _gemini_trusted(project: Path, folders: dict[str, Any]) -> bool:
 
 def _approval(cli: str, project: Path, name: str) -> Check | None:
     users = user_paths()
-    fix = f"run: pipemesh setup {cli} --name {name} --dir '{project}' --write --approve"
+    where = shell_join([str(project)])
+    fix = f"run: pipemesh setup {cli} --name {name} --dir {where} --write --approve"
     if cli == "claude":
         data = _json(users.claude_settings)
         ok = SERVER in data.get("enabledMcpjsonServers", []) or (
@@ -233,7 +234,7 @@ def diagnose(
                 "config",
                 False,
                 f"{config} has no {SERVER!r} MCP server; run: pipemesh setup {cli} --name NAME "
-                f"--dir '{project}' --write",
+                f"--dir {shell_join([str(project)])} --write",
             )
         )
         return checks
@@ -262,7 +263,7 @@ def diagnose(
                 f"{path}: {count} pipemesh hook(s)"
                 if count
                 else f"{path} has no pipemesh hooks; run: pipemesh setup {cli} --name {name} "
-                f"--dir '{project}' --write",
+                f"--dir {shell_join([str(project)])} --write",
             )
         )
     approval = _approval(cli, project, name)

@@ -639,10 +639,19 @@ def setup_command(
                 click.echo(f"note: could not trust the hooks for you ({exc})")
     elif pending:
         files = ", ".join(str(c.path) for c in pending)
-        click.echo(
-            f"next: {_APPROVAL_WHAT[cli_name]}: run "
-            f"'pipemesh setup {cli_name} --name {name} --dir {shell_join([str(project)])} "
-            f"--write --approve' (writes {files})"
-        )
+        again = [
+            "pipemesh",
+            *(["--home", home] if home else []),
+            "setup",
+            cli_name,
+            "--name",
+            name,
+            "--dir",
+            str(project),
+            *(["--wait", f"{wait_s:g}"] if wait_s > 0 else []),
+            "--write",
+            "--approve",
+        ]
+        click.echo(f"next: {_APPROVAL_WHAT[cli_name]}; run: {shell_join(again)}  (writes {files})")
     for step in result.steps:
         click.echo(f"next: {step}")
