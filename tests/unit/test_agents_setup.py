@@ -124,7 +124,9 @@ def test_setup_plans_for_opencode_and_copilot(tmp_path: Path) -> None:
     hooks = json.loads(copilot.project[1].new)
     assert hooks["version"] == 1
     assert set(hooks["hooks"]) == {"agentStop"}
-    assert "hook stop --cli claude --name cp" in hooks["hooks"]["agentStop"][0]["bash"]
+    stop = hooks["hooks"]["agentStop"][0]
+    assert "hook stop --cli claude --name cp" in stop["bash"]
+    assert stop["powershell"].startswith("& ")
     (trust,) = copilot.user
     assert json.loads(trust.new)["trustedFolders"] == [str(tmp_path)]
 

@@ -148,11 +148,15 @@ def shell_join(argv: list[str], *, windows: bool | None = None) -> str:
     return shlex.join(argv)
 
 
-def _hook_cmd(home: str | None, kind: str, cli: str, name: str, wait_s: float) -> str:
+def _hook_argv(home: str | None, kind: str, cli: str, name: str, wait_s: float) -> list[str]:
     argv = [*_base(home), "hook", kind, "--cli", cli, "--name", name]
     if kind == "stop" and wait_s > 0:
         argv += ["--wait", f"{wait_s:g}"]
-    return shell_join(argv)
+    return argv
+
+
+def _hook_cmd(home: str | None, kind: str, cli: str, name: str, wait_s: float) -> str:
+    return shell_join(_hook_argv(home, kind, cli, name, wait_s))
 
 
 def _hooks(cli: str, name: str, home: str | None, wait_s: float) -> dict[str, list[Any]]:
@@ -511,8 +515,14 @@ def _copilot_hooks(name: str, home: str | None, wait_s: float) -> dict[str, list
     # Copilot CLI's hooks (.github/hooks/*.json, version 1): one command per shell, timeouts
     # in seconds. agentStop takes {"decision": "block", "reason": ...} like Claude Code's Stop.
     def entry(kind: str, timeout: int) -> dict[str, Any]:
-        command = _hook_cmd(home, kind, "claude", name, wait_s)
-        return {"type": "command", "bash": command, "powershell": command, "timeoutSec": timeout}
+        argv = _hook_argv(home, kind, "claude", name, wait_s)
+        return {
+            "type": "command",
+            "bash": shell_join(argv, windows=False),
+            # PowerShell runs a quoted program path only behind the call operator.
+            "powershell": "& " + shell_join(argv, windows=True),
+            "timeoutSec": timeout,
+        }
 
     # Its userPromptSubmitted/postToolUse hooks want a top-level additionalContext, which
     # `pipemesh hook context` does not print: they would take messages the model never sees.
