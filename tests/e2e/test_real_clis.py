@@ -16,7 +16,7 @@ import pytest
 
 from pipemesh.integrations._inbox import InboxFile
 from pipemesh.wire import Message
-from tests.e2e.clis import PROFILES, Profile
+from tests.e2e.clis import CODEX, PROFILES, Profile
 from tests.e2e.conftest import VENV_BIN, Sandbox
 from tests.e2e.fakemodel import FakeModel, ModelRequest, Reply, needs_pipemesh
 
@@ -252,3 +252,30 @@ def test_without_approve_the_cli_does_not_use_the_server(
     listing = sandbox.run(bare_cli.mcp_list(sandbox), timeout_s=120)
     text = ANSI.sub("", listing.stdout + listing.stderr)
     assert not bare_cli.connected.search(text), text
+
+
+def test_codex_passes_pipemesh_home_to_the_server(sandbox: Sandbox, model: FakeModel) -> None:
+    """Set up with no mesh home in the commands (none given at setup time), Codex still
+    starts `pipemesh mcp` on the session's PIPEMESH_HOME: setup's `env_vars` passes it."""
+    CODEX.exe()
+    CODEX.prepare(sandbox)
+    mesh_home = sandbox.env.pop("PIPEMESH_HOME")
+    args = ("setup", "codex", "--name", "cx", "--dir", str(sandbox.project), "--write", "--approve")
+    setup = sandbox.pipemesh(*args)
+    sandbox.env["PIPEMESH_HOME"] = mesh_home
+    assert setup.returncode == 0, setup.stderr
+    assert "--home" not in (sandbox.project / ".codex" / "config.toml").read_text()
+    listener = sandbox.spawn_pipemesh("listen", "bob", "--count", "1", "--timeout", "240")
+    sandbox.wait_registered("bob")
+
+    @needs_pipemesh
+    def brain(req: ModelRequest) -> Reply:
+        if not any("sent " in r for r in req.tool_results):
+            return Reply.call("send", to="bob", text="hello through env_vars")
+        return Reply.say("sent")
+
+    model.brain = brain
+    _turn(sandbox, CODEX, "say hello to bob over pipemesh")
+    out, _ = listener.communicate(timeout=60)
+    assert "cx -> bob" in out, _requests(model)
+    assert "hello through env_vars" in out
