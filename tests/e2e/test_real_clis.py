@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -56,8 +57,16 @@ def _turn(box: Sandbox, cli: Profile, prompt: str) -> subprocess.CompletedProces
 
 
 def _send(box: Sandbox, to: str, text: str) -> None:
+    """Send over the mesh and wait until the agent's server has put it in its inbox file
+    (the server appends on its router thread, a moment after the send returns)."""
     sent = box.pipemesh("send", to, text, "--from", "tester", "--type", "question")
     assert sent.returncode == 0, sent.stderr
+    msg_id = sent.stdout.strip().split()[-1]
+    inbox = InboxFile.open(box.mesh, to)
+    deadline = time.monotonic() + 30
+    while inbox.find(msg_id) is None:
+        assert time.monotonic() < deadline, f"{msg_id} never reached {to}'s inbox file"
+        time.sleep(0.02)
 
 
 def _requests(model: FakeModel) -> str:
