@@ -67,7 +67,8 @@ CLAUDE = Profile(
     ],
     mcp_list=lambda box: [str(cli_path("claude")), "mcp", "list"],
     connected=re.compile(r"^pipemesh: .*mcp --name cc .*Connected", re.M),
-    prompt_hook="UserPromptSubmit",
+    # No UserPromptSubmit hook: the asyncRewake wake hook hands over what waited (wake.md).
+    prompt_hook="",
     tool_hook="PostToolUse",
     stop_hook="Stop",
     needs_approval=True,

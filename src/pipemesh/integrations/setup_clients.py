@@ -49,6 +49,7 @@ from typing import Any, Final
 import click
 
 from pipemesh.errors import UsageError
+from pipemesh.integrations.hooks import hook_settings
 from pipemesh.wire import is_valid_name
 
 __all__ = ["CLIS", "FileChange", "Plan", "plan", "setup_command", "user_paths"]
@@ -160,29 +161,9 @@ def _hook_cmd(home: str | None, kind: str, cli: str, name: str, wait_s: float) -
 
 
 def _hooks(cli: str, name: str, home: str | None, wait_s: float) -> dict[str, list[Any]]:
-    stop_event = "AfterAgent" if cli == "gemini" else "Stop"
-    context_events = (
-        ("BeforeAgent", "AfterTool") if cli == "gemini" else ("UserPromptSubmit", "PostToolUse")
-    )
-    # Gemini CLI counts hook timeouts in milliseconds, Claude Code and Codex in seconds.
-    scale = 1000 if cli == "gemini" else 1
-    stop_timeout = int((wait_s + HOOK_TIMEOUT_S) * scale)
-
-    def entry(kind: str, timeout: int) -> dict[str, Any]:
-        return {
-            "hooks": [
-                {
-                    "type": "command",
-                    "command": _hook_cmd(home, kind, cli, name, wait_s),
-                    "timeout": timeout,
-                }
-            ]
-        }
-
-    hooks = {stop_event: [entry("stop", stop_timeout)]}
-    for event in context_events:
-        hooks[event] = [entry("context", HOOK_TIMEOUT_S * scale)]
-    return hooks
+    # The hook set per CLI (Claude Code's asyncRewake wake hooks included) lives with the
+    # hook commands themselves.
+    return hook_settings(cli, name, _base(home), wait_s, join=shell_join)
 
 
 def _server(name: str, home: str | None) -> dict[str, Any]:
