@@ -52,15 +52,18 @@ integration: setup
 adversarial: setup
 	$(VENV)/bin/pytest -s tests/adversarial
 
-# The real agent CLIs (exact versions in tests/e2e/package.json) go to an ignored cache
-# folder, reinstalled only when the pins change; the suite runs them against a fake model.
+# The real agent CLIs (exact versions in tests/e2e/package.json, the rest pinned by its
+# package-lock.json) go to an ignored cache folder, reinstalled only when the pins change;
+# the suite runs them against a fake model.
 E2E_NPM := .cache/e2e-npm
 E2E_STAMP := $(E2E_NPM)/.installed-stamp
 
 $(E2E_STAMP): tests/e2e/package.json tests/e2e/package-lock.json
 	@mkdir -p $(E2E_NPM)
 	cp tests/e2e/package.json tests/e2e/package-lock.json $(E2E_NPM)/
-	cd $(E2E_NPM) && npm ci --no-audit --no-fund --loglevel=error
+	@# npm install, not npm ci: npm ci rejects this lock because it lacks opencode's
+	@# packages for other platforms (npm leaves those out of the lock it writes).
+	cd $(E2E_NPM) && npm install --no-audit --no-fund --loglevel=error
 	@touch $@
 
 e2e-clis: $(E2E_STAMP)

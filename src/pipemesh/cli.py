@@ -862,6 +862,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 from pipemesh.bench._command import bench_command  # noqa: E402
 from pipemesh.history import history as _history  # noqa: E402
 from pipemesh.integrations.agents.cli import run_group  # noqa: E402
+from pipemesh.integrations.doctor import doctor_command  # noqa: E402
 from pipemesh.integrations.hooks import hook_group  # noqa: E402
 from pipemesh.integrations.mcp import mcp_command  # noqa: E402
 from pipemesh.integrations.setup_clients import setup_command  # noqa: E402
@@ -871,6 +872,7 @@ cli.add_command(mcp_command)
 cli.add_command(hook_group)
 cli.add_command(run_group)
 cli.add_command(setup_command)
+cli.add_command(doctor_command)
 cli.add_command(_history)
 cli.add_command(_monitor)
 cli.add_command(bench_command)

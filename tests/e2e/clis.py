@@ -26,7 +26,8 @@ class Profile:
         turn: argv of one headless turn with a prompt.
         mcp_list: argv of the CLI's own MCP listing.
         connected: what that listing prints for a working pipemesh server.
-        prompt_hook, tool_hook, stop_hook: the CLI's event names.
+        prompt_hook, tool_hook, stop_hook: the CLI's event names ("" when not set up).
+        needs_approval: the CLI ignores the project's server until ``setup --approve``.
     """
 
     cli: str
@@ -39,6 +40,7 @@ class Profile:
     prompt_hook: str
     tool_hook: str
     stop_hook: str
+    needs_approval: bool = False
 
     def exe(self) -> str:
         return str(cli_path(self.binary))
@@ -65,9 +67,11 @@ CLAUDE = Profile(
     ],
     mcp_list=lambda box: [str(cli_path("claude")), "mcp", "list"],
     connected=re.compile(r"^pipemesh: .*mcp --name cc .*Connected", re.M),
-    prompt_hook="UserPromptSubmit",
+    # No UserPromptSubmit hook: the asyncRewake wake hook hands over what waited (wake.md).
+    prompt_hook="",
     tool_hook="PostToolUse",
     stop_hook="Stop",
+    needs_approval=True,
 )
 
 
@@ -89,6 +93,7 @@ GEMINI = Profile(
     prompt_hook="BeforeAgent",
     tool_hook="AfterTool",
     stop_hook="AfterAgent",
+    needs_approval=True,
 )
 
 
@@ -122,6 +127,72 @@ CODEX = Profile(
     prompt_hook="UserPromptSubmit",
     tool_hook="PostToolUse",
     stop_hook="Stop",
+    needs_approval=True,
 )
 
-PROFILES = [CLAUDE, GEMINI, CODEX]
+
+def _opencode_prepare(box: Sandbox) -> None:
+    # The built-in Anthropic provider, pointed at the fake model (user config, not the
+    # project's: the project's opencode.json is setup's alone).
+    box.write_json(
+        "~/.config/opencode/opencode.json",
+        {
+            "$schema": "https://opencode.ai/config.json",
+            "provider": {
+                "anthropic": {"options": {"baseURL": f"{box.model.url}/v1", "apiKey": "x"}}
+            },
+            "model": "anthropic/claude-sonnet-4-5",
+            "autoupdate": False,
+        },
+    )
+    box.env.update({"OPENCODE_DISABLE_MODELS_FETCH": "1", "OPENCODE_DISABLE_AUTOUPDATE": "1"})
+
+
+OPENCODE = Profile(
+    cli="opencode",
+    binary="opencode",
+    agent="oc",
+    prepare=_opencode_prepare,
+    turn=lambda box, prompt: [str(cli_path("opencode")), "run", prompt],
+    mcp_list=lambda box: [str(cli_path("opencode")), "mcp", "list"],
+    connected=re.compile(r"pipemesh\W+connected", re.M),
+    prompt_hook="",
+    tool_hook="",
+    stop_hook="",
+)
+
+
+def _copilot_prepare(box: Sandbox) -> None:
+    # BYOK: Copilot CLI's own switch to a custom OpenAI-compatible provider, no GitHub login.
+    box.env.update(
+        {
+            "COPILOT_PROVIDER_BASE_URL": f"{box.model.url}/v1",
+            "COPILOT_PROVIDER_API_KEY": "x",
+            "COPILOT_MODEL": "gpt-4.1",
+            "COPILOT_OFFLINE": "true",
+            "COPILOT_AUTO_UPDATE": "false",
+        }
+    )
+
+
+COPILOT = Profile(
+    cli="copilot",
+    binary="copilot",
+    agent="cp",
+    prepare=_copilot_prepare,
+    turn=lambda box, prompt: [
+        str(cli_path("copilot")),
+        "-p",
+        prompt,
+        "--allow-tool=pipemesh",
+        "--no-color",
+    ],
+    mcp_list=lambda box: [str(cli_path("copilot")), "mcp", "list"],
+    connected=re.compile(r"^Workspace servers:\n\s+pipemesh \(local\)", re.M),
+    prompt_hook="",  # its prompt/tool hooks want another output format (docs/agents.md)
+    tool_hook="",
+    stop_hook="agentStop",
+    needs_approval=True,
+)
+
+PROFILES = [CLAUDE, GEMINI, CODEX, OPENCODE, COPILOT]

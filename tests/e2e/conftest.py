@@ -191,9 +191,12 @@ class Sandbox:
 
 @pytest.fixture
 def model() -> Iterator[FakeModel]:
-    """A fake model server on 127.0.0.1 (its brain answers "done" until a test sets one)."""
+    """A fake model server on 127.0.0.1 (its brain answers "done" until a test sets one).
+
+    A brain that raised fails the test here (the CLI only saw an error text)."""
     with FakeModel() as fake:
         yield fake
+    assert not fake.errors, fake.errors
 
 
 @pytest.fixture

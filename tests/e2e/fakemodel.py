@@ -35,6 +35,7 @@ the brain. Test-only code: stdlib only, loopback only.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,7 +44,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["Call", "FakeModel", "ModelRequest", "Reply", "scripted"]
+__all__ = ["Call", "FakeModel", "ModelRequest", "Reply", "needs_pipemesh", "scripted"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class ModelRequest:
         body: the parsed JSON body.
         at: ``time.monotonic()`` when the request arrived.
         tools: every tool name offered (namespaced Codex tools as ``ns.name``).
+        schemas: the input schema of each tool, by name (Anthropic requests only).
         text: all text of the conversation (system, user, tool results, assistant) joined.
         tool_results: the text of every tool result in the conversation, oldest first.
         is_turn: False for side requests the server answers itself.
@@ -92,6 +94,7 @@ class ModelRequest:
     body: dict[str, Any]
     at: float
     tools: list[str] = field(default_factory=list)
+    schemas: dict[str, Any] = field(default_factory=dict)
     text: str = ""
     tool_results: list[str] = field(default_factory=list)
     is_turn: bool = True
@@ -99,7 +102,8 @@ class ModelRequest:
     def tool_name(self, short: str) -> str | None:
         """The full name of pipemesh's tool ``short`` as this CLI offered it, or None."""
         for name in self.tools:
-            if "pipemesh" in name and name.rsplit("_", 1)[-1].rsplit(".", 1)[-1] == short:
+            # mcp__pipemesh__send, mcp_pipemesh_send, mcp__pipemesh.send, pipemesh-send, ...
+            if "pipemesh" in name and re.split(r"[_.\-]", name)[-1] == short:
                 return name
         for name in self.tools:
             if name == short:
@@ -121,6 +125,30 @@ class ModelRequest:
 
 
 Brain = Callable[[ModelRequest], Reply]
+
+# Claude Code offers this tool while MCP servers are still starting.
+WAIT_FOR_MCP = "WaitForMcpServers"
+# A scripted turn makes a few tool calls; past this many, a brain that loops is cut off.
+MAX_TOOL_RESULTS = 8
+
+
+def needs_pipemesh(brain: Brain) -> Brain:
+    """``brain``, but only once pipemesh's tools are offered: before that, a request that
+    offers Claude Code's WaitForMcpServers calls it (the server is still starting), and
+    any other says so and ends the turn. A turn with more than MAX_TOOL_RESULTS tool
+    results is ended (a brain that never stops calling tools must not hang a test)."""
+
+    def wrapped(req: ModelRequest) -> Reply:
+        if len(req.tool_results) > MAX_TOOL_RESULTS:
+            return Reply.say(f"stopping after {MAX_TOOL_RESULTS} tool calls")
+        if req.has_tool("send"):
+            return brain(req)
+        if WAIT_FOR_MCP in req.tools:
+            args = _example(req.schemas.get(WAIT_FOR_MCP, {}))
+            return Reply(calls=(Call(WAIT_FOR_MCP, args if isinstance(args, dict) else {}),))
+        return Reply.say("no pipemesh tools")
+
+    return wrapped
 
 
 def scripted(*replies: Reply, then: Reply | None = None) -> Brain:
@@ -178,6 +206,11 @@ def _parse(api: str, path: str, body: dict[str, Any]) -> ModelRequest:
     results: list[str] = []
     if api == "anthropic":
         tools = [t.get("name", "") for t in body.get("tools", []) if isinstance(t, dict)]
+        req.schemas = {
+            t.get("name", ""): t.get("input_schema", {})
+            for t in body.get("tools", [])
+            if isinstance(t, dict)
+        }
         for m in body.get("messages", []):
             content = m.get("content")
             if isinstance(content, list):
@@ -233,7 +266,8 @@ def _example(schema: Any) -> Any:
         props = schema.get("properties", {})
         return {k: _example(v) for k, v in props.items()}
     if kind == "array":
-        return []
+        items = schema.get("items", {})
+        return ["pipemesh"] if isinstance(items, dict) and items.get("type") == "string" else []
     if kind in ("integer", "number"):
         return 0
     if kind == "boolean":

@@ -49,6 +49,7 @@ from typing import Any, Final
 import click
 
 from pipemesh.errors import UsageError
+from pipemesh.integrations.hooks import hook_settings
 from pipemesh.wire import is_valid_name
 
 __all__ = ["CLIS", "FileChange", "Plan", "plan", "setup_command", "user_paths"]
@@ -109,6 +110,7 @@ class UserPaths:
     claude_settings: Path
     gemini_trusted: Path
     codex_config: Path
+    copilot_config: Path
 
 
 def user_paths(home: Path | None = None) -> UserPaths:
@@ -117,12 +119,14 @@ def user_paths(home: Path | None = None) -> UserPaths:
     claude_dir = os.environ.get("CLAUDE_CONFIG_DIR")
     codex_dir = os.environ.get("CODEX_HOME")
     gemini_home = os.environ.get("GEMINI_CLI_HOME")
+    copilot_dir = os.environ.get("COPILOT_HOME")
     return UserPaths(
         claude_settings=(Path(claude_dir) if claude_dir else base / ".claude") / "settings.json",
         gemini_trusted=(Path(gemini_home) if gemini_home else base)
         / ".gemini"
         / "trustedFolders.json",
         codex_config=(Path(codex_dir) if codex_dir else base / ".codex") / "config.toml",
+        copilot_config=(Path(copilot_dir) if copilot_dir else base / ".copilot") / "config.json",
     )
 
 
@@ -138,44 +142,28 @@ def _base(home: str | None) -> list[str]:
     return [*pipemesh_argv(), *(["--home", home] if home else [])]
 
 
-def shell_join(argv: list[str]) -> str:
+def shell_join(argv: list[str], *, windows: bool | None = None) -> str:
     """One command line for the shell that runs hooks: cmd on Windows, sh elsewhere."""
-    if os.name == "nt":
+    if os.name == "nt" if windows is None else windows:
         return subprocess.list2cmdline(argv)
     return shlex.join(argv)
 
 
-def _hook_cmd(home: str | None, kind: str, cli: str, name: str, wait_s: float) -> str:
+def _hook_argv(home: str | None, kind: str, cli: str, name: str, wait_s: float) -> list[str]:
     argv = [*_base(home), "hook", kind, "--cli", cli, "--name", name]
     if kind == "stop" and wait_s > 0:
         argv += ["--wait", f"{wait_s:g}"]
-    return shell_join(argv)
+    return argv
+
+
+def _hook_cmd(home: str | None, kind: str, cli: str, name: str, wait_s: float) -> str:
+    return shell_join(_hook_argv(home, kind, cli, name, wait_s))
 
 
 def _hooks(cli: str, name: str, home: str | None, wait_s: float) -> dict[str, list[Any]]:
-    stop_event = "AfterAgent" if cli == "gemini" else "Stop"
-    context_events = (
-        ("BeforeAgent", "AfterTool") if cli == "gemini" else ("UserPromptSubmit", "PostToolUse")
-    )
-    # Gemini CLI counts hook timeouts in milliseconds, Claude Code and Codex in seconds.
-    scale = 1000 if cli == "gemini" else 1
-    stop_timeout = int((wait_s + HOOK_TIMEOUT_S) * scale)
-
-    def entry(kind: str, timeout: int) -> dict[str, Any]:
-        return {
-            "hooks": [
-                {
-                    "type": "command",
-                    "command": _hook_cmd(home, kind, cli, name, wait_s),
-                    "timeout": timeout,
-                }
-            ]
-        }
-
-    hooks = {stop_event: [entry("stop", stop_timeout)]}
-    for event in context_events:
-        hooks[event] = [entry("context", HOOK_TIMEOUT_S * scale)]
-    return hooks
+    # The hook set per CLI (Claude Code's asyncRewake wake hooks included) lives with the
+    # hook commands themselves.
+    return hook_settings(cli, name, _base(home), wait_s, join=shell_join)
 
 
 def _server(name: str, home: str | None) -> dict[str, Any]:
@@ -465,9 +453,73 @@ def plan(
         else:
             result.user = [trust_change]
         result.steps.append(CODEX_HOOKS_STEP)
+    elif cli == "opencode":
+        config = directory / "opencode.json"
+        argv = [server["command"], *server["args"]]
+
+        def add_local(data: dict[str, Any]) -> None:
+            data.setdefault("$schema", "https://opencode.ai/config.json")
+            local = {"type": "local", "command": argv, "enabled": True}
+            _add_server("mcp", local, config)(data)
+
+        result.project = [_json_change(config, add_local)]
+    elif cli == "copilot":
+        # .github/mcp.json, not .mcp.json: Claude Code reads .mcp.json too and would start
+        # Copilot's server under Copilot's agent name.
+        mcp_json = directory / ".github" / "mcp.json"
+        hooks_json = directory / ".github" / "hooks" / "pipemesh.json"
+        local = {"type": "local", **server, "tools": ["*"]}
+
+        def add_hooks(data: dict[str, Any]) -> None:
+            data.setdefault("version", 1)
+            _merge_copilot_hooks(data, _copilot_hooks(name, home, wait_s), hooks_json)
+
+        result.project = [
+            _json_change(mcp_json, _add_server("mcpServers", local, mcp_json)),
+            _json_change(hooks_json, add_hooks),
+        ]
+
+        def trust(data: dict[str, Any]) -> None:
+            folders = data.setdefault("trustedFolders", [])
+            if not isinstance(folders, list):
+                raise UsageError(f"trustedFolders in {users.copilot_config} is not a list")
+            if str(directory) not in folders:
+                folders.append(str(directory))
+
+        result.user = [_json_change(users.copilot_config, trust)]
     else:
         raise UsageError(f"setup knows {', '.join(CLIS)}; got {cli!r}")
     return result
+
+
+def _copilot_hooks(name: str, home: str | None, wait_s: float) -> dict[str, list[Any]]:
+    # Copilot CLI's hooks (.github/hooks/*.json, version 1): one command per shell, timeouts
+    # in seconds. agentStop takes {"decision": "block", "reason": ...} like Claude Code's Stop.
+    def entry(kind: str, timeout: int) -> dict[str, Any]:
+        argv = _hook_argv(home, kind, "claude", name, wait_s)
+        return {
+            "type": "command",
+            "bash": shell_join(argv, windows=False),
+            # PowerShell runs a quoted program path only behind the call operator.
+            "powershell": "& " + shell_join(argv, windows=True),
+            "timeoutSec": timeout,
+        }
+
+    # Its userPromptSubmitted/postToolUse hooks want a top-level additionalContext, which
+    # `pipemesh hook context` does not print: they would take messages the model never sees.
+    return {"agentStop": [entry("stop", int(wait_s + HOOK_TIMEOUT_S))]}
+
+
+def _merge_copilot_hooks(data: dict[str, Any], hooks: dict[str, list[Any]], path: Path) -> None:
+    current = data.setdefault("hooks", {})
+    if not isinstance(current, dict):
+        raise UsageError(f"'hooks' in {path} is not an object; merge by hand")
+    for event, entries in hooks.items():
+        existing = current.setdefault(event, [])
+        if not isinstance(existing, list):
+            raise UsageError(f"hooks.{event} in {path} is not a list; merge by hand")
+        commands = {h.get("bash") for h in existing if isinstance(h, dict)}
+        existing.extend(e for e in entries if e["bash"] not in commands)
 
 
 def _write(change: FileChange) -> str:
@@ -506,6 +558,7 @@ _APPROVAL_WHAT: Final = {
     "gemini": "trust this folder (Gemini CLI ignores the project's .gemini/settings.json "
     "in an untrusted folder)",
     "codex": "trust this project (Codex ignores the project's .codex/ until then)",
+    "copilot": "trust this folder (Copilot CLI asks before it uses the folder's config)",
 }
 
 
@@ -533,7 +586,7 @@ _APPROVAL_WHAT: Final = {
     "--approve",
     is_flag=True,
     help="With --write: also write the approval/trust for this project that the CLI keeps "
-    "in your home directory (~/.claude, ~/.gemini, ~/.codex).",
+    "in your home directory (~/.claude, ~/.gemini, ~/.codex, ~/.copilot).",
 )
 @click.pass_context
 def setup_command(
@@ -577,10 +630,19 @@ def setup_command(
                 click.echo(f"note: could not trust the hooks for you ({exc})")
     elif pending:
         files = ", ".join(str(c.path) for c in pending)
-        click.echo(
-            f"next: {_APPROVAL_WHAT[cli_name]}: run "
-            f"'pipemesh setup {cli_name} --name {name} --dir {shell_join([str(project)])} "
-            f"--write --approve' (writes {files})"
-        )
+        again = [
+            "pipemesh",
+            *(["--home", home] if home else []),
+            "setup",
+            cli_name,
+            "--name",
+            name,
+            "--dir",
+            str(project),
+            *(["--wait", f"{wait_s:g}"] if wait_s > 0 else []),
+            "--write",
+            "--approve",
+        ]
+        click.echo(f"next: {_APPROVAL_WHAT[cli_name]}; run: {shell_join(again)}  (writes {files})")
     for step in result.steps:
         click.echo(f"next: {step}")

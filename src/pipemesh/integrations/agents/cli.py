@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from dataclasses import replace
 from pathlib import Path
@@ -10,7 +11,7 @@ from types import FrameType
 import click
 
 from pipemesh.home import MeshHome
-from pipemesh.integrations.agents import claude, codex, command, gemini
+from pipemesh.integrations.agents import claude, codex, command, copilot, gemini, opencode
 from pipemesh.integrations.agents.base import (
     CliAgent,
     CliFailed,
@@ -22,7 +23,13 @@ from pipemesh.wire import is_valid_name
 
 __all__ = ["run_group"]
 
-_DEFAULTS = {"claude": claude.SPEC, "gemini": gemini.SPEC, "codex": codex.SPEC}
+_DEFAULTS = {
+    "claude": claude.SPEC,
+    "gemini": gemini.SPEC,
+    "codex": codex.SPEC,
+    "opencode": opencode.SPEC,
+    "copilot": copilot.SPEC,
+}
 
 
 def _exit_on_sigterm() -> None:
@@ -50,6 +57,10 @@ def _serve(ctx: click.Context, spec: CliSpec, name: str, role: str, config: str 
         raise click.ClickException(str(exc)) from None
     if spec.kind == "gemini":
         spec = gemini.isolate(spec, Path.cwd(), home.root / "run" / name)
+    if spec.kind == "copilot":
+        spec = copilot.isolate(spec, Path.cwd(), home.root / "run" / name)
+    if spec.kind == "opencode":
+        os.environ.update(opencode.ENV)  # this process exists to run the CLI
     _exit_on_sigterm()
     with CliAgent(name, spec, role, home_arg) as agent:
         click.echo(
