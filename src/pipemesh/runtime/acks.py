@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Final
 
+from pipemesh.codec import AnyFrameDecoder
 from pipemesh.errors import (
     DecodeError,
     MeshError,
@@ -32,7 +33,6 @@ from pipemesh.runtime.send import (
 )
 from pipemesh.spool import Spool, SpoolEntry
 from pipemesh.wire import (
-    FrameDecoder,
     Message,
     NeedData,
     Reassembler,
@@ -148,7 +148,7 @@ class Acknowledging(MeshClient):
         data = Spool.read(entry)
         if data is None:
             return None
-        decoder = FrameDecoder(max_frame_body_bytes=self.transport.max_frame_bytes)
+        decoder = AnyFrameDecoder(max_frame_body_bytes=self.transport.max_frame_bytes)
         assembler = Reassembler(max_body_bytes=self.max_body_bytes)
         decoder.feed(data)
         decoder.feed(b"")

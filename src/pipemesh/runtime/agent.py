@@ -54,6 +54,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
+from pipemesh.codec import BINARY, FRAME_KINDS, TEXT, FrameKind
 from pipemesh.errors import (
     MeshError,
     ReplyTimeout,
@@ -142,6 +143,10 @@ class AgentBase(Receiving):
             effects across a crash); the last ``dedupe_window`` are kept.
         spool_max_messages, spool_max_bytes, spool_fsync, max_open_outboxes:
             see :class:`MeshClient`.
+        frames: ``"binary"`` (the default; ``$PIPEMESH_FRAMES`` when set) writes
+            the binary frame to peers that read it and advertises that this
+            agent reads it; ``"text"`` writes and advertises only the readable
+            text frame, for debugging. Both kinds are always read (docs/frames.md).
 
     An agent not closed by the program is closed at interpreter exit
     (``atexit``); :meth:`run_forever` also closes it on SIGINT and SIGTERM.
@@ -174,7 +179,13 @@ class AgentBase(Receiving):
         spool_max_bytes: int = DEFAULT_MAX_BYTES,
         spool_fsync: bool = True,
         max_open_outboxes: int = DEFAULT_MAX_OPEN,
+        frames: FrameKind | None = None,
     ) -> None:
+        if frames is None:
+            env = os.environ.get("PIPEMESH_FRAMES", "") or BINARY
+            if env not in FRAME_KINDS:
+                raise ValueError(f"PIPEMESH_FRAMES must be 'text' or 'binary', got {env!r}")
+            frames = env
         super().__init__(
             agent_name,
             home,
@@ -187,6 +198,7 @@ class AgentBase(Receiving):
             spool_max_bytes=spool_max_bytes,
             spool_fsync=spool_fsync,
             max_open_outboxes=max_open_outboxes,
+            frames=frames,
         )
         self.durable = durable
         self.max_queue = max(1, max_queue)
@@ -310,6 +322,7 @@ class AgentBase(Receiving):
                     pid_start=process_start_time(pid),
                     durable=self.durable,
                     max_body_bytes=self.max_body_bytes,
+                    frames=FRAME_KINDS if self.frames == BINARY else (TEXT,),
                 )
                 fifo = self.transport if isinstance(self.transport, FifoTransport) else None
                 self._name_lock.publish(me, fifo.path(name) if fifo else None)

@@ -19,6 +19,8 @@ import time
 from types import TracebackType
 from typing import Final, Self
 
+from pipemesh import codec
+from pipemesh.codec import BINARY, TEXT, FrameKind
 from pipemesh.errors import (
     AckTimeout,
     AgentOffline,
@@ -54,7 +56,6 @@ from pipemesh.transport.fifo import FifoTransport
 from pipemesh.wire import (
     MAX_BODY_BYTES,
     Message,
-    encode_message,
     is_valid_id,
     validate_name,
     validate_type,
@@ -83,6 +84,9 @@ class MeshClient:
         spool_fsync: fsync each queued message (survives a machine crash too).
         max_open_outboxes: pipes to peers kept open at most (one fd each); the
             least recently used is closed past it and reopened when needed.
+        frames: ``"text"`` (the default here: what ``pipemesh send`` writes) or
+            ``"binary"``: write binary frames to peers whose registry record
+            says they read them (docs/frames.md).
     """
 
     def __init__(
@@ -99,8 +103,12 @@ class MeshClient:
         spool_max_bytes: int = DEFAULT_MAX_BYTES,
         spool_fsync: bool = True,
         max_open_outboxes: int = DEFAULT_MAX_OPEN,
+        frames: FrameKind = TEXT,
     ) -> None:
         self.agent_name = validate_name(agent_name)
+        if frames not in codec.FRAME_KINDS:
+            raise ValueError(f"frames must be 'text' or 'binary', got {frames!r}")
+        self.frames: FrameKind = frames
         self.home = MeshHome.open(home)
         self.registry = Registry(
             self.home.registry_path,
@@ -194,6 +202,7 @@ class MeshClient:
         reply_to: str,
         sent_ns: int,
         ack: bool = False,
+        kind: FrameKind | None = None,
     ) -> tuple[list[bytes], int]:
         if not isinstance(message, str):
             raise TypeError(f"message must be str, got {type(message).__name__}")
@@ -211,8 +220,16 @@ class MeshClient:
                 agent_id=to,
                 message_id=msg_id,
             )
+        if kind is None:  # the kind the recipient reads, from its cached record
+            rec = None
+            if self.frames == BINARY and to:
+                rec = self._peers.get(to)
+                if rec is None:  # a name not yet known: one registry read, as _check_fits does
+                    rec = self.refresh_peers().get(to)
+            kind = BINARY if rec is not None and BINARY in rec.frames else TEXT
         try:
-            frames = encode_message(
+            frames = codec.encode_message(
+                kind,
                 self.agent_name,
                 to,
                 body,
@@ -545,7 +562,19 @@ class MeshClient:
             reply_to="",
             sent_ns=sent_ns,
         )
-        result = self._fan_out(frames, timeout_s, msg_id, size)
+        binary = None
+        if self.frames == BINARY:  # one more encoding, for the peers that read binary
+            binary, _ = self._encode(
+                to="",
+                message=message,
+                priority=priority,
+                msg_type=msg_type,
+                msg_id=msg_id,
+                reply_to="",
+                sent_ns=sent_ns,
+                kind=BINARY,
+            )
+        result = self._fan_out(frames, timeout_s, msg_id, size, binary)
         self.sent += 1
         self.events.message(
             "frame_sent",
@@ -562,13 +591,19 @@ class MeshClient:
         return result
 
     def _fan_out(
-        self, frames: list[bytes], timeout_s: float | None, msg_id: str, size: int = 0
+        self,
+        text: list[bytes],
+        timeout_s: float | None,
+        msg_id: str,
+        size: int = 0,
+        binary: list[bytes] | None = None,
     ) -> BroadcastResult:
         timeout = self.send_timeout_s if timeout_s is None else timeout_s
         result = BroadcastResult(msg_id)
         for name, rec in list(self._peers.items()):
             if name == self.agent_name or not (rec.is_active or rec.durable):
                 continue
+            frames = binary if binary is not None and BINARY in rec.frames else text
             try:
                 if size > rec.max_body_bytes:
                     self._check_fits(name, size, msg_id)
