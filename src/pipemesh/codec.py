@@ -72,31 +72,62 @@ PREFIX_BYTES: Final = len(MAGIC) + 4
 MAX_TS: Final = (1 << 63) - 1
 """Largest ``ts`` a binary frame carries (an int64: the year 2262)."""
 
-# The text frame's value rules, as anchored patterns msgspec checks while decoding.
-_NAME: Final = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}\Z"
-_ID: Final = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}\Z"
-_Name = Annotated[str, msgspec.Meta(pattern=_NAME)]
-_To = Annotated[str, msgspec.Meta(pattern=r"^(?:\Z|" + _NAME[1:] + ")")]
-_Type = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z][A-Za-z0-9_.\-]{0,31}\Z")]
-_Id = Annotated[str, msgspec.Meta(pattern=_ID)]
-_Re = Annotated[str, msgspec.Meta(pattern=r"^(?:\Z|" + _ID[1:] + ")")]
+# Lengths and numbers are checked by msgspec while decoding (in C); the string
+# charsets by _invalid() below, with the text frame's own rules.
+_Str = Annotated[str, msgspec.Meta(max_length=64)]
 _Priority = Annotated[int, msgspec.Meta(ge=0, le=3)]
 _Ts = Annotated[int, msgspec.Meta(ge=0, le=MAX_TS)]
 _Part = Annotated[int, msgspec.Meta(ge=1, le=MAX_PARTS)]
 
 
 class _Payload(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    sender: _Name
-    to: _To
+    sender: _Str
+    to: _Str
     priority: _Priority
-    msg_type: _Type
-    id: _Id
+    msg_type: _Str
+    id: _Str
     sent_ns: _Ts
-    reply_to: _Re
+    reply_to: _Str
     ack: bool
     part: _Part
     parts: _Part
     body: bytes
+
+
+_KNOWN_MAX: Final = 4096
+_names: set[str] = set()
+_types: set[str] = set()
+# Names and types that passed their check already (peers send the same few again and
+# again); bounded (cleared when full), shared by every decoder (set operations are atomic).
+
+
+def _remember(known: set[str], value: str) -> None:
+    if len(known) >= _KNOWN_MAX:
+        known.clear()
+    known.add(value)
+
+
+def _invalid(p: _Payload) -> str:
+    """Why ``p`` breaks the text frame's rules, or ``""`` when it does not."""
+    if p.sender not in _names:
+        if not wire.is_valid_name(p.sender):
+            return f"FROM {p.sender!r} is not a valid agent name"
+        _remember(_names, p.sender)
+    if p.to and p.to not in _names:
+        if not wire.is_valid_name(p.to):
+            return f"TO {p.to!r} is not a valid agent name"
+        _remember(_names, p.to)
+    if p.msg_type not in _types:
+        if wire._TYPE_RE.fullmatch(p.msg_type) is None:
+            return f"TYPE {p.msg_type!r} is not a valid message type"
+        _remember(_types, p.msg_type)
+    if not wire.is_valid_id(p.id):
+        return f"ID {p.id!r} is not a valid message id"
+    if p.reply_to and not wire.is_valid_id(p.reply_to):
+        return f"RE {p.reply_to!r} is not a valid message id"
+    if p.part > p.parts:
+        return f"PART {p.part}/{p.parts} is not i/n with 1 <= i <= n"
+    return ""
 
 
 _DECODE: Final = msgspec.msgpack.Decoder(_Payload).decode
@@ -275,8 +306,9 @@ class AnyFrameDecoder(FrameDecoder):
                 f"binary frame body of {len(p.body)} bytes is over the limit of "
                 f"{self._max_body} bytes for one frame",
             )
-        if p.part > p.parts:
-            raise self._skip(pos, f"PART {p.part}/{p.parts} is not i/n with 1 <= i <= n")
+        reason = _invalid(p)
+        if reason:
+            raise self._skip(pos, f"binary frame is not valid: {reason}")
         if end == len(buf):
             buf.clear()  # the common case: the read ended on a frame boundary
             self._offset += end

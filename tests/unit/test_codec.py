@@ -318,6 +318,15 @@ class TestDecode:
         assert isinstance(frame, Frame)
         assert frame.body == b"hi"
 
+    def test_many_distinct_names_stay_checked(self) -> None:
+        """The cache of checked names is bounded, and a bad name never enters it."""
+        good = [payload(f"n{i}", *GOOD[1:]) for i in range(5000)]
+        errors: list[str] = []
+        frames = decode_all(b"".join(good) + payload("a..b", *GOOD[1:]), errors=errors)
+        assert len(frames) == 5000
+        assert len(errors) == 1
+        assert "FROM 'a..b'" in errors[0]
+
     def test_frame_after_a_frame_in_one_read(self) -> None:
         """Two frames in one feed: the second is read from the middle of the buffer."""
         dec = AnyFrameDecoder()
