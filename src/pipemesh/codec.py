@@ -30,6 +30,7 @@ no clock.
 
 from __future__ import annotations
 
+import struct
 from typing import Annotated, Final, Literal
 
 import msgspec
@@ -132,6 +133,9 @@ def _invalid(p: _Payload) -> str:
 
 _DECODE: Final = msgspec.msgpack.Decoder(_Payload).decode
 _ENCODE: Final = msgspec.msgpack.Encoder().encode
+
+
+_LENGTH: Final = struct.Struct(">I").unpack_from
 
 
 def _prefix(length: int) -> bytes:
@@ -284,7 +288,7 @@ class AnyFrameDecoder(FrameDecoder):
         pos = self._pos
         if len(buf) - pos < PREFIX_BYTES:
             return self._incomplete(pos, "prefix")
-        length = int.from_bytes(buf[pos + len(MAGIC) : pos + PREFIX_BYTES], "big")
+        length = _LENGTH(buf, pos + len(MAGIC))[0]
         if length > self._max_body + self._max_header:
             raise self._skip(
                 pos,
@@ -296,8 +300,7 @@ class AnyFrameDecoder(FrameDecoder):
         if len(buf) < end:
             return self._incomplete(pos, "payload")
         try:
-            with memoryview(buf)[start:end] as view:
-                p = _DECODE(view)
+            p = _DECODE(bytes(buf[start:end]))  # a copy: a view would pin the buffer
         except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
             raise self._skip(pos, f"binary frame is not valid: {exc}") from None
         if len(p.body) > self._max_body:
