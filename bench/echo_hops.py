@@ -35,18 +35,18 @@ class Echo(AgentBase):
 
 def main(hops: int, log_messages: bool) -> None:
     body = "x" * 64
-    with tempfile.TemporaryDirectory(prefix="pm-echo-") as home:
-        with (
-            Echo("echo", home=home, heartbeat_s=0, log_messages=log_messages) as _echo,
-            AgentBase("ping", home=home, heartbeat_s=0, log_messages=log_messages) as ping,
-        ):
-            t0 = time.perf_counter()
-            for i in range(hops):
-                ping.send_message("echo", body)
-                answer = ping.receive(timeout_s=30.0)
-                if answer is None:
-                    raise SystemExit(f"no answer to hop {i} within 30 s")
-            elapsed = time.perf_counter() - t0
+    with (
+        tempfile.TemporaryDirectory(prefix="pm-echo-") as home,
+        Echo("echo", home=home, heartbeat_s=0, log_messages=log_messages) as _echo,
+        AgentBase("ping", home=home, heartbeat_s=0, log_messages=log_messages) as ping,
+    ):
+        t0 = time.perf_counter()
+        for i in range(hops):
+            ping.send_message("echo", body)
+            answer = ping.receive(timeout_s=30.0)
+            if answer is None:
+                raise SystemExit(f"no answer to hop {i} within 30 s")
+        elapsed = time.perf_counter() - t0
     print(f"{hops} hops, {elapsed / hops * 1e6:.1f} us per hop (wall)")
 
 

@@ -220,7 +220,7 @@ class AgentBase(Receiving):
         self.history_limit = history_limit
         self.received = 0
         self.handler_errors = 0
-        self._history: dict[str, deque[Message]] = {}
+        self._history = {}
         self._pending: dict[str, _Pending] = {}
         self._inbox_queue: deque[Message] = deque()
         self._inbox_cond = threading.Condition()

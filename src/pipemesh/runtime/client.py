@@ -49,13 +49,13 @@ from pipemesh.runtime.send import (
     BroadcastResult,
     Delivery,
     SendResult,
+    SentFields,
 )
 from pipemesh.spool import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Spool
 from pipemesh.transport.base import Outbox, Transport
 from pipemesh.transport.fifo import FifoTransport
 from pipemesh.wire import (
     MAX_BODY_BYTES,
-    Message,
     is_valid_id,
     validate_name,
     validate_type,
@@ -305,18 +305,19 @@ class MeshClient:
         The same as :meth:`send` but returns only the ID (a queued message
         returns its ID too; use :meth:`send` to learn which happened).
         """
-        return self.send(
+        return self._send(
             to_agent,
             message,
             priority,
             msg_type,
-            reply_to=reply_to,
-            timeout_s=timeout_s,
-            msg_id=msg_id,
-            ack=ack,
-            ack_timeout_s=ack_timeout_s,
-            sync=sync,
-        ).id
+            reply_to,
+            timeout_s,
+            msg_id,
+            ack,
+            ack_timeout_s,
+            True,
+            sync,
+        )[0]
 
     def send(
         self,
@@ -374,6 +375,36 @@ class MeshClient:
             MessageTooLarge: the body is over ``max_body_bytes``.
             ValueError: a bad name, type or priority; ``ack=True`` on a bare MeshClient.
         """
+        msg_id, delivery, acked = self._send(
+            to_agent,
+            message,
+            priority,
+            msg_type,
+            reply_to,
+            timeout_s,
+            msg_id,
+            ack,
+            ack_timeout_s,
+            queue,
+            sync,
+        )
+        return SendResult(msg_id, delivery, acked)
+
+    def _send(
+        self,
+        to_agent: str,
+        message: str,
+        priority: int,
+        msg_type: str,
+        reply_to: str,
+        timeout_s: float | None,
+        msg_id: str | None,
+        ack: bool,
+        ack_timeout_s: float,
+        queue: bool,
+        sync: bool,
+    ) -> tuple[str, Delivery, bool]:
+        """The hot path of :meth:`send` and :meth:`send_message` (positional, no result object)."""
         self._check_name(to_agent)
         self._check_args(priority, msg_type)
         if msg_type.startswith(CONTROL_PREFIX):
@@ -404,9 +435,8 @@ class MeshClient:
         waiter = self._expect_ack(to_agent, msg_id) if ack else None
         acked = False
         # History first: a fast reply must never be recorded before its question.
-        sent = Message(
-            self.agent_name, to_agent, priority, msg_type, msg_id, message, sent_ns, reply_to
-        )
+        # A tuple: the Message is built only if history() asks for it.
+        sent = (self.agent_name, to_agent, priority, msg_type, msg_id, message, sent_ns, reply_to)
         self._sent_hook(sent)
         try:
             delivery = Delivery.DELIVERED
@@ -453,12 +483,12 @@ class MeshClient:
             reply_to=reply_to,
             size=size,
         )
-        return SendResult(msg_id, delivery, acked)
+        return msg_id, delivery, acked
 
-    def _sent_hook(self, msg: Message) -> None:
+    def _sent_hook(self, sent: SentFields) -> None:
         """Called before each send (AgentBase keeps history)."""
 
-    def _unsent_hook(self, msg: Message) -> None:
+    def _unsent_hook(self, sent: SentFields) -> None:
         """Called when that send failed."""
 
     # -- acknowledgements and the spool (slow paths) --

@@ -32,6 +32,7 @@ from pipemesh.runtime.send import (
     JOIN,
     LEAVE,
     SPOOLED,
+    SentFields,
     utf8_len,
 )
 from pipemesh.wire import Message
@@ -56,7 +57,7 @@ class Receiving(Acknowledging):
     history_limit: int
     _dedupe_window: int
     _seen: OrderedDict[tuple[str, str], None]
-    _history: dict[str, deque[Message]]
+    _history: dict[str, deque[Message | SentFields]]
     _pending: dict[str, _Pending]
     _inbox_queue: deque[Message]
     _inbox_cond: threading.Condition
@@ -191,7 +192,7 @@ class Receiving(Acknowledging):
                 msg_type=msg.msg_type,
                 priority=msg.priority,
                 msg_id=msg.id,
-                latency_us=(time.time_ns() - msg.sent_ns) / 1000,
+                latency_us=(time.time_ns() - msg.sent_ns) // 100 / 10,  # to 0.1 us
                 size=utf8_len(msg.body),
             )
 
@@ -273,21 +274,24 @@ class Receiving(Acknowledging):
 
     # -- conversations --
 
-    def _remember(self, peer: str, msg: Message) -> None:
+    def _remember(self, peer: str, msg: Message | SentFields) -> None:
         hist = self._history.get(peer)
         if hist is None:
+            if self.history_limit <= 0:
+                return
             hist = self._history[peer] = deque(maxlen=self.history_limit)
         hist.append(msg)
 
-    def _sent_hook(self, msg: Message) -> None:
-        self._remember(msg.to, msg)
+    def _sent_hook(self, sent: SentFields) -> None:
+        self._remember(sent[1], sent)
 
-    def _unsent_hook(self, msg: Message) -> None:
-        hist = self._history.get(msg.to)
+    def _unsent_hook(self, sent: SentFields) -> None:
+        hist = self._history.get(sent[1])
         if hist:
             with contextlib.suppress(ValueError):
-                hist.remove(msg)
+                hist.remove(sent)
 
     def history(self, peer: str) -> list[Message]:
         """The last ``history_limit`` messages exchanged with ``peer``, oldest first."""
-        return list(self._history.get(peer, ()))
+        # Sent messages are kept as their fields; the Message is built here, if asked.
+        return [m if isinstance(m, Message) else Message(*m) for m in self._history.get(peer, ())]

@@ -253,7 +253,8 @@ class Router:
         """Decode, reassemble and route every whole frame the decoder holds."""
         decoder = self._decoder
         heap = self._heap
-        while True:
+        # Every frame of one read, then stop: an empty buffer needs no NEED_DATA call.
+        while decoder.buffered:
             try:
                 frame = decoder.next_frame()
             except DecodeError as exc:

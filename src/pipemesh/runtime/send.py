@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeAlias
 
 __all__ = [
     "ACK",
@@ -26,6 +26,7 @@ __all__ = [
     "BroadcastResult",
     "Delivery",
     "SendResult",
+    "SentFields",
     "utf8_len",
 ]
 
@@ -100,6 +101,10 @@ class BroadcastResult:
             for n, d in self.outcomes.items()
             if d is not Delivery.DELIVERED and d is not Delivery.QUEUED
         ]
+
+
+SentFields: TypeAlias = tuple[str, str, int, str, str, str, int, str]
+"""A sent message as kept for history: the first eight :class:`~pipemesh.wire.Message` fields."""
 
 
 def utf8_len(text: str) -> int:
