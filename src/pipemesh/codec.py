@@ -131,6 +131,19 @@ def _invalid(p: _Payload) -> str:
     return ""
 
 
+_FIELD_NAMES: Final = ("FROM", "TO", "PRIORITY", "TYPE", "ID", "TS", "RE", "ACK", "PART", "PART")
+
+
+def _named(error: str) -> str:
+    """msgspec's ``... - at `$[2]``` as ``... in PRIORITY`` (the text frame's field names)."""
+    head, sep, where = error.rpartition(" - at `$[")
+    index = where.removesuffix("]`")
+    if not sep or not index.isdigit():
+        return error
+    names = (*_FIELD_NAMES, "body")
+    return f"{head} in {names[int(index)] if int(index) < len(names) else 'the payload'}"
+
+
 _DECODE: Final = msgspec.msgpack.Decoder(_Payload).decode
 _ENCODE: Final = msgspec.msgpack.Encoder().encode
 
@@ -302,7 +315,7 @@ class AnyFrameDecoder(FrameDecoder):
         try:
             p = _DECODE(bytes(buf[start:end]))  # a copy: a view would pin the buffer
         except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
-            raise self._skip(pos, f"binary frame is not valid: {exc}") from None
+            raise self._skip(pos, f"binary frame is not valid: {_named(str(exc))}") from None
         if len(p.body) > self._max_body:
             raise self._skip(
                 pos,
