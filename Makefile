@@ -36,7 +36,7 @@ typecheck: setup
 
 # The sans-IO wire module stays at 100% branch coverage (STYLE.md section 7).
 wire-coverage: setup
-	$(VENV)/bin/coverage run --branch --source=pipemesh.wire -m pytest -q tests/unit/test_wire.py
+	$(VENV)/bin/coverage run --branch --source=pipemesh.wire,pipemesh.codec -m pytest -q tests/unit/test_wire.py tests/unit/test_codec.py
 	$(VENV)/bin/coverage report --fail-under=100 -m
 
 test: lint typecheck wire-coverage

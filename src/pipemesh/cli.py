@@ -446,7 +446,7 @@ def ask(
     _check_name(name, "--from name")
     body = _body(text)
     _terminate_on_sigterm()
-    with AgentBase(name, "cli", state.home_arg, heartbeat_s=0) as agent:
+    with AgentBase(name, "cli", state.home_arg, heartbeat_s=0, frames="text") as agent:
         reply = agent.ask(to, body, timeout_s, priority=priority, msg_type=msg_type)
     if reply.msg_type == "error":
         raise click.ClickException(f"{to} replied with an error: {safe(reply.body)}")
@@ -537,7 +537,7 @@ def listen(state: _State, name: str, role: str, count: int, timeout_s: float, ra
             stopped.set()
             agent.close()  # leave now: nothing more is taken from the pipe
 
-    agent = _Listener(name, role, state.home_arg, show=show)
+    agent = _Listener(name, role, state.home_arg, show=show, frames="text")
     with agent:
         click.echo(
             f"listening as {name} ({role}) on {state.home().root}; times in {zone_label()}; "

@@ -149,6 +149,19 @@ def _text(data: dict[str, object], key: str, default: str | None) -> str:
     return value
 
 
+def _frames(data: dict[str, object]) -> tuple[str, ...]:
+    """The ``frames`` list: short lowercase kind names; absent means text only."""
+    value = data.get("frames", ["text"])
+    if (
+        not isinstance(value, list)
+        or not 1 <= len(value) <= 8
+        or not all(isinstance(v, str) and v.isascii() and v.isalnum() for v in value)
+        or any(len(v) > 16 for v in value)
+    ):
+        raise ValueError('frames is not a list of 1-8 frame kind names such as "text"')
+    return tuple(value)
+
+
 @dataclass(frozen=True, slots=True)
 class AgentRecord:
     """One registry entry. ``status`` is computed from the pid when read."""
@@ -163,6 +176,9 @@ class AgentRecord:
     pid_start: int = 0
     durable: bool = False
     max_body_bytes: int = MAX_BODY_BYTES  # largest body it accepts; senders check it
+    # Frame kinds its pipe reads (docs/frames.md); a record without the field, from an
+    # older agent or another writer, reads text only, so senders write it text frames.
+    frames: tuple[str, ...] = ("text",)
 
     @property
     def is_active(self) -> bool:
@@ -209,6 +225,7 @@ class AgentRecord:
                 pid_start=_int(data, "pid_start", 0, 0, 2**63 - 1),
                 durable=durable,
                 max_body_bytes=_int(data, "max_body_bytes", MAX_BODY_BYTES, 1, 2**62),
+                frames=_frames(data),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"entry {name} is malformed: {exc}") from None

@@ -295,6 +295,24 @@ def test_history_is_bounded(mesh_home: Path) -> None:
         assert h.history("stranger") == []
 
 
+def test_history_holds_whole_messages_and_nothing_at_limit_zero(mesh_home: Path) -> None:
+    """Sent messages are kept as fields and handed out as Messages; history_limit=0 keeps none."""
+    with (
+        AgentBase("h") as h,
+        AgentBase("peer", history_limit=0) as peer,
+    ):
+        msg_id = h.send_message("peer", "question?", 2, "question")
+        got = peer.receive(timeout_s=30)
+        assert got is not None
+        peer.reply(got, "answer")
+        wait_for(lambda: len(h.history("peer")) == 2)
+        sent, answer = h.history("peer")
+        assert sent == Message("h", "peer", 2, "question", msg_id, "question?", sent.sent_ns, "")
+        assert sent.sent_ns > 0
+        assert (answer.sender, answer.reply_to, answer.body) == ("peer", msg_id, "answer")
+        assert peer.history("h") == []
+
+
 def test_large_message_and_marker_in_body(mesh_home: Path) -> None:
     """A 2 MiB body containing the end marker and fake headers arrives exactly."""
     body = ("line ===END_MESSAGE===\n[FROM:x|TO:y|PRIORITY:1]\n" * 50000)[: 2 * 1024 * 1024]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipemesh import AgentOffline, PeerGone, SendTimeout, TransportClosed
+from pipemesh import AgentOffline, PeerGone, SendTimeout, TransportClosed, codec
 from pipemesh.transport import FifoTransport, MemoryNetwork, MemoryTransport, Transport
 from pipemesh.wire import PIPE_BUF, FrameDecoder, NeedData, Reassembler, encode_message
 
@@ -164,3 +164,50 @@ def test_fifo_files_are_private(tmp_path: Path) -> None:
     inbox.close()
     t.remove("x")
     t.remove("x")
+
+
+def test_both_frame_kinds_interleave_from_concurrent_writers(transport: Transport) -> None:
+    """Text and binary writers share one endpoint: small and multi-part messages all arrive."""
+    inbox = transport.bind("r")
+    big = ("é" + "x" * 99) * 300  # 30,300 bytes: parts of at most max_frame_bytes
+    writers = []
+    want: list[tuple[str, str]] = []
+    for kind in ("text", "binary"):
+        out = transport.connect("r")
+        frames: list[bytes] = []
+        for i in range(200):
+            body = big if i % 50 == 0 else f"{kind}-{i}"
+            want.append((f"{kind}{i}", body))
+            frames += codec.encode_message(
+                kind,
+                "s",
+                "r",
+                body.encode(),
+                msg_id=f"{kind}{i}",
+                max_frame_bytes=transport.max_frame_bytes,
+            )
+        assert all(len(f) <= transport.max_frame_bytes for f in frames)
+        writers.append((threading.Thread(target=out.write_frames, args=(frames, 30.0)), out))
+    for thread, _ in writers:
+        thread.start()
+    dec = codec.AnyFrameDecoder(max_frame_body_bytes=transport.max_frame_bytes)
+    asm = Reassembler()
+    got: list[tuple[str, str]] = []
+    for _ in range(10_000):
+        if len(got) >= len(want):
+            break
+        data = inbox.read(5.0)
+        assert data, "no data within 5s"
+        dec.feed(data)
+        dec.mark_boundary()
+        while not isinstance(frame := dec.next_frame(), NeedData):
+            msg = asm.add(frame, 0.0)
+            if msg is not None:
+                got.append((msg.id, msg.body))
+    for thread, out in writers:
+        thread.join(10)
+        out.close()
+    inbox.close()
+    assert sorted(got) == sorted(want)
+    for kind in ("text", "binary"):  # each writer's messages keep their order
+        assert [i for i, _ in got if i.startswith(kind)] == [f"{kind}{i}" for i in range(200)]

@@ -145,7 +145,12 @@ class _Pinger(AgentBase):
         self._start_ns = time.perf_counter_ns()
         self._deadline_ns = self._start_ns + self._limit_ns
         self._t0 = time.perf_counter_ns()
-        self._expect = self.send_message(peer, body)
+        self._ping()
+
+    def _ping(self) -> None:
+        # The ID is set before the send: the reply may be handled before send_message returns.
+        self._expect = self.next_id()
+        self.send_message(self._peer, self._ping_body, msg_id=self._expect)
 
     def on_message_received(self, msg: Message) -> None:
         now = time.perf_counter_ns()
@@ -161,7 +166,7 @@ class _Pinger(AgentBase):
             self._start_ns = now  # the measured phase starts with the next ping
             self._deadline_ns = now + self._limit_ns
         self._t0 = time.perf_counter_ns()
-        self._expect = self.send_message(self._peer, self._ping_body)
+        self._ping()
 
     def result(self, timeout_s: float) -> WorkerResult:
         if not self._done.wait(timeout_s):

@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from pipemesh.codec import AnyFrameDecoder
 from pipemesh.errors import DecodeError, MeshError
 from pipemesh.home import MeshHome
 from pipemesh.observe import COMM_LOG, ERRORS_LOG, LATENCY_LOG, LogTail, percentile
 from pipemesh.registry import AgentRecord, Registry
-from pipemesh.wire import FrameDecoder, NeedData, Reassembler
+from pipemesh.wire import NeedData, Reassembler
 
 __all__ = ["AgentView", "MeshView", "StatusReader", "TrafficFilter"]
 
@@ -48,7 +49,7 @@ class _StatusPipe:
     def __init__(self, fd: int, ino: int) -> None:
         self.fd = fd
         self.ino = ino
-        self.decoder = FrameDecoder()
+        self.decoder = AnyFrameDecoder()
         self.assembler = Reassembler(max_pending=16, max_pending_bytes=1 << 20)
 
     def close(self) -> None:

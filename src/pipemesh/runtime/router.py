@@ -30,9 +30,10 @@ import threading
 import time
 from collections.abc import Callable
 
+from pipemesh.codec import AnyFrameDecoder
 from pipemesh.errors import DecodeError, MeshError
 from pipemesh.transport.base import Inbox
-from pipemesh.wire import FrameDecoder, Message, NeedData, Reassembler
+from pipemesh.wire import Message, NeedData, Reassembler
 
 __all__ = ["Router"]
 
@@ -76,7 +77,7 @@ class Router:
         self._route = route
         self._handle = handle
         self._report = report
-        self._decoder = FrameDecoder(max_frame_body_bytes=max_frame_body_bytes)
+        self._decoder = AnyFrameDecoder(max_frame_body_bytes=max_frame_body_bytes)
         self._assembler = Reassembler(max_body_bytes=max_body_bytes)
         self._partial_timeout_s = partial_timeout_s
         self._max_queue = max_queue
@@ -252,7 +253,8 @@ class Router:
         """Decode, reassemble and route every whole frame the decoder holds."""
         decoder = self._decoder
         heap = self._heap
-        while True:
+        # Every frame of one read, then stop: an empty buffer needs no NEED_DATA call.
+        while decoder.buffered:
             try:
                 frame = decoder.next_frame()
             except DecodeError as exc:
