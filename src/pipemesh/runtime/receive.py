@@ -294,4 +294,5 @@ class Receiving(Acknowledging):
     def history(self, peer: str) -> list[Message]:
         """The last ``history_limit`` messages exchanged with ``peer``, oldest first."""
         # Sent messages are kept as their fields; the Message is built here, if asked.
-        return [m if isinstance(m, Message) else Message(*m) for m in self._history.get(peer, ())]
+        kept = list(self._history.get(peer, ()))  # one C call: the router may append meanwhile
+        return [m if isinstance(m, Message) else Message(*m) for m in kept]
