@@ -1,10 +1,11 @@
 """Issue 10's goals, met or missed, from one ``pipemesh bench --json`` run.
 
 Every figure comes from the one run given (ratios are same-run), mesh rows with logging on
-as shipped. Prints a Markdown table for BENCHMARKS.md.
+as shipped. Prints a Markdown table for BENCHMARKS.md; with ``--table``, first the run's
+table as ``pipemesh bench`` prints it (so one run gives both).
 
     .venv/bin/pipemesh bench --json > run.json
-    .venv/bin/python bench/issue10_goals.py run.json
+    .venv/bin/python bench/issue10_goals.py [--table] run.json
 """
 
 from __future__ import annotations
@@ -36,9 +37,7 @@ def goals(report: dict[str, Any]) -> list[str]:
         if row is None or row[field] is None:
             out.append(_line(goal, f"`{key}` not measured", None))
             return
-        out.append(
-            _line(goal, f"{row['p50_us']:.1f} us = {row[field]:.2f}x", row[field] <= limit)
-        )
+        out.append(_line(goal, f"{row['p50_us']:.1f} us = {row[field]:.2f}x", row[field] <= limit))
 
     ratio("64 B one-way p50 <= 2.0x raw FIFO, same core", "ping-pong-same-core/mesh/64B", 2.0)
     ratio("64 B one-way p50 <= 1.3x raw FIFO, cross core", "ping-pong-cross-core/mesh/64B", 1.3)
@@ -129,11 +128,30 @@ def goals(report: dict[str, Any]) -> list[str]:
     return out
 
 
+def table(report: dict[str, Any]) -> str:
+    """The run as the text table ``pipemesh bench`` prints."""
+    from pipemesh.bench.harness import BenchReport, BenchRow, MachineInfo
+
+    return BenchReport(
+        machine=MachineInfo(**report["machine"]),
+        rows=[BenchRow(**row) for row in report["rows"]],
+        duration_s=report["duration_s"],
+        quick=report["quick"],
+        load_start=tuple(report["load_start"]),
+        load_end=tuple(report["load_end"]),
+    ).format_table()
+
+
 def main() -> None:
-    if len(sys.argv) != 2:
-        sys.exit("usage: issue10_goals.py RUN.json   (from: pipemesh bench --json > RUN.json)")
-    with open(sys.argv[1], encoding="utf-8") as fh:
+    args = sys.argv[1:]
+    with_table = "--table" in args
+    paths = [a for a in args if a != "--table"]
+    if len(paths) != 1:
+        sys.exit("usage: issue10_goals.py [--table] RUN.json  (from: pipemesh bench --json)")
+    with open(paths[0], encoding="utf-8") as fh:
         report = json.load(fh)
+    if with_table:
+        print(table(report))
     print("\n".join(goals(report)))
 
 

@@ -6,11 +6,18 @@ directory (FIFOs, a socket path, a ``multiprocessing.Pipe`` pair, a ``redis-serv
 endpoints themselves are in `pipemesh.bench.baselines`; process handling, statistics and
 output are in `pipemesh.bench.harness`.
 
+The raw-FIFO floors run in three regimes: unpinned (``ping-pong``), both ends pinned to
+one core (``ping-pong-same-core``) and one end per core (``ping-pong-cross-core``); the
+workers pin themselves with ``os.sched_setaffinity`` (``--cpu``). On a one-core machine
+the cross-core rows are unavailable and say so. Fan-in (N writers into one FIFO) and
+broadcast (one writer to N FIFO readers, acks on a shared FIFO) have raw-FIFO rows too,
+so every mesh row has a same-run ratio.
+
 `default_scenarios` is the registry of a run: the baseline rows, then the mesh rows
-(ping-pong full stack with the handler loop and with ``ask()``, the same with 100 idle
-agent processes, fan-in, broadcast, join/leave), whose agents are in
-`pipemesh.bench.mesh`. A missing pyzmq, redis-py or redis-server gives an `Unavailable`
-row, never a number.
+(ping-pong full stack with the handler loop and with ``ask()``, unpinned and in both
+pinned regimes, the same with 100 idle agent processes, fan-in, broadcast, join/leave),
+whose agents are in `pipemesh.bench.mesh`. A missing pyzmq, redis-py or redis-server
+gives an `Unavailable` row, never a number.
 """
 
 from __future__ import annotations
