@@ -147,11 +147,20 @@ class _Pinger(AgentBase):
         self._done = threading.Event()
         self._start_ns = time.perf_counter_ns()
         self._deadline_ns = self._start_ns + self._limit_ns
-        self._t0 = time.perf_counter_ns()
-        self._expect = self.send_message(peer, body)
+        # The first reply can reach the router thread before send_message returns here
+        # and _expect is set; the handler waits for this lock on the first reply only.
+        # (Without it, that reply raised AttributeError in the handler, no next ping was
+        # sent, and the row failed with "worker client still running".)
+        self._first = threading.Lock()
+        with self._first:
+            self._t0 = time.perf_counter_ns()
+            self._expect = self.send_message(peer, body)
 
     def on_message_received(self, msg: Message) -> None:
         now = time.perf_counter_ns()
+        if not self._replies:
+            with self._first:
+                pass
         if msg.reply_to != self._expect or len(msg.body) != len(self._ping_body):
             self._errors += 1
         self._replies += 1
