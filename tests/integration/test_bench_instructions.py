@@ -35,7 +35,7 @@ def test_bench_instructions_reports_positive_counts_per_hop() -> None:
     rows = {row["transport"]: row for row in report["rows"]}
     assert set(rows) == {"raw-fifo", "mesh"}
     for row in rows.values():
-        assert row["hops"] == 40  # 20 round trips in --quick
+        assert row["hops"] == 400  # 200 round trips in --quick
         assert row["size_bytes"] == 64
         assert row["processes"] >= 2  # the driver and its traced echo child
         assert row["total"] > row["baseline"] > 0, row

@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="with --instructions: measured round trips (2 hops each; default 1000, --quick 20)",
+        help="with --instructions: measured round trips (2 hops each; default 1000, --quick 200)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     return parser

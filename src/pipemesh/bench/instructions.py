@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
 
+from pipemesh.bench import _hops
 from pipemesh.bench._hops import TRANSPORT_MESH, TRANSPORT_RAW
 
 #: What the CLI prints when valgrind is missing (one line).
@@ -38,9 +39,12 @@ INSTALL_HINT: Final = (
     "valgrind is not installed: install it with 'apt-get install valgrind' (or 'make bench-setup')"
 )
 
-#: Round trips measured by default (2 hops each), and for --quick.
+#: Round trips measured by default (2 hops each), and for --quick. Start-up varies by up
+#: to ~0.1M instructions between runs (measured; not every source of it is time-driven:
+#: ASLR changes where objects live, and with it dict probing), so even --quick measures
+#: enough hops that the raw FIFO's ~2k per hop stands well above that noise.
 DEFAULT_ROUND_TRIPS: Final = 1000
-QUICK_ROUND_TRIPS: Final = 20
+QUICK_ROUND_TRIPS: Final = 200
 #: Unmeasured round trips in both runs (first-use costs: lazy imports, caches, peer lookup).
 DEFAULT_WARMUP: Final = 50
 QUICK_WARMUP: Final = 5
@@ -164,8 +168,7 @@ def _start_run(
         "--trace-children=yes",
         f"--callgrind-out-file={out}/callgrind.out.%p",
         sys.executable,
-        "-m",
-        "pipemesh.bench._hops",
+        _hops.__file__,  # by path: see the module docstring of _hops
         "--transport",
         transport,
         "--round-trips",
