@@ -53,14 +53,19 @@ NUMBERS = ("p50_us", "p90_us", "p99_us", "max_us", "msgs_per_s", "ratio")
 
 def _bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     # The whole quick run starts ~200 Python processes: minutes on a loaded 2-core VM.
-    return subprocess.run(
-        [sys.executable, "-m", "pipemesh.bench", "--quick", "-q", *args],
-        capture_output=True,
-        text=True,
-        timeout=420,
-        env=env,
-        check=False,
-    )
+    argv = [sys.executable, "-m", "pipemesh.bench", "--quick", "-q", *args]
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=420)
+        except subprocess.TimeoutExpired:
+            # SIGTERM, not subprocess.run's SIGKILL: the bench unwinds and kills and reaps
+            # its workers (a SIGKILL left them running, orphaned, after a timeout).
+            proc.terminate()
+            out, err = proc.communicate(timeout=60)
+            pytest.fail(f"pipemesh bench --quick took over 420s: {err[-2000:]}")
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def _check_row(row: dict[str, Any]) -> None:
