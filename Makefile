@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 CORE_STAMP := $(VENV)/.core-stamp
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: setup demo test lint typecheck wire-coverage unit integration adversarial e2e e2e-clis bench bench-setup clean
+.PHONY: setup demo test lint typecheck wire-coverage unit integration adversarial e2e e2e-clis bench bench-setup bench-instructions clean
 
 # Everything: every extra and the dev tools (what `make test` needs).
 $(STAMP): pyproject.toml
@@ -71,15 +71,23 @@ e2e-clis: $(E2E_STAMP)
 e2e: setup e2e-clis
 	$(VENV)/bin/pytest tests/e2e
 
-# Redis comes from Debian's packages; the harness says so in its table when it cannot be had.
+# Redis and valgrind (for `pipemesh bench --instructions`) come from Debian's packages;
+# the harness says so in its output when one cannot be had.
 bench-setup: setup
-	@command -v redis-server >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
-	  (apt-get install -y -q redis-server >/dev/null 2>&1 || \
-	   (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q redis-server >/dev/null 2>&1)) || \
-	  echo "note: redis-server could not be installed; the Redis row will say so")
+	@for pkg in redis-server:redis-server valgrind:valgrind; do \
+	  cmd=$${pkg%%:*}; deb=$${pkg##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
+	    (apt-get install -y -q $$deb >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $$deb >/dev/null 2>&1)) || \
+	    echo "note: $$deb could not be installed; the bench says so where it needs it"); \
+	done
 
 bench: bench-setup
 	$(VENV)/bin/pipemesh bench
+
+# Instructions per 64 B hop under callgrind: a guard that does not move with the load.
+bench-instructions: bench-setup
+	$(VENV)/bin/pipemesh bench --instructions
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -31,6 +31,9 @@ QUICK_FAN_IN_SENDERS = (2, 4)
 QUICK_IDLE_AGENTS = 3
 QUICK_BROADCAST_TO = (2, 4)
 FAN_IN_SIZES = (64, 4096)
+REGIMES = ("ping-pong-same-core", "ping-pong-cross-core")
+#: With one usable CPU the cross-core rows are unavailable (test_bench_one_core_...).
+MULTI_CORE = len(os.sched_getaffinity(0)) >= 2
 TABLE_COLUMNS = (
     "scenario",
     "transport",
@@ -42,19 +45,27 @@ TABLE_COLUMNS = (
     "max_us",
     "msgs_per_s",
     "ratio",
+    "x_same",
+    "x_cross",
 )
 NUMBERS = ("p50_us", "p90_us", "p99_us", "max_us", "msgs_per_s", "ratio")
 
 
 def _bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipemesh.bench", "--quick", "-q", *args],
-        capture_output=True,
-        text=True,
-        timeout=150,
-        env=env,
-        check=False,
-    )
+    # The whole quick run starts ~200 Python processes: minutes on a loaded 2-core VM.
+    argv = [sys.executable, "-m", "pipemesh.bench", "--quick", "-q", *args]
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=420)
+        except subprocess.TimeoutExpired:
+            # SIGTERM, not subprocess.run's SIGKILL: the bench unwinds and kills and reaps
+            # its workers (a SIGKILL left them running, orphaned, after a timeout).
+            proc.terminate()
+            out, err = proc.communicate(timeout=60)
+            pytest.fail(f"pipemesh bench --quick took over 420s: {err[-2000:]}")
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def _check_row(row: dict[str, Any]) -> None:
@@ -68,6 +79,10 @@ def _check_row(row: dict[str, Any]) -> None:
         assert isinstance(row[name], float), row
         assert row[name] > 0, row
     assert row["p50_us"] <= row["p90_us"] <= row["p99_us"] <= row["max_us"], row
+    if row["scenario"].startswith("ping-pong"):
+        # Against both pinned raw-FIFO floors of the same size, same run.
+        assert row["x_same_core"] > 0, row
+        assert row["x_cross_core"] > 0 if MULTI_CORE else row["x_cross_core"] is None, row
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +94,7 @@ def quick_report() -> dict[str, Any]:
     return report
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(480)
 def test_bench_quick_json_has_every_baseline_row(quick_report: dict[str, Any]) -> None:
     """A quick run exits 0 and reports every baseline row, measured or with a reason."""
     report = quick_report
@@ -92,6 +107,9 @@ def test_bench_quick_json_has_every_baseline_row(quick_report: dict[str, Any]) -
         for size in PING_PONG_SIZES
         for transport in PING_PONG_TRANSPORTS
     ] + [(f"fan-in-{n}", "raw-fifo", size) for n in QUICK_FAN_IN_SENDERS for size in FAN_IN_SIZES]
+    expected += [(regime, "raw-fifo", size) for regime in REGIMES for size in PING_PONG_SIZES]
+    expected += [(regime, "zmq-pair", 64) for regime in REGIMES]
+    expected += [(f"broadcast-{n}", "raw-fifo", 64) for n in QUICK_BROADCAST_TO]
     assert len(rows) == len(expected)
     for scenario, transport, size in expected:
         matches = [
@@ -101,12 +119,20 @@ def test_bench_quick_json_has_every_baseline_row(quick_report: dict[str, Any]) -
         ]
         assert len(matches) == 1, (scenario, transport, size)
         _check_row(matches[0])
+        if scenario == "ping-pong-cross-core" and not MULTI_CORE:
+            assert matches[0]["status"] == "unavailable"
+            continue
         if transport == "raw-fifo":
             assert matches[0]["status"] == "ok"
             assert matches[0]["ratio"] == pytest.approx(1.0)
+        if (scenario, transport) == ("ping-pong-same-core", "raw-fifo"):
+            assert matches[0]["x_same_core"] == pytest.approx(1.0)
+        if (scenario, transport) == ("ping-pong-cross-core", "raw-fifo"):
+            assert matches[0]["x_cross_core"] == pytest.approx(1.0)
+    assert report["machine"]["cpus"], "the CPUs the pinned rows use are reported"
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(480)
 def test_bench_quick_json_has_every_mesh_row(quick_report: dict[str, Any]) -> None:
     """The mesh rows are all there and measured: ping-pong (handler loop, ask, no log),
     ping-pong among idle agents with their CPU and RSS, fan-in, broadcast, join/leave."""
@@ -115,6 +141,7 @@ def test_bench_quick_json_has_every_mesh_row(quick_report: dict[str, Any]) -> No
     expected = [
         *[("ping-pong", t, size) for size in PING_PONG_SIZES for t in ("mesh", "mesh-ask")],
         ("ping-pong", "mesh-nolog", 64),
+        *[(regime, t, 64) for regime in REGIMES for t in ("mesh", "mesh-ask")],
         *[(f"ping-pong-{QUICK_IDLE_AGENTS}-idle", "mesh", size) for size in PING_PONG_SIZES],
         *[(f"fan-in-{n}", "mesh", size) for n in QUICK_FAN_IN_SENDERS for size in FAN_IN_SIZES],
         *[(f"broadcast-{n}", "mesh", 64) for n in QUICK_BROADCAST_TO],
@@ -124,15 +151,23 @@ def test_bench_quick_json_has_every_mesh_row(quick_report: dict[str, Any]) -> No
     ]
     assert sorted(got, key=str) == sorted(expected, key=str)
     for key, row in got.items():
+        if key[0] == "ping-pong-cross-core" and not MULTI_CORE:
+            assert row["status"] == "unavailable", row
+            continue
         assert row["status"] == "ok", row
         assert row["n"] > 0, row
         assert row["p50_us"] <= row["p90_us"] <= row["p99_us"] <= row["max_us"], row
         assert row["msgs_per_s"] > 0, row
         scenario = key[0]
-        if scenario.startswith("ping-pong") or scenario.startswith("fan-in"):
-            assert row["ratio"] > 0, row  # against the raw-FIFO floor of the same size
+        if scenario.startswith(("ping-pong", "fan-in", "broadcast")):
+            assert row["ratio"] > 0, row  # against the raw-FIFO row of the same run
         else:
             assert row["ratio"] is None, row  # no raw-FIFO floor for these
+        if scenario.startswith("ping-pong"):
+            assert row["x_same_core"] > 0, row
+            assert row["x_cross_core"] > 0 if MULTI_CORE else row["x_cross_core"] is None, row
+        else:
+            assert row["x_same_core"] is None, row
         if scenario.endswith("-idle"):
             assert row["extra"]["idle_cpu_ms"] >= 0, row
             assert row["extra"]["idle_rss_mib_mean"] > 0, row
@@ -176,14 +211,21 @@ def test_bench_quick_table_is_aligned() -> None:
     assert "Linux" in header[0]
     assert "Python" in header[0]
     assert tuple(table[0].split()[: len(TABLE_COLUMNS)]) == TABLE_COLUMNS
-    assert len(table) == 3  # column header, the selected row, and its raw-FIFO floor
+    # Column header, the selected row, its raw-FIFO floor and the two pinned floors.
+    assert len(table) == 5
     ratio_end = table[0].index("ratio") + len("ratio")
     for line in table[1:]:
         cells = line.split()
-        assert cells[0] == "ping-pong"
+        assert cells[0] in ("ping-pong", *REGIMES)
         assert cells[1] in ("unix-socket", "raw-fifo")
         assert line[ratio_end - 1] != " "  # right-aligned under its header
-        assert float(cells[-1]) > 0
+        if MULTI_CORE or cells[0] != "ping-pong-cross-core":
+            assert float(cells[-3]) > 0  # ratio
+            assert float(cells[-2]) > 0  # x_same
+        if MULTI_CORE:
+            assert float(cells[-1]) > 0  # x_cross
+    assert any("pinned rows: same core = cpu" in line for line in header)
+    assert any("load average" in line for line in header)
 
 
 def test_bench_without_redis_server_says_unavailable(tmp_path: Path) -> None:
@@ -199,7 +241,7 @@ def test_bench_without_redis_server_says_unavailable(tmp_path: Path) -> None:
         assert "redis-server" in row["note"]
         _check_row(row)
     floors = [r for r in rows if r["transport"] == "raw-fifo"]
-    assert len(floors) == len(PING_PONG_SIZES)
+    assert len(floors) == len(PING_PONG_SIZES) * (1 + len(REGIMES))
 
 
 def test_bench_unknown_only_pattern_is_usage_error() -> None:
@@ -208,3 +250,24 @@ def test_bench_unknown_only_pattern_is_usage_error() -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ")
     assert proc.stdout == ""
+
+
+def test_bench_one_core_says_so_and_skips_cross_core() -> None:
+    """Pinned to one CPU, the cross-core rows say the machine has one core; same-core runs."""
+    code = (
+        "import os, sys; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+        "from pipemesh.bench.cli import main; "
+        "sys.exit(main(['--quick', '-q', '--only', 'ping-pong-cross-core/raw-fifo/64B']))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=150, check=False
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "this machine has one core" in proc.stdout  # the header
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("ping-pong")]
+    cross = [line for line in rows if line.startswith("ping-pong-cross-core")]
+    same = [line for line in rows if line.startswith("ping-pong-same-core")]
+    assert len(cross) == 1
+    assert "unavailable: this machine has one core" in cross[0]
+    assert len(same) == 1
+    assert "unavailable" not in same[0]

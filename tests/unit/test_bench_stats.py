@@ -6,6 +6,8 @@ import pytest
 
 from pipemesh.bench._proto import steady_rate
 from pipemesh.bench.harness import (
+    CROSS_CORE,
+    SAME_CORE,
     BenchConfig,
     BenchRow,
     Measurement,
@@ -25,8 +27,25 @@ def _never(ctx: ScenarioContext) -> Measurement | Unavailable:
     return Unavailable("not run in unit tests")
 
 
-def _scenario(scenario: str, transport: str, size: int, floor: str | None = None) -> Scenario:
-    return Scenario(scenario, transport, size, _never, count=10, floor_scenario=floor)
+def _scenario(
+    scenario: str,
+    transport: str,
+    size: int,
+    floor: str | None = None,
+    *,
+    regimes: bool = False,
+    rate: bool = False,
+) -> Scenario:
+    return Scenario(
+        scenario,
+        transport,
+        size,
+        _never,
+        count=10,
+        floor_scenario=floor,
+        regimes=regimes,
+        ratio_of="rate" if rate else "p50",
+    )
 
 
 def test_percentile_nearest_rank() -> None:
@@ -101,3 +120,57 @@ def test_steady_rate_falls_back_to_the_whole_log() -> None:
     """A log too short to trim gives the whole window; an empty one gives nothing."""
     assert steady_rate([5], [3]) == (3, 0)
     assert steady_rate([], []) == (0, 0)
+
+
+def test_select_scenarios_adds_the_pinned_floors_of_a_regimes_row() -> None:
+    """A row with regimes also runs the same-core and cross-core raw-FIFO rows of its size."""
+    scenarios = [
+        _scenario("ping-pong", "raw-fifo", 64, regimes=True),
+        _scenario(SAME_CORE, "raw-fifo", 64, regimes=True),
+        _scenario(CROSS_CORE, "raw-fifo", 64, regimes=True),
+        _scenario(SAME_CORE, "raw-fifo", 4096, regimes=True),
+        _scenario("ping-pong", "mesh", 64, regimes=True),
+        _scenario("fan-in-10", "mesh", 64, rate=True),
+    ]
+    chosen = select_scenarios(BenchConfig(only=("ping-pong/mesh",)), scenarios)
+    assert [s.key for s in chosen] == [
+        "ping-pong/raw-fifo/64B",
+        f"{SAME_CORE}/raw-fifo/64B",
+        f"{CROSS_CORE}/raw-fifo/64B",
+        "ping-pong/mesh/64B",
+    ]
+
+
+def test_add_ratios_against_both_pinned_floors() -> None:
+    """x_same_core / x_cross_core divide the p50 by the pinned raw-FIFO p50s of its size."""
+    scenarios = [
+        _scenario(SAME_CORE, "raw-fifo", 64, regimes=True),
+        _scenario(CROSS_CORE, "raw-fifo", 64, regimes=True),
+        _scenario("ping-pong", "raw-fifo", 64, regimes=True),
+        _scenario("ping-pong", "mesh", 64, regimes=True),
+        _scenario("ping-pong", "zmq-pair", 64),  # no regimes: no x ratios
+    ]
+    rows = [
+        BenchRow(s.key, s.scenario, s.transport, s.size_bytes, "ok", n=1, p50_us=p50)
+        for s, p50 in zip(scenarios, (4.0, 16.0, 8.0, 40.0, 20.0), strict=True)
+    ]
+    out = {row.key: row for row in add_ratios(rows, scenarios)}
+    mesh = out["ping-pong/mesh/64B"]
+    assert (mesh.ratio, mesh.x_same_core, mesh.x_cross_core) == (5.0, 10.0, 2.5)
+    assert out[f"{SAME_CORE}/raw-fifo/64B"].x_same_core == 1.0
+    assert out[f"{CROSS_CORE}/raw-fifo/64B"].x_cross_core == 1.0
+    zmq = out["ping-pong/zmq-pair/64B"]
+    assert (zmq.ratio, zmq.x_same_core, zmq.x_cross_core) == (2.5, None, None)
+
+
+def test_add_ratios_of_a_throughput_row_divides_rates() -> None:
+    """A fan-in row's ratio is the raw-FIFO msgs/s over its own (above 1: slower)."""
+    scenarios = [
+        _scenario("fan-in-10", "raw-fifo", 64, rate=True),
+        _scenario("fan-in-10", "mesh", 64, rate=True),
+    ]
+    rows = [
+        BenchRow(s.key, s.scenario, s.transport, s.size_bytes, "ok", n=1, p50_us=1.0, msgs_per_s=r)
+        for s, r in zip(scenarios, (800_000.0, 40_000.0), strict=True)
+    ]
+    assert [row.ratio for row in add_ratios(rows, scenarios)] == [1.0, 20.0]

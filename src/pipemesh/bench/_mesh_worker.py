@@ -48,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> MeshArgs:
         ready_fd=ns.ready_fd,
         go_fd=ns.go_fd,
         out=ns.out,
+        cpu=ns.cpu,
         durable=ns.durable,
         agent_sender=ns.agent_sender,
     )

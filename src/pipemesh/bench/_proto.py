@@ -107,10 +107,22 @@ class WorkerResult:
 
 
 def add_protocol_args(parser: argparse.ArgumentParser) -> None:
-    """Add the flags every worker understands (`--ready-fd`, `--go-fd`, `--out`)."""
+    """Add the flags every worker understands (`--ready-fd`, `--go-fd`, `--out`, `--cpu`)."""
     parser.add_argument("--ready-fd", type=int, required=True)
     parser.add_argument("--go-fd", type=int, default=-1)
     parser.add_argument("--out", default="")
+    parser.add_argument("--cpu", type=int, default=-1, help="pin this process to one CPU")
+
+
+def pin_to_cpu(cpu: int) -> None:
+    """Pin the calling thread, and every thread it starts later, to `cpu` (-1: leave as is).
+
+    ``sched_setaffinity(0, ...)`` sets the calling thread's mask; threads inherit it when
+    they are created. So a worker calls this first, before it starts an agent (router,
+    log writer and heartbeat threads all land on the same CPU).
+    """
+    if cpu >= 0:
+        os.sched_setaffinity(0, {cpu})
 
 
 def signal_ready(ready_fd: int) -> None:

@@ -43,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> WorkerArgs:
         ready_fd=ns.ready_fd,
         go_fd=ns.go_fd,
         out=ns.out,
+        cpu=ns.cpu,
     )
 
 

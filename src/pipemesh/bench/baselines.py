@@ -39,6 +39,7 @@ from pipemesh.bench._proto import (
     WorkerResult,
     measure_round_trips,
     monotonic_ns,
+    pin_to_cpu,
     signal_ready,
     steady_rate,
     wait_go,
@@ -69,7 +70,16 @@ ROLE_SERVER: Final = "server"
 ROLE_CLIENT: Final = "client"
 ROLE_FAN_IN_RECEIVER: Final = "fanin-receiver"
 ROLE_FAN_IN_SENDER: Final = "fanin-sender"
-ROLES: Final = (ROLE_SERVER, ROLE_CLIENT, ROLE_FAN_IN_RECEIVER, ROLE_FAN_IN_SENDER)
+ROLE_BCAST_RECEIVER: Final = "bcast-receiver"
+ROLE_BCAST_WRITER: Final = "bcast-writer"
+ROLES: Final = (
+    ROLE_SERVER,
+    ROLE_CLIENT,
+    ROLE_FAN_IN_RECEIVER,
+    ROLE_FAN_IN_SENDER,
+    ROLE_BCAST_RECEIVER,
+    ROLE_BCAST_WRITER,
+)
 
 #: Seconds to wait for Redis to confirm a subscription.
 REDIS_TIMEOUT_S: Final = 10.0
@@ -77,6 +87,9 @@ REDIS_TIMEOUT_S: Final = 10.0
 #: Fan-in frame head: magic, sender id, sequence number, CLOCK_MONOTONIC send stamp.
 FRAME_HEAD: Final = struct.Struct("<4sIIq")
 _FRAME_MAGIC: Final = b"PMBF"
+
+#: Broadcast acknowledgement: sequence number, receive stamp minus send stamp (ns).
+_ACK: Final = struct.Struct("<qq")
 
 #: Unix socket length prefix (network order, 4 bytes).
 _LENGTH: Final = struct.Struct("!I")
@@ -101,14 +114,20 @@ class WorkerArgs:
     ready_fd: int
     go_fd: int
     out: str
+    cpu: int = -1
 
 
 def run_worker(args: WorkerArgs) -> int:
     """Run one endpoint of one baseline until its part of the scenario is done; return 0."""
+    pin_to_cpu(args.cpu)
     if args.role == ROLE_FAN_IN_RECEIVER:
         _fan_in_receiver(args)
     elif args.role == ROLE_FAN_IN_SENDER:
         _fan_in_sender(args)
+    elif args.role == ROLE_BCAST_RECEIVER:
+        _bcast_receiver(args)
+    elif args.role == ROLE_BCAST_WRITER:
+        _bcast_writer(args)
     elif args.role == ROLE_SERVER:
         _SERVERS[args.transport](args)
     else:
@@ -296,6 +315,73 @@ def _fan_in_sender(args: WorkerArgs) -> None:
         pass  # the receiver stopped first; what it counted stands
     finally:
         os.close(fd)
+
+
+# --------------------------------------------------------------------------- raw broadcast
+
+
+def _bcast_receiver(args: WorkerArgs) -> None:
+    """Read each broadcast frame from its own FIFO and ack (seq, delay) on the shared ack FIFO."""
+    data_path, ack_path = args.addr
+    # O_RDWR on both: the opens never block (no writer or reader exists yet), and this
+    # receiver never sees EOF (FIFO-FACTS.md, fact 6); like the mesh's broadcast
+    # receivers, it runs until the harness kills it. It never reads the ack FIFO.
+    rfd = os.open(data_path, os.O_RDWR)
+    afd = os.open(ack_path, os.O_RDWR)
+    signal_ready(args.ready_fd)
+    read = _fifo_reader(rfd, args.size)
+    unpack, pack = FRAME_HEAD.unpack_from, _ACK.pack
+    while True:
+        frame = read()
+        now = monotonic_ns()
+        _magic, _sender, seq, stamp = unpack(frame)
+        # 16 bytes <= PIPE_BUF: acks of concurrent receivers never interleave.
+        os.write(afd, pack(seq, now - stamp))
+
+
+def _bcast_writer(args: WorkerArgs) -> None:
+    """Write one frame to every receiver's FIFO, wait for every ack; a sample is the latest."""
+    ack_path, *paths = args.addr
+    # Every receiver holds its FIFOs O_RDWR, so these blocking opens return at once.
+    afd = os.open(ack_path, os.O_RDONLY)
+    fds = [os.open(path, os.O_WRONLY) for path in paths]
+    signal_ready(args.ready_fd)
+    size, peers = args.size, len(fds)
+    buf = bytearray(size)
+    pack_into = FRAME_HEAD.pack_into
+    samples = array("q")
+    errors = 0
+    wait_go(args.go_fd)
+    started = time.perf_counter_ns()
+    deadline = started + int(args.time_limit_s * 1e9)
+    for i in range(args.warmup + args.count):
+        pack_into(buf, 0, _FRAME_MAGIC, 0, i, monotonic_ns())
+        for fd in fds:
+            os.write(fd, buf)  # <= PIPE_BUF into a pipe with room: written whole
+        latest, acked, pending = 0, 0, b""
+        while acked < peers:
+            pending += os.read(afd, _ACK.size * peers)
+            whole = len(pending) - len(pending) % _ACK.size
+            for seq, delay in _ACK.iter_unpack(pending[:whole]):
+                errors += seq != i
+                latest = max(latest, delay)
+                acked += 1
+            pending = pending[whole:]
+        if i < args.warmup:
+            started = time.perf_counter_ns()
+            deadline = started + int(args.time_limit_s * 1e9)
+            continue
+        samples.append(latest)
+        if time.perf_counter_ns() >= deadline:
+            break
+    elapsed = time.perf_counter_ns() - started
+    WorkerResult(
+        kind=KIND_ONE_WAY,
+        samples_ns=samples.tolist(),
+        messages=len(samples) * peers,
+        elapsed_ns=elapsed,
+        errors=errors,
+    ).dump(args.out)
 
 
 # --------------------------------------------------------------------------- Unix socket

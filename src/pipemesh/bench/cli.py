@@ -1,4 +1,4 @@
-"""Command line of the benchmark: ``python -m pipemesh.bench [--json] [--quick]``.
+"""Command line of the benchmark: ``python -m pipemesh.bench [--json] [--quick] [--instructions]``.
 
 `main` is a plain function so the package CLI (``pipemesh bench``) can call it with its
 own argv. This is the only module of the bench package that writes to stdout/stderr:
@@ -50,6 +50,19 @@ def _parser() -> argparse.ArgumentParser:
         help="upper bound on each scenario's measured phase",
     )
     parser.add_argument("--list", action="store_true", help="list scenario keys and exit")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="instead of timing, count instructions per 64 B hop under valgrind's callgrind"
+        " (load-independent; needs valgrind)",
+    )
+    parser.add_argument(
+        "--round-trips",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --instructions: measured round trips (2 hops each; default 1000, --quick 200)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     return parser
 
@@ -77,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         ns = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on bad input and 0 for --help
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    if ns.instructions:
+        return _instructions(ns)
+    if ns.round_trips is not None:
+        print("error: --round-trips goes with --instructions", file=sys.stderr)
+        return EXIT_USAGE
     config = BenchConfig.quick_run() if ns.quick else BenchConfig()
     config = replace(config, only=tuple(ns.only))
     if ns.time_limit_s is not None:
@@ -104,3 +122,35 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
     sys.stdout.write(report.to_json() + "\n" if ns.json else report.format_table())
     return EXIT_OK if report.is_ok else EXIT_FAILED
+
+
+def _instructions(ns: argparse.Namespace) -> int:
+    """``--instructions``: callgrind counts per hop (see `pipemesh.bench.instructions`)."""
+    from pipemesh.bench import instructions as ins  # noqa: PLC0415  # only this mode needs it
+
+    default = ins.QUICK_ROUND_TRIPS if ns.quick else ins.DEFAULT_ROUND_TRIPS
+    round_trips = default if ns.round_trips is None else ns.round_trips
+    if round_trips <= 0:
+        print("error: --round-trips must be positive", file=sys.stderr)
+        return EXIT_USAGE
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        report = ins.run_instructions(
+            round_trips=round_trips,
+            warmup=ins.QUICK_WARMUP if ns.quick else ins.DEFAULT_WARMUP,
+            quick=ns.quick,
+            progress=None if ns.quiet else _progress,
+        )
+    except ins.ValgrindMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except ins.CountFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    sys.stdout.write(report.to_json() + "\n" if ns.json else report.format_table())
+    return EXIT_OK

@@ -63,6 +63,12 @@ from pipemesh.errors import UsageError
 #: The transport whose ping-pong p50 is the floor every ``ratio`` is measured against.
 FLOOR_TRANSPORT: Final = "raw-fifo"
 
+#: The ping-pong floors pinned by ``os.sched_setaffinity`` in the workers: both ends on one
+#: core (the stable regime on a 2-core VM) and one end per core. Every row that declares
+#: ``regimes`` also gets its p50 over these (``x_same_core``, ``x_cross_core``).
+SAME_CORE: Final = "ping-pong-same-core"
+CROSS_CORE: Final = "ping-pong-cross-core"
+
 #: Seconds to wait for a killed worker to be reaped before giving up on it.
 _REAP_TIMEOUT_S: Final = 5.0
 
@@ -213,6 +219,11 @@ class Scenario:
         warmup: unmeasured messages first.
         floor_scenario: the raw-FIFO scenario this row's ratio divides by (default: the
             same scenario name; a ``ping-pong-100-idle`` row would name ``ping-pong``).
+        ratio_of: ``"p50"``: ratio = p50 / floor p50 (latency rows); ``"rate"``: ratio =
+            floor msgs/s / this row's msgs/s (throughput rows: fan-in). Either way a
+            ratio above 1 means slower than the raw FIFO.
+        regimes: also divide the p50 by the pinned raw-FIFO ping-pong floors of the same
+            size (`SAME_CORE`, `CROSS_CORE`): latency rows of the ping-pong family.
     """
 
     scenario: str
@@ -222,6 +233,8 @@ class Scenario:
     count: int = 0
     warmup: int = 0
     floor_scenario: str | None = None
+    ratio_of: Literal["p50", "rate"] = "p50"
+    regimes: bool = False
 
     @property
     def key(self) -> str:
@@ -236,6 +249,14 @@ class Scenario:
             return None
         size = format_size(self.size_bytes, compact=True)
         return f"{self.floor_scenario or self.scenario}/{FLOOR_TRANSPORT}/{size}"
+
+    @property
+    def regime_floor_keys(self) -> tuple[str, str] | None:
+        """Keys of the same-core and cross-core floor rows, or None without `regimes`."""
+        if not self.regimes or self.size_bytes is None:
+            return None
+        size = format_size(self.size_bytes, compact=True)
+        return (f"{SAME_CORE}/{FLOOR_TRANSPORT}/{size}", f"{CROSS_CORE}/{FLOOR_TRANSPORT}/{size}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,8 +556,10 @@ class BenchRow:
     """One line of the table; latencies in microseconds, one-way.
 
     ``ratio`` is this row's p50 divided by the raw-FIFO p50 of the same (floor) scenario
-    and body size measured in the same run. ``note`` holds the reason for an
-    ``unavailable`` or ``error`` status.
+    and body size measured in the same run (throughput rows: the floor's msgs/s over this
+    row's). ``x_same_core`` / ``x_cross_core``: p50 over the raw-FIFO ping-pong p50 of the
+    same size pinned to one core / across two cores, same run. ``note`` holds the reason
+    for an ``unavailable`` or ``error`` status.
     """
 
     key: str
@@ -553,17 +576,24 @@ class BenchRow:
     ratio: float | None = None
     note: str = ""
     extra: dict[str, float] = field(default_factory=dict)
+    x_same_core: float | None = None
+    x_cross_core: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class MachineInfo:
-    """The facts a reader needs to compare two runs."""
+    """The facts a reader needs to compare two runs.
+
+    ``cpus`` are the CPUs this process may run on (``os.sched_getaffinity``); the pinned
+    rows use the first (same core) and the first two (cross core).
+    """
 
     cores: int
     cpu: str
     kernel: str
     python: str
     versions: dict[str, str]
+    cpus: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -574,6 +604,8 @@ class BenchReport:
     rows: list[BenchRow]
     duration_s: float
     quick: bool
+    load_start: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    load_end: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     @property
     def is_ok(self) -> bool:
@@ -600,6 +632,8 @@ _COLUMNS: Final = (
     "max_us",
     "msgs_per_s",
     "ratio",
+    "x_same",
+    "x_cross",
     "note",
 )
 _LEFT_ALIGNED: Final = frozenset({"scenario", "transport", "note"})
@@ -634,8 +668,25 @@ def _cells(row: BenchRow) -> list[str]:
         us(row.max_us),
         "-" if row.msgs_per_s is None else f"{row.msgs_per_s:.0f}",
         "-" if row.ratio is None else f"{row.ratio:.2f}",
+        "-" if row.x_same_core is None else f"{row.x_same_core:.2f}",
+        "-" if row.x_cross_core is None else f"{row.x_cross_core:.2f}",
         note,
     ]
+
+
+def _pinning(cpus: Sequence[int]) -> str:
+    if not cpus:
+        return "pinned rows: CPU affinity unknown"
+    if len(cpus) == 1:
+        return (
+            f"this machine has one core (cpu {cpus[0]}): same-core rows pinned to it,"
+            " cross-core rows unavailable"
+        )
+    return f"pinned rows: same core = cpu {cpus[0]}, cross core = cpus {cpus[0]} and {cpus[1]}"
+
+
+def _load(load: Sequence[float]) -> str:
+    return "/".join(f"{v:.1f}" for v in load)
 
 
 def format_table(report: BenchReport) -> str:
@@ -649,8 +700,13 @@ def format_table(report: BenchReport) -> str:
         "# one-way latency in us (ping-pong: round trip / 2; fan-in: send stamp to receipt,"
         " queueing included); msgs_per_s: messages delivered per second (a round trip is 2;"
         " fan-in: middle 80% of receipts);"
-        " ratio = p50 / raw-fifo p50 of the same scenario and size in this run;"
+        " ratio = p50 / raw-fifo p50 of the same scenario and size in this run"
+        " (fan-in: raw-fifo msgs/s / msgs/s);"
+        " x_same / x_cross = p50 / raw-fifo ping-pong p50 of the same size pinned to one core"
+        " / across two cores in this run;"
         f" took {report.duration_s:.0f}s",
+        f"# {_pinning(m.cpus)}; load average (1/5/15 min) {_load(report.load_start)} at the"
+        f" start, {_load(report.load_end)} at the end",
     ]
     grid = [list(_COLUMNS), *(_cells(row) for row in report.rows)]
     widths = [max(len(line[i]) for line in grid) for i in range(len(_COLUMNS))]
@@ -751,7 +807,16 @@ def machine_info() -> MachineInfo:
         kernel=platform.release(),
         python=f"{platform.python_version()} ({platform.python_implementation()})",
         versions=versions,
+        cpus=usable_cpus(),
     )
+
+
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on, ascending (``os.sched_getaffinity``)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return list(range(os.cpu_count() or 1))
 
 
 def select_scenarios(config: BenchConfig, scenarios: Sequence[Scenario]) -> list[Scenario]:
@@ -769,7 +834,9 @@ def select_scenarios(config: BenchConfig, scenarios: Sequence[Scenario]) -> list
                 f"{scenarios[0].key if scenarios else 'ping-pong/raw-fifo/64B'}; try --list)"
             )
     wanted = {s.key for s in scenarios if any(p in s.key for p in config.only)}
-    wanted |= {s.floor_key for s in scenarios if s.key in wanted and s.floor_key is not None}
+    chosen = [s for s in scenarios if s.key in wanted]
+    wanted |= {s.floor_key for s in chosen if s.floor_key is not None}
+    wanted |= {k for s in chosen for k in s.regime_floor_keys or ()}
     return [s for s in scenarios if s.key in wanted]
 
 
@@ -798,17 +865,40 @@ def run_scenario(config: BenchConfig, scenario: Scenario) -> BenchRow:
 
 
 def add_ratios(rows: Sequence[BenchRow], scenarios: Sequence[Scenario]) -> list[BenchRow]:
-    """Fill in each row's ratio to its raw-FIFO floor row of the same run."""
+    """Fill in each row's ratios to the raw-FIFO floor rows of the same run."""
     by_key = {row.key: row for row in rows}
-    floors = {s.key: s.floor_key for s in scenarios}
+    by_scenario = {s.key: s for s in scenarios}
+
+    def p50_over(row: BenchRow, floor_key: str | None) -> float | None:
+        floor = by_key.get(floor_key) if floor_key else None
+        if row.p50_us is None or floor is None or not floor.p50_us:
+            return None
+        return row.p50_us / floor.p50_us
+
     out = []
     for row in rows:
-        floor_key = floors.get(row.key)
-        floor = by_key.get(floor_key) if floor_key else None
-        if row.p50_us is not None and floor is not None and floor.p50_us:
-            out.append(replace(row, ratio=row.p50_us / floor.p50_us))
-        else:
+        scenario = by_scenario.get(row.key)
+        if scenario is None:
             out.append(row)
+            continue
+        if scenario.ratio_of == "rate":
+            floor = by_key.get(scenario.floor_key) if scenario.floor_key else None
+            ratio = (
+                floor.msgs_per_s / row.msgs_per_s
+                if floor is not None and floor.msgs_per_s and row.msgs_per_s
+                else None
+            )
+        else:
+            ratio = p50_over(row, scenario.floor_key)
+        same, cross = scenario.regime_floor_keys or (None, None)
+        out.append(
+            replace(
+                row,
+                ratio=ratio,
+                x_same_core=p50_over(row, same),
+                x_cross_core=p50_over(row, cross),
+            )
+        )
     return out
 
 
@@ -834,6 +924,7 @@ def run_bench(
         UsageError: `config.only` selects nothing.
     """
     started = time.monotonic()
+    load_start = os.getloadavg()
     if scenarios is None:
         # The registry imports this module for its types; import it only when needed.
         from pipemesh.bench.scenarios import default_scenarios  # noqa: PLC0415
@@ -851,4 +942,6 @@ def run_bench(
         rows=add_ratios(rows, chosen),
         duration_s=time.monotonic() - started,
         quick=config.quick,
+        load_start=load_start,
+        load_end=os.getloadavg(),
     )

@@ -44,6 +44,7 @@ from pipemesh.bench._proto import (
     KIND_ROUND_TRIP,
     WorkerResult,
     measure_round_trips,
+    pin_to_cpu,
     signal_ready,
     steady_rate,
     wait_go,
@@ -101,10 +102,12 @@ class MeshArgs:
     out: str
     durable: bool = False
     agent_sender: bool = False
+    cpu: int = -1
 
 
 def run_mesh_worker(args: MeshArgs) -> int:
     """Run one mesh endpoint until its part of the scenario is done; return 0."""
+    pin_to_cpu(args.cpu)  # before the agent starts its threads: they inherit the mask
     _ROLES[args.role](args)
     return 0
 

@@ -6,11 +6,18 @@ directory (FIFOs, a socket path, a ``multiprocessing.Pipe`` pair, a ``redis-serv
 endpoints themselves are in `pipemesh.bench.baselines`; process handling, statistics and
 output are in `pipemesh.bench.harness`.
 
+The raw-FIFO floors run in three regimes: unpinned (``ping-pong``), both ends pinned to
+one core (``ping-pong-same-core``) and one end per core (``ping-pong-cross-core``); the
+workers pin themselves with ``os.sched_setaffinity`` (``--cpu``). On a one-core machine
+the cross-core rows are unavailable and say so. Fan-in (N writers into one FIFO) and
+broadcast (one writer to N FIFO readers, acks on a shared FIFO) have raw-FIFO rows too,
+so every mesh row has a same-run ratio.
+
 `default_scenarios` is the registry of a run: the baseline rows, then the mesh rows
-(ping-pong full stack with the handler loop and with ``ask()``, the same with 100 idle
-agent processes, fan-in, broadcast, join/leave), whose agents are in
-`pipemesh.bench.mesh`. A missing pyzmq, redis-py or redis-server gives an `Unavailable`
-row, never a number.
+(ping-pong full stack with the handler loop and with ``ask()``, unpinned and in both
+pinned regimes, the same with 100 idle agent processes, fan-in, broadcast, join/leave),
+whose agents are in `pipemesh.bench.mesh`. A missing pyzmq, redis-py or redis-server
+gives an `Unavailable` row, never a number.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ from pipemesh.bench.baselines import (
     RAW_FIFO_BIG_PIPE,
     REDIS_PUBSUB,
     REDIS_TIMEOUT_S,
+    ROLE_BCAST_RECEIVER,
+    ROLE_BCAST_WRITER,
     ROLE_CLIENT,
     ROLE_FAN_IN_RECEIVER,
     ROLE_FAN_IN_SENDER,
@@ -43,10 +52,13 @@ from pipemesh.bench.baselines import (
     ZMQ_PAIR,
 )
 from pipemesh.bench.harness import (
+    CROSS_CORE,
+    SAME_CORE,
     BenchConfig,
     Measurement,
     Scenario,
     ScenarioContext,
+    SizePlan,
     Unavailable,
     Worker,
     WorkerFailed,
@@ -54,6 +66,7 @@ from pipemesh.bench.harness import (
     rss_bytes,
     run_fan_in,
     run_ping_pong,
+    usable_cpus,
 )
 from pipemesh.bench.mesh import (
     ROLE_ASK,
@@ -83,6 +96,10 @@ MESH_DURABLE: Final = "mesh-durable"
 #: How long idle agents must stay without CPU time before their CPU is sampled.
 _SETTLE_S: Final = 10.0
 
+#: The pinned regimes, by scenario name: (server CPU index, client CPU index) into the
+#: CPUs this process may use.
+REGIMES: Final = {SAME_CORE: (0, 0), CROSS_CORE: (0, 1)}
+
 _UNAVAILABLE_ZMQ: Final = "pyzmq is not installed (pip install 'pipemesh[bench]')"
 _UNAVAILABLE_REDIS_PY: Final = "redis-py is not installed (pip install 'pipemesh[bench]')"
 _UNAVAILABLE_REDIS_SERVER: Final = (
@@ -107,9 +124,30 @@ def baseline_scenarios(config: BenchConfig) -> list[Scenario]:
         (REDIS_PUBSUB, _ping_pong_redis),
     )
     out = [
-        Scenario("ping-pong", name, plan.size_bytes, run, plan.count, plan.warmup)
+        Scenario("ping-pong", name, plan.size_bytes, run, plan.count, plan.warmup, regimes=True)
         for plan in config.ping_pong
         for name, run in ping_pong
+    ]
+    # The pinned floors, every size; ZeroMQ PAIR pinned too at the smallest size (the
+    # issue-10 goal compares the mesh with it in the same regime).
+    small = config.ping_pong[0]
+    pinned: list[tuple[SizePlan, str, Callable[..., Measurement | Unavailable]]] = [
+        (plan, RAW_FIFO, partial(_ping_pong_raw_fifo, transport=RAW_FIFO))
+        for plan in config.ping_pong
+    ]
+    pinned.append((small, ZMQ_PAIR, partial(_ping_pong_zmq, transport=ZMQ_PAIR)))
+    out += [
+        Scenario(
+            regime,
+            name,
+            plan.size_bytes,
+            partial(_pinned, run=run, regime=regime),
+            plan.count,
+            plan.warmup,
+            regimes=True,
+        )
+        for regime in REGIMES
+        for plan, name, run in pinned
     ]
     out += [
         Scenario(
@@ -118,11 +156,56 @@ def baseline_scenarios(config: BenchConfig) -> list[Scenario]:
             plan.size_bytes,
             partial(_fan_in_raw_fifo, n_senders=n),
             plan.count,
+            ratio_of="rate",
         )
         for n in config.fan_in_senders
         for plan in config.fan_in
     ]
+    plan = config.broadcast
+    out += [
+        Scenario(
+            f"broadcast-{n}",
+            RAW_FIFO,
+            plan.size_bytes,
+            partial(_broadcast_raw_fifo, n_receivers=n),
+            plan.count,
+            plan.warmup,
+        )
+        for n in config.broadcast_to
+    ]
     return out
+
+
+def regime_cpus(regime: str) -> tuple[int, int] | Unavailable:
+    """(server CPU, client CPU) for a pinned regime, or why this machine cannot run it."""
+    cpus = usable_cpus()
+    server, client = REGIMES[regime]
+    if max(server, client) >= len(cpus):
+        return Unavailable(
+            f"this machine has one core (cpu {cpus[0]} is all os.sched_getaffinity allows):"
+            " no cross-core regime"
+        )
+    return cpus[server], cpus[client]
+
+
+def _pinned(
+    ctx: ScenarioContext,
+    *,
+    run: Callable[..., Measurement | Unavailable],
+    regime: str,
+) -> Measurement | Unavailable:
+    """Run a ping-pong scenario with its two ends pinned as `regime` says."""
+    cpus = regime_cpus(regime)
+    if isinstance(cpus, Unavailable):
+        return cpus
+    return run(ctx, cpus=cpus)
+
+
+def _pin(spec: WorkerSpec, cpu: int | None) -> WorkerSpec:
+    """`spec` with ``--cpu`` added (the worker pins itself first thing)."""
+    if cpu is None:
+        return spec
+    return WorkerSpec(spec.module, (*spec.args, "--cpu", str(cpu)), spec.pass_fds)
 
 
 def _spec(ctx: ScenarioContext, transport: str, role: str, *args: str) -> WorkerSpec:
@@ -132,15 +215,20 @@ def _spec(ctx: ScenarioContext, transport: str, role: str, *args: str) -> Worker
     )
 
 
-def _ping_pong_raw_fifo(ctx: ScenarioContext, *, transport: str) -> Measurement:
+_NO_CPUS: Final = (None, None)
+
+
+def _ping_pong_raw_fifo(
+    ctx: ScenarioContext, *, transport: str, cpus: tuple[int | None, int | None] = _NO_CPUS
+) -> Measurement:
     to_server, to_client = ctx.workdir / "c2s.fifo", ctx.workdir / "s2c.fifo"
     os.mkfifo(to_server, 0o600)
     os.mkfifo(to_client, 0o600)
     addr = ("--addr", str(to_server), "--addr", str(to_client))
     return run_ping_pong(
         ctx,
-        server=_spec(ctx, transport, ROLE_SERVER, *addr),
-        client=_spec(ctx, transport, ROLE_CLIENT, *addr),
+        server=_pin(_spec(ctx, transport, ROLE_SERVER, *addr), cpus[0]),
+        client=_pin(_spec(ctx, transport, ROLE_CLIENT, *addr), cpus[1]),
     )
 
 
@@ -170,14 +258,16 @@ def _ping_pong_mp_pipe(ctx: ScenarioContext) -> Measurement:
         client_end.close()
 
 
-def _ping_pong_zmq(ctx: ScenarioContext, *, transport: str) -> Measurement | Unavailable:
+def _ping_pong_zmq(
+    ctx: ScenarioContext, *, transport: str, cpus: tuple[int | None, int | None] = _NO_CPUS
+) -> Measurement | Unavailable:
     if importlib.util.find_spec("zmq") is None:
         return Unavailable(_UNAVAILABLE_ZMQ)
     addr = ("--addr", f"ipc://{ctx.workdir / 'zmq.sock'}")
     return run_ping_pong(
         ctx,
-        server=_spec(ctx, transport, ROLE_SERVER, *addr),
-        client=_spec(ctx, transport, ROLE_CLIENT, *addr),
+        server=_pin(_spec(ctx, transport, ROLE_SERVER, *addr), cpus[0]),
+        client=_pin(_spec(ctx, transport, ROLE_CLIENT, *addr), cpus[1]),
     )
 
 
@@ -221,6 +311,29 @@ def _fan_in_raw_fifo(ctx: ScenarioContext, *, n_senders: int) -> Measurement | U
         for i in range(n_senders)
     ]
     return run_fan_in(ctx, receiver=receiver, senders=senders)
+
+
+def _broadcast_raw_fifo(ctx: ScenarioContext, *, n_receivers: int) -> Measurement | Unavailable:
+    """One writer, N receiver processes each on its own FIFO, acks on one shared FIFO."""
+    size = ctx.scenario.size_bytes or 0
+    if not FRAME_HEAD.size <= size <= PIPE_BUF:
+        return Unavailable(f"broadcast frames must be {FRAME_HEAD.size}..{PIPE_BUF} bytes")
+    ack = ctx.workdir / "ack.fifo"
+    os.mkfifo(ack, 0o600)
+    data = [ctx.workdir / f"rx-{i}.fifo" for i in range(n_receivers)]
+    for i, path in enumerate(data):
+        os.mkfifo(path, 0o600)
+        spec = _spec(ctx, RAW_FIFO, ROLE_BCAST_RECEIVER, "--addr", str(path), "--addr", str(ack))
+        ctx.pool.spawn(f"rx-{i}", spec)
+    startup = ctx.config.startup_timeout_s
+    ctx.pool.wait_ready(n_receivers, startup + n_receivers * 0.5)
+    addrs = [arg for path in data for arg in ("--addr", str(path))]
+    spec = _spec(ctx, RAW_FIFO, ROLE_BCAST_WRITER, "--addr", str(ack), *addrs, *ctx.measure_args())
+    worker = ctx.pool.spawn("writer", spec, measuring=True)
+    ctx.pool.wait_ready(1, startup)
+    ctx.pool.go()
+    ctx.pool.wait_exit(worker, ctx.time_limit_s + 30.0)
+    return Measurement.from_result(worker.result())
 
 
 def _free_port() -> int:
@@ -290,7 +403,9 @@ def _wait_redis(proc: subprocess.Popen[bytes], port: int, timeout_s: float) -> b
 def mesh_scenarios(config: BenchConfig) -> list[Scenario]:
     """Every mesh row for `config`: ping-pong, with idle agents, fan-in, broadcast, join."""
     out = [
-        Scenario("ping-pong", transport, plan.size_bytes, run, plan.count, plan.warmup)
+        Scenario(
+            "ping-pong", transport, plan.size_bytes, run, plan.count, plan.warmup, regimes=True
+        )
         for plan in config.ping_pong
         for transport, run in (
             (MESH, partial(_mesh_ping_pong, role=ROLE_PING)),
@@ -306,8 +421,24 @@ def mesh_scenarios(config: BenchConfig) -> list[Scenario]:
             partial(_mesh_ping_pong, role=ROLE_PING, log=False),
             small.count,
             small.warmup,
+            regimes=True,
         )
     )
+    # The issue-10 goals: the mesh (handler loop, and the public-API shape with ask())
+    # in each pinned regime, against the raw FIFO pinned the same way.
+    out += [
+        Scenario(
+            regime,
+            transport,
+            small.size_bytes,
+            partial(_pinned, run=partial(_mesh_ping_pong, role=role), regime=regime),
+            small.count,
+            small.warmup,
+            regimes=True,
+        )
+        for regime in REGIMES
+        for transport, role in ((MESH, ROLE_PING), (MESH_ASK, ROLE_ASK))
+    ]
     n_idle = config.idle_agents
     out += [
         Scenario(
@@ -318,6 +449,7 @@ def mesh_scenarios(config: BenchConfig) -> list[Scenario]:
             plan.count,
             plan.warmup,
             floor_scenario="ping-pong",
+            regimes=True,
         )
         for plan in config.ping_pong
     ]
@@ -328,6 +460,7 @@ def mesh_scenarios(config: BenchConfig) -> list[Scenario]:
             plan.size_bytes,
             partial(_mesh_fan_in, n_senders=n),
             plan.count,
+            ratio_of="rate",
         )
         for n in config.fan_in_senders
         for plan in config.fan_in
@@ -379,9 +512,17 @@ def _mesh_spec(ctx: ScenarioContext, role: str, name: str, *args: str) -> Worker
 
 
 def _mesh_ping_pong(
-    ctx: ScenarioContext, *, role: str, log: bool = True, n_idle: int = 0
+    ctx: ScenarioContext,
+    *,
+    role: str,
+    log: bool = True,
+    n_idle: int = 0,
+    cpus: tuple[int | None, int | None] = _NO_CPUS,
 ) -> Measurement:
-    """Echo agent B and measuring agent A (handler loop or ``ask``), maybe among idle agents."""
+    """Echo agent B and measuring agent A (handler loop or ``ask``), maybe among idle agents.
+
+    With `cpus`, B (and its threads) is pinned to the first and A to the second.
+    """
     flags = () if log else ("--no-log",)
     idle = [
         ctx.pool.spawn(f"idle-{i}", _mesh_spec(ctx, ROLE_IDLE, f"idle-{i}")) for i in range(n_idle)
@@ -389,9 +530,11 @@ def _mesh_ping_pong(
     startup = ctx.config.startup_timeout_s
     if idle:
         ctx.pool.wait_ready(len(idle), startup + n_idle * 0.5)
-    ctx.pool.spawn("server", _mesh_spec(ctx, ROLE_ECHO, "echo", *flags))
+    ctx.pool.spawn("server", _pin(_mesh_spec(ctx, ROLE_ECHO, "echo", *flags), cpus[0]))
     ctx.pool.wait_ready(1, startup)
-    client = _mesh_spec(ctx, role, "client", "--peer", "echo", *flags, *ctx.measure_args())
+    client = _pin(
+        _mesh_spec(ctx, role, "client", "--peer", "echo", *flags, *ctx.measure_args()), cpus[1]
+    )
     worker = ctx.pool.spawn("client", client, measuring=True)
     ctx.pool.wait_ready(1, startup)
     before = _settled_cpu_ticks(idle) if idle else 0
