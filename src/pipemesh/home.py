@@ -10,7 +10,8 @@ Layout::
     <home>/spool/<name>/*.msg         messages queued for durable agents (see spool.py)
 
 The home is found from, in order: an explicit argument (``--home``),
-``$PIPEMESH_HOME``, ``$XDG_RUNTIME_DIR/pipemesh``, or ``<tmp>/pipemesh-<uid>``.
+``$PIPEMESH_HOME``, ``$XDG_RUNTIME_DIR/pipemesh``, or ``<tmp>/pipemesh-<uid>``;
+on Windows ``%LOCALAPPDATA%\\pipemesh`` (its pipes are named pipes, not files).
 It is created 0700; an existing home owned by another user, or writable by
 group or others, is refused (like ssh with its keys), because any process that
 can write there can impersonate every agent.
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from pipemesh import _platform
 from pipemesh.errors import UsageError
 
 __all__ = ["ENV_HOME", "MeshHome", "default_home"]
@@ -37,10 +39,13 @@ def default_home() -> Path:
     explicit = os.environ.get(ENV_HOME)
     if explicit:
         return Path(explicit).expanduser()
+    local = _platform.user_data_dir()  # Windows: %LOCALAPPDATA%, private to the user
+    if local is not None:
+        return local / "pipemesh"
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and Path(runtime).is_dir():
         return Path(runtime) / "pipemesh"
-    return Path(tempfile.gettempdir()) / f"pipemesh-{os.getuid()}"
+    return Path(tempfile.gettempdir()) / f"pipemesh-{_platform.current_uid()}"
 
 
 def _secure_dir(path: Path) -> None:
@@ -52,6 +57,10 @@ def _secure_dir(path: Path) -> None:
         raise UsageError(f"cannot create the mesh directory {path}: {exc.strerror}") from exc
     if not stat.S_ISDIR(st.st_mode):
         raise UsageError(f"{path} is not a directory; choose another --home")
+    if _platform.IS_WINDOWS:
+        # No uid or mode bits: access is the folder's ACL, inherited from its parent
+        # (%LOCALAPPDATA% is readable by the user, SYSTEM and Administrators only).
+        return
     if st.st_uid != os.getuid():
         raise UsageError(
             f"{path} is owned by uid {st.st_uid}, not by you (uid {os.getuid()}); "

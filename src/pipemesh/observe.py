@@ -29,7 +29,6 @@ which follows the file across renames by inode.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import threading
@@ -40,6 +39,8 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring as _json_str  # C, ensure_ascii=False
 from pathlib import Path
 from typing import BinaryIO, Final
+
+from pipemesh import _platform
 
 __all__ = [
     "COMM_LOG",
@@ -129,7 +130,7 @@ class EventLog:
         if enabled:
             self.logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._fds = [self._open(path) for path in self._paths]
-            lock_flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+            lock_flags = os.O_RDWR | os.O_CREAT | _platform.O_CLOEXEC
             self._lock_fds = [os.open(_lock_path(p), lock_flags, 0o600) for p in self._paths]
             self._thread = threading.Thread(
                 target=self._run, name=f"pipemesh-log-{agent}", daemon=True
@@ -252,7 +253,7 @@ class EventLog:
 
     @staticmethod
     def _open(path: Path) -> int:
-        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return _platform.open_append(path)  # on Windows, renamable while open
 
     def _flush(self, batches: list[list[bytes]]) -> None:
         for i, lines in enumerate(batches):
@@ -273,7 +274,7 @@ class EventLog:
         lock_fd, path = self._lock_fds[i], self._paths[i]
         # Without the lock (a stopped process holds it) we still append: the record
         # lands in the current or the just-rotated file, both of which history reads.
-        locked = _flock(lock_fd, fcntl.LOCK_SH, _LOCK_TIMEOUT_S)
+        locked = _flock(lock_fd, _platform.LOCK_SH, _LOCK_TIMEOUT_S)
         try:
             fd = self._fds[i]
             try:
@@ -292,12 +293,12 @@ class EventLog:
             return os.fstat(fd).st_size
         finally:
             if locked:
-                fcntl.flock(lock_fd, fcntl.LOCK_UN)
+                _platform.unlock(lock_fd)
 
     def _rotate(self, i: int) -> None:
         """Shift ``x.log`` to ``x.log.1`` (and older ones up) under the exclusive lock."""
         lock_fd, path = self._lock_fds[i], self._paths[i]
-        if not _flock(lock_fd, fcntl.LOCK_EX, _LOCK_TIMEOUT_S):
+        if not _flock(lock_fd, _platform.LOCK_EX, _LOCK_TIMEOUT_S):
             return  # lock held too long elsewhere: rotate on a later write instead
         try:
             try:
@@ -321,7 +322,7 @@ class EventLog:
             os.close(fd)
             self.rotations += 1
         finally:
-            fcntl.flock(lock_fd, fcntl.LOCK_UN)
+            _platform.unlock(lock_fd)
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush what is queued and stop the writer thread; idempotent."""
@@ -348,13 +349,11 @@ def _flock(fd: int, op: int, timeout_s: float) -> bool:
     """Take ``flock(fd, op)`` within ``timeout_s``; False if it was not granted."""
     deadline = time.monotonic() + timeout_s
     while True:
-        try:
-            fcntl.flock(fd, op | fcntl.LOCK_NB)
+        if _platform.try_lock(fd, op):
             return True
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.001)  # held only around one write or a few renames
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.001)  # held only around one write or a few renames
 
 
 def _lock_path(path: Path) -> Path:
@@ -414,7 +413,7 @@ class LogTail:
 
     def _open_current(self, *, seek_end: bool = False) -> None:
         try:
-            f = open(self.path, "rb")  # noqa: SIM115 - kept open across calls; closed in close()
+            f = _platform.open_shared_read(self.path)  # kept open; closed in close()
         except FileNotFoundError:
             self._file, self._ino = None, -1
             return
@@ -493,7 +492,7 @@ class LogTail:
 def read_records(path: Path) -> Iterator[dict[str, object]]:
     """Yield the JSON records of one log file, skipping lines that do not parse."""
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed by the with below
+        f = _platform.open_shared_read(path)  # closed by the with below
     except FileNotFoundError:
         return
     with f:

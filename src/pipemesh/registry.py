@@ -19,8 +19,8 @@ entry reads ``inactive`` and senders queue messages for it in its spool (see
 :mod:`pipemesh.spool`); :meth:`Registry.gc` leaves such entries alone.
 
 Liveness is read, not stored: an entry whose pid is gone (or is a zombie, or
-was reused by a newer process, checked with the start time from /proc) reads
-as ``inactive``.
+was reused by a newer process, checked with its start time from psutil, on
+Linux, macOS and Windows alike) reads as ``inactive``.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from typing import Final
 
 import filelock
 
+from pipemesh import _platform
 from pipemesh.errors import NameTaken, RegistryCorrupt, RegistryLockTimeout
 from pipemesh.wire import is_valid_name
 
@@ -58,46 +59,14 @@ def utc_now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, start time in clock ticks) from /proc, or None where there is no /proc."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return ("X", 0) if os.path.isdir("/proc/self") else None
-    except OSError:
-        return None
-    # The command name may hold spaces and ')'; fields resume after the last ')'.
-    rest = data[data.rfind(b")") + 2 :].split()
-    try:
-        return rest[0].decode("ascii", "replace"), int(rest[19])
-    except (IndexError, ValueError):
-        return None
-
-
 def process_start_time(pid: int) -> int:
-    """Start time of ``pid`` in clock ticks since boot, or 0 if unknown."""
-    st = _proc_stat(pid)
-    return st[1] if st else 0
+    """A value that changes when ``pid`` is reused (its start time), or 0 if unknown."""
+    return _platform.process_start_time(pid)
 
 
 def pid_alive(pid: int, start_time: int = 0) -> bool:
     """True if ``pid`` runs and, when ``start_time`` is known, is the same process."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, owned by someone else
-    st = _proc_stat(pid)
-    if st is None:
-        return True
-    state, started = st
-    if state in ("Z", "X"):
-        return False
-    return not (start_time and started and started != start_time)
+    return _platform.pid_alive(pid, start_time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +197,7 @@ class Registry:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(tmp, self.path)
+            _platform.replace(tmp, self.path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

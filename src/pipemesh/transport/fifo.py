@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import select
 import stat
@@ -37,6 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from pipemesh import _platform
 from pipemesh.errors import (
     AgentOffline,
     DeliveryError,
@@ -50,8 +50,8 @@ from pipemesh.wire import PIPE_BUF
 __all__ = ["DEFAULT_PIPE_SIZE", "FifoInbox", "FifoOutbox", "FifoTransport", "StatusPipe"]
 
 DEFAULT_PIPE_SIZE: Final = 256 * 1024
-_F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-_F_GETPIPE_SZ: Final = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+_F_SETPIPE_SZ: Final = 1031  # fcntl.F_SETPIPE_SZ on Linux (fcntl is imported lazily:
+_F_GETPIPE_SZ: Final = 1032  # this module must import on Windows, where it is not used)
 
 
 def _make_fifo(path: Path) -> None:
@@ -61,7 +61,7 @@ def _make_fifo(path: Path) -> None:
     except FileNotFoundError:
         pass
     else:
-        if stat.S_ISFIFO(st.st_mode) and st.st_uid == os.getuid():
+        if stat.S_ISFIFO(st.st_mode) and st.st_uid == _platform.current_uid():
             # Reuse the inode: writers that still hold it open keep working,
             # and bytes they left in it (FIFO-FACTS 5) are resynchronised past.
             os.chmod(path, 0o600)
@@ -95,6 +95,8 @@ class FifoInbox:
         self._read_size = max(self.pipe_size, 64 * 1024)
 
     def _set_pipe_size(self, size: int) -> int:
+        import fcntl  # noqa: PLC0415 - POSIX only; see the module docstring
+
         # Raising the size may fail (EPERM once the user's pipe budget is
         # spent, EBUSY if data is buffered); the default size still works.
         with contextlib.suppress(OSError):

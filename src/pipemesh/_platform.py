@@ -1,0 +1,215 @@
+"""What differs between POSIX and Windows, in one place, for the rest of the package.
+
+Nothing here is imported from a POSIX-only module at import time: ``fcntl`` is
+imported inside the functions that need it, and ``msvcrt``/``_winapi`` only on
+Windows. Callers use these helpers instead of ``os.getuid``, ``fcntl.flock``,
+``os.O_CLOEXEC`` or ``/proc``, so ``import pipemesh`` works under Windows CPython.
+
+Windows file semantics this module absorbs:
+
+* a file open in another process cannot be renamed or deleted unless it was
+  opened with ``FILE_SHARE_DELETE``; :func:`open_append` and
+  :func:`open_shared_read` open with it, so log rotation can rename a log that
+  other agents keep open (their handles follow the renamed file, as on POSIX);
+* :func:`replace` retries ``os.replace`` for a bounded time when the target is
+  briefly open without that share flag (a reader such as an editor or a virus
+  scanner), instead of failing a registry write at once;
+* there is no shared ``flock``: :func:`try_lock` takes an exclusive
+  ``msvcrt.locking`` byte lock whatever was asked, so shared lockers simply
+  take turns (correct, a little slower).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO, Final
+
+__all__ = [
+    "IS_WINDOWS",
+    "LOCK_EX",
+    "LOCK_SH",
+    "O_CLOEXEC",
+    "current_uid",
+    "open_append",
+    "open_shared_read",
+    "pid_alive",
+    "process_start_time",
+    "replace",
+    "stop_signals",
+    "try_lock",
+    "unlock",
+    "user_data_dir",
+]
+
+IS_WINDOWS: Final = sys.platform == "win32"
+
+# O_CLOEXEC is POSIX; Windows' equivalent (a handle not inherited by children) is O_NOINHERIT.
+O_CLOEXEC: Final[int] = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOINHERIT", 0)
+_O_BINARY: Final[int] = getattr(os, "O_BINARY", 0)
+
+LOCK_SH: Final = 1  # same values as fcntl.LOCK_SH / LOCK_EX
+LOCK_EX: Final = 2
+
+_REPLACE_RETRY_S: Final = 2.0
+
+
+def current_uid() -> int | None:
+    """This process's uid, or None where there are no uids (Windows)."""
+    getuid: Callable[[], int] | None = getattr(os, "getuid", None)
+    return getuid() if getuid is not None else None
+
+
+def try_lock(fd: int, op: int) -> bool:
+    """Take the lock ``op`` (LOCK_SH or LOCK_EX) on ``fd`` without waiting; False if held."""
+    if sys.platform == "win32":
+        import msvcrt  # noqa: PLC0415 - Windows only
+
+        os.lseek(fd, 0, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl  # noqa: PLC0415 - POSIX only
+
+    try:
+        fcntl.flock(fd, op | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def unlock(fd: int) -> None:
+    """Release the lock taken by :func:`try_lock`."""
+    if sys.platform == "win32":
+        import msvcrt  # noqa: PLC0415 - Windows only
+
+        os.lseek(fd, 0, os.SEEK_SET)
+        with contextlib.suppress(OSError):
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        return
+    import fcntl  # noqa: PLC0415 - POSIX only
+
+    fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _win_open(path: str | os.PathLike[str], access: int, disposition: int, flags: int) -> int:
+    """CreateFile with every share flag (delete too), as a C runtime fd."""
+    if sys.platform != "win32":
+        raise OSError("CreateFile is Windows-only")
+    import _winapi  # noqa: PLC0415 - Windows only
+    import msvcrt  # noqa: PLC0415 - Windows only
+
+    share = 0x1 | 0x2 | 0x4  # FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE
+    try:
+        handle = _winapi.CreateFile(
+            os.fspath(path),
+            access,
+            share,
+            0,
+            disposition,
+            0x80,
+            0,  # FILE_ATTRIBUTE_NORMAL
+        )
+    except OSError as exc:
+        if getattr(exc, "winerror", 0) in (2, 3):  # file or path not found
+            raise FileNotFoundError(exc.errno, exc.strerror, os.fspath(path)) from None
+        raise
+    return msvcrt.open_osfhandle(handle, flags)
+
+
+def open_append(path: str | os.PathLike[str]) -> int:
+    """Open ``path`` for appending (created 0600 on POSIX) and return the fd.
+
+    On Windows the file is opened with ``FILE_SHARE_DELETE``, so another
+    process may rename it (log rotation) while this fd stays open.
+    """
+    if IS_WINDOWS:
+        file_append_data = 0x0004
+        open_always = 4
+        fd = _win_open(path, file_append_data | 0x00100000, open_always, os.O_APPEND)
+        os.lseek(fd, 0, os.SEEK_END)
+        return fd
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | O_CLOEXEC | _O_BINARY, 0o600)
+
+
+def open_shared_read(path: str | os.PathLike[str]) -> BinaryIO:
+    """Open ``path`` for binary reading without blocking its rename on Windows."""
+    if IS_WINDOWS:
+        generic_read = 0x80000000
+        open_existing = 3
+        fd = _win_open(path, generic_read, open_existing, os.O_RDONLY)
+        return os.fdopen(fd, "rb")
+    return open(path, "rb")
+
+
+def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """``os.replace``; on Windows retried for up to 2 s while ``dst`` is held open."""
+    if not IS_WINDOWS:
+        os.replace(src, dst)
+        return
+    deadline = time.monotonic() + _REPLACE_RETRY_S
+    while True:
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            # Sharing violation: a process holds dst open without FILE_SHARE_DELETE.
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+
+
+def process_start_time(pid: int) -> int:
+    """A number that changes when ``pid`` is reused (start time in ms), 0 if unknown."""
+    import psutil  # noqa: PLC0415 - imported on first use: it costs ~10 ms
+
+    try:
+        return int(psutil.Process(pid).create_time() * 1000)
+    except (psutil.Error, OSError, ValueError):
+        return 0
+
+
+def pid_alive(pid: int, start_time: int = 0) -> bool:
+    """True if ``pid`` runs (not a zombie) and, if ``start_time`` is known, is the same process.
+
+    ``start_time`` is a value from :func:`process_start_time`; a reused pid has another.
+    """
+    import psutil  # noqa: PLC0415 - imported on first use: it costs ~10 ms
+
+    if pid <= 0:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        started = int(proc.create_time() * 1000)
+    except psutil.NoSuchProcess:
+        return False
+    except (psutil.Error, OSError):
+        return True  # exists, but we may not look at it (another user's process)
+    return not (start_time and started and abs(started - start_time) > 1)
+
+
+def stop_signals() -> list[signal.Signals]:
+    """The signals that ask a pipemesh process to stop cleanly on this platform.
+
+    SIGTERM everywhere; on Windows also SIGBREAK (Ctrl-Break in a console, and
+    what a console close sends). Ctrl-C arrives as KeyboardInterrupt anyway.
+    """
+    names = ("SIGTERM", "SIGBREAK", "SIGHUP") if IS_WINDOWS else ("SIGTERM",)
+    return [getattr(signal, n) for n in names if hasattr(signal, n)]
+
+
+def user_data_dir() -> Path | None:
+    """``%LOCALAPPDATA%`` on Windows (per-user, owner-only by its inherited ACL), else None."""
+    if not IS_WINDOWS:
+        return None
+    local = os.environ.get("LOCALAPPDATA")
+    return Path(local) if local else None
