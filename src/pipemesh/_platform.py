@@ -213,3 +213,22 @@ def user_data_dir() -> Path | None:
         return None
     local = os.environ.get("LOCALAPPDATA")
     return Path(local) if local else None
+
+
+def exit_on_stop_signals(code: int | None = None) -> None:
+    """Make every stop signal raise SystemExit (once), so ``with agent:`` closes cleanly.
+
+    The exit code is ``code``, or 128 + the signal number. A second signal while
+    the agent closes is ignored, so it cannot interrupt the clean close. On
+    Windows this covers Ctrl-Break (SIGBREAK) and closing the console window;
+    Ctrl-C is KeyboardInterrupt, which callers already turn into a clean close.
+    """
+    stops = stop_signals()
+
+    def stop(signum: int, frame: object) -> None:
+        for sig in stops:
+            signal.signal(sig, signal.SIG_IGN)
+        raise SystemExit(128 + signum if code is None else code)
+
+    for sig in stops:
+        signal.signal(sig, stop)

@@ -11,17 +11,16 @@ import dataclasses
 import itertools
 import json
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
 
 import click
 
+from pipemesh import _platform
 from pipemesh.errors import MeshError, UsageError
 from pipemesh.home import MeshHome
 from pipemesh.observe import (
@@ -64,12 +63,8 @@ def _check_name(name: str, what: str, command: str) -> str:
 
 
 def _terminate_on_sigterm() -> None:
-    def stop(signum: int, frame: FrameType | None) -> None:
-        # Exit once; a second signal must not interrupt the clean close.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, stop)
+    # Exit once; a second signal must not interrupt the clean close (SIGBREAK too on Windows).
+    _platform.exit_on_stop_signals()
 
 
 def _print_json(data: object) -> None:

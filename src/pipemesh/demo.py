@@ -18,19 +18,22 @@ import argparse
 import contextlib
 import json
 import os
-import selectors
+import queue
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
+from typing import IO
 
-from pipemesh.errors import MeshError
+from pipemesh import _platform
+from pipemesh.errors import AgentOffline, MeshError
 from pipemesh.registry import Registry
 from pipemesh.runtime.agent import AgentBase
+from pipemesh.transport import platform_transport
 from pipemesh.wire import Message
 
 __all__ = ["DemoAgent", "main", "run_demo"]
@@ -125,21 +128,35 @@ def agent_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--role", required=True)
     parser.add_argument("--script", action="store_true")
+    # Stop when stdin closes: how the driver stops agents cleanly on Windows too,
+    # where a signal to another process is TerminateProcess (no cleanup).
+    parser.add_argument("--stop-on-eof", action="store_true")
     args = parser.parse_args(argv)
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        # Exit once; a second signal must not interrupt the clean close.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
+    _platform.exit_on_stop_signals(0)  # exit once; a second signal cannot interrupt close
     with DemoAgent(args.name, args.role, args.home) as agent:
         _emit({"agent": agent.agent_name, "joined": True, "pid": os.getpid()})
         if args.script:
             _script(agent)
+        elif args.stop_on_eof:
+            _wait_for_eof()  # on this thread: `with` then closes the agent before exit
         else:
             agent.run_forever()
     return 0
+
+
+def _wait_for_eof() -> None:
+    with contextlib.suppress(OSError, ValueError):
+        while sys.stdin.buffer.read(4096):
+            pass
+
+
+def _pump(index: int, stream: IO[bytes], lines: queue.Queue[tuple[int, bytes | None]]) -> None:
+    """Forward a child's stdout lines (then None at EOF): pipes cannot be selected on Windows."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in stream:
+            lines.put((index, line))
+    lines.put((index, None))
 
 
 def _format(event: dict[str, object]) -> str | None:
@@ -181,38 +198,34 @@ def run_demo(
         echo(f"  {'FROM':>11}    {'TO':<11} {'TYPE':<9} PR {'ID / RE':<22} {'LATENCY':>12}  BODY")
         for name, role in AGENTS:
             argv = [sys.executable, "-m", "pipemesh.demo", "--home", str(root)]
-            argv += ["--name", name, "--role", role]
+            argv += ["--name", name, "--role", role, "--stop-on-eof"]
             if name == "claude_code":
                 argv.append("--script")
-            procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL))
-        sel = selectors.DefaultSelector()
-        for proc in procs:
+            procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.PIPE))
+        lines: queue.Queue[tuple[int, bytes | None]] = queue.Queue()
+        for i, proc in enumerate(procs):
             if proc.stdout is None:
                 raise RuntimeError("child stdout is not a pipe")
-            os.set_blocking(proc.stdout.fileno(), False)
-            sel.register(proc.stdout, selectors.EVENT_READ)
-        buffers: dict[int, bytes] = {}
+            threading.Thread(
+                target=_pump, args=(i, proc.stdout, lines), name="pipemesh-demo-pump", daemon=True
+            ).start()
         deadline = time.monotonic() + timeout_s
         done = False
         while not done and time.monotonic() < deadline:
-            for key, _ in sel.select(timeout=0.2):
-                fd = key.fd
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    sel.unregister(key.fileobj)
-                    continue
-                buffers[fd] = buffers.get(fd, b"") + chunk
-                *lines, buffers[fd] = buffers[fd].split(b"\n")
-                for line in lines:
-                    event = json.loads(line)
-                    events.append(event)
-                    text = _format(event)
-                    if text:
-                        echo(text)
-                    done = done or bool(event.get("done"))
-            if procs[0].poll() is not None and not done:
-                break
-        sel.close()
+            try:
+                _, line = lines.get(timeout=0.2)
+            except queue.Empty:
+                if procs[0].poll() is not None:
+                    break
+                continue
+            if not line or not line.strip():
+                continue
+            event = json.loads(line)
+            events.append(event)
+            text = _format(event)
+            if text:
+                echo(text)
+            done = done or bool(event.get("done"))
         if not done:
             echo(f"error: the demo flow did not finish within {timeout_s:g}s")
             return 1
@@ -230,9 +243,14 @@ def run_demo(
             with contextlib.suppress(subprocess.TimeoutExpired):
                 procs[0].wait(timeout=10)
         for proc in procs:
+            if proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()  # --stop-on-eof: the agent closes itself
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in procs:
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -253,6 +271,16 @@ def _leftovers(root: Path) -> str:
     except MeshError as exc:
         return f"registry unreadable: {exc}"
     pipes = sorted(p.name for p in (root / "pipes").glob("*")) if (root / "pipes").exists() else []
+    if _platform.IS_WINDOWS:  # named pipes are no files: ask whether anyone still serves one
+        transport = platform_transport(root, root / "pipes")
+        for name, _ in AGENTS:
+            try:
+                transport.connect(name).close()
+            except AgentOffline:
+                continue
+            except MeshError:
+                pass
+            pipes.append(transport.address(name))
     if entries or pipes:
         return f"LEFT BEHIND: registry entries {sorted(entries)}, pipes {pipes}"
     return "clean (3 processes exited, no pipe or registry entry left)"

@@ -67,6 +67,7 @@ from pipemesh.observe import EventLog
 from pipemesh.registry import INACTIVE, AgentRecord, Registry, process_start_time, utc_now_iso
 from pipemesh.runtime.router import Router
 from pipemesh.spool import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Spool, SpoolEntry
+from pipemesh.transport import platform_transport
 from pipemesh.transport.base import Inbox, Outbox, Transport
 from pipemesh.transport.fifo import FifoTransport, StatusPipe
 from pipemesh.wire import (
@@ -162,7 +163,7 @@ class MeshClient:
     Args:
         agent_name: the FROM of every message sent.
         home: mesh home directory (default: see :mod:`pipemesh.home`).
-        transport: where frames go (default: FIFOs in the home's ``pipes/``).
+        transport: where frames go (default: FIFOs in ``pipes/``; named pipes on Windows).
         send_timeout_s: how long a send waits on a full pipe before SendTimeout.
         max_body_bytes: largest body accepted, in bytes of UTF-8.
         log_messages: write the mesh logs (off for benchmarks of the bare path).
@@ -193,7 +194,9 @@ class MeshClient:
             lock_timeout_s=registry_lock_timeout_s,
         )
         self.transport: Transport = (
-            transport if transport is not None else FifoTransport(self.home.pipes_dir)
+            transport
+            if transport is not None
+            else platform_transport(self.home.root, self.home.pipes_dir)
         )
         self.send_timeout_s = send_timeout_s
         self.max_body_bytes = max_body_bytes
@@ -644,7 +647,7 @@ class AgentBase(MeshClient):
         agent_name: unique name on the mesh (1-64 of ``A-Z a-z 0-9 _ . -``).
         role: free text shown in the registry (architect, executor, ...).
         home: mesh home directory (default: see :mod:`pipemesh.home`).
-        transport: where frames go (default: FIFOs in the home's ``pipes/``).
+        transport: where frames go (default: FIFOs in ``pipes/``; named pipes on Windows).
         send_timeout_s: how long a send waits on a full pipe.
         max_body_bytes: largest body accepted, sent or received.
         history_limit: messages kept per peer in :meth:`history`.
