@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test lint typecheck wire-coverage unit integration bench bench-setup clean
+.PHONY: setup demo test test-windows lint typecheck wire-coverage unit integration bench bench-setup clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ wire-coverage: setup
 
 test: lint typecheck wire-coverage
 	$(VENV)/bin/pytest
+
+# Windows CPython 3.13 under Wine (scripts/windows-env builds it once into .cache/windows/).
+test-windows: setup
+	./scripts/windows-env >/dev/null
+	PIPEMESH_WIN_REQUIRED=1 $(VENV)/bin/pytest tests/windows
 
 unit: setup
 	$(VENV)/bin/pytest tests/unit

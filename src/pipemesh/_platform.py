@@ -40,6 +40,7 @@ __all__ = [
     "open_shared_read",
     "pid_alive",
     "process_start_time",
+    "read_bytes",
     "replace",
     "stop_signals",
     "try_lock",
@@ -166,6 +167,24 @@ def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
             time.sleep(0.005)
 
 
+def read_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The file's bytes; on Windows retried for up to 2 s while it is being replaced.
+
+    Opening a file that another process is replacing (``os.replace``) fails on
+    Windows with a sharing violation or access denied for a moment.
+    """
+    if not IS_WINDOWS:
+        return Path(path).read_bytes()
+    deadline = time.monotonic() + _REPLACE_RETRY_S
+    while True:
+        try:
+            return Path(path).read_bytes()
+        except PermissionError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.002)
+
+
 def process_start_time(pid: int) -> int:
     """A number that changes when ``pid`` is reused (start time in ms), 0 if unknown."""
     import psutil  # noqa: PLC0415 - imported on first use: it costs ~10 ms
@@ -232,3 +251,26 @@ def exit_on_stop_signals(code: int | None = None) -> None:
 
     for sig in stops:
         signal.signal(sig, stop)
+
+
+def kill_process_tree(pid: int) -> None:
+    """Kill ``pid`` and everything it started, at once (no cleanup is asked of them).
+
+    POSIX: the process group of ``pid`` (start it with ``start_new_session=True``).
+    Windows has no process groups to signal: the tree is walked with psutil and
+    each process is terminated (TerminateProcess). A vanished process is no error.
+    """
+    if not IS_WINDOWS:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        return
+    import psutil  # noqa: PLC0415 - imported on first use: it costs ~10 ms
+
+    try:
+        root = psutil.Process(pid)
+        procs = [*root.children(recursive=True), root]
+    except psutil.Error:
+        return
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()

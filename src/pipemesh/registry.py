@@ -149,7 +149,7 @@ class Registry:
 
     def _load(self) -> dict[str, AgentRecord]:
         try:
-            raw = self.path.read_bytes()
+            raw = _platform.read_bytes(self.path)
         except FileNotFoundError:
             return {}
         except OSError as exc:

@@ -23,11 +23,9 @@ Command lines are configurable per kind in ``<home>/agents.toml`` (see
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import threading
 import tomllib
@@ -36,6 +34,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
+from pipemesh import _platform
 from pipemesh.errors import MeshError, UsageError
 from pipemesh.runtime.agent import AgentBase
 from pipemesh.wire import Message
@@ -317,8 +316,7 @@ class CliAgent(AgentBase):
         return parse_output(spec, stdout)
 
     def _kill(self, proc: subprocess.Popen[str]) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        _platform.kill_process_tree(proc.pid)
         try:
             proc.communicate(timeout=5.0)
         except subprocess.TimeoutExpired:
@@ -334,8 +332,7 @@ class CliAgent(AgentBase):
         with self._lock:
             running = list(self._running)
         for proc in running:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            _platform.kill_process_tree(proc.pid)
         self._pool.shutdown(wait=True)
         super().close(timeout_s)
 

@@ -1,0 +1,121 @@
+"""pipemesh under a real Windows CPython 3.13 (Wine): transport, runtime, CLI, registry.
+
+Run with ``make test-windows``. Every wait is bounded; Wine starts a Python in
+about a second on the 2-core CI machine, so each test starts few of them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.windows.conftest import ROOT, WinPython, winpath
+
+pytestmark = [pytest.mark.windows, pytest.mark.timeout(600)]
+
+
+def test_conformance_suite_on_winpipe(win: WinPython) -> None:
+    """The transport conformance suite passes on named pipes under Windows Python."""
+    proc = win.run(
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-rs",
+        winpath(ROOT / "tests" / "integration" / "test_transport_conformance.py"),
+        timeout_s=300,
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert " passed" in out
+    assert "failed" not in out
+    # Every winpipe case ran (the FIFO cases are the ones skipped on Windows).
+    assert "Windows named pipes" not in out
+
+
+def test_twenty_concurrent_senders_none_torn(win: WinPython, win_home: tuple[Path, str]) -> None:
+    """20 sender processes, bodies 10 B .. 1 MiB, into one agent: all arrive, none torn."""
+    result = win.script("concurrent_senders.py", win_home[1])
+    assert result["exit_codes"] == [0] * 20
+    assert result["received"] == result["expected"] == 120
+    assert result["torn"] == 0
+    assert result["senders_complete"] == 20
+
+
+def test_writer_terminated_mid_message_corrupts_nothing(win: WinPython, tmp_path: Path) -> None:
+    """A writer killed (TerminateProcess) inside a 32 MiB WriteFile: its cut message is
+    dropped, the message before it and the next writer's message arrive whole."""
+    result = win.script("kill_writer.py", f"kw{time.monotonic_ns() % 10**9}")
+    assert result["cut_seen"], result
+    assert result["bodies"] == ["before", "after"], result
+    assert result["writer_exit"] != 0
+
+
+def test_registry_under_twenty_concurrent_joins(win: WinPython, win_home: tuple[Path, str]) -> None:
+    """20 agents join at once: 20 active entries, and none left after they all leave."""
+    result = win.script("joins.py", win_home[1])
+    assert result["joined"] == 20
+    assert result["active"] == [f"agent{i:02d}" for i in range(20)]
+    assert result["exit_codes"] == [0] * 20
+    assert result["left_after"] == []
+    registry = json.loads((win_home[0] / "agent_registry.json").read_text())
+    assert registry["agents"] == {}
+
+
+def test_three_agent_demo(win: WinPython) -> None:
+    """`pipemesh demo` runs the seed's flow in three Windows processes and leaves nothing."""
+    proc = win.run("-m", "pipemesh", "demo", timeout_s=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "6 messages handled" in proc.stdout
+    assert "shut down: clean" in proc.stdout
+
+
+def _wait_registered(win: WinPython, home: str, name: str, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        proc = win.run("-m", "pipemesh", "--json", "agents", env={"PIPEMESH_HOME": home})
+        if proc.returncode == 0 and any(
+            a.get("name") == name and a.get("status") == "active" for a in json.loads(proc.stdout)
+        ):
+            return
+    pytest.fail(f"{name} did not register within {timeout_s}s")
+
+
+def test_cli_send_listen_ask_and_logs(win: WinPython, win_home: tuple[Path, str]) -> None:
+    """CLI on Windows: listen receives what send sends, ask gets bob's reply, and
+    agents/tail/history/stats read the mesh."""
+    home = win_home[1]
+    env = {"PIPEMESH_HOME": home}
+    listener = win.popen(
+        "-m", "pipemesh", "listen", "carol", "--count", "1", "--timeout", "120", env=env
+    )
+    bob = win.popen(winpath(Path(__file__).parent / "win" / "responder.py"), home)
+    assert bob.stdout is not None
+    assert bob.stdout.readline().strip() == "ready"
+    _wait_registered(win, home, "carol")
+
+    sent = win.run("-m", "pipemesh", "send", "carol", "hello from windows", env=env)
+    assert sent.returncode == 0, sent.stderr
+    out, err = listener.communicate(timeout=120)
+    assert listener.returncode == 0, err
+    assert "hello from windows" in out
+
+    asked = win.run("-m", "pipemesh", "ask", "bob", "what is 6*7?", "--timeout", "60", env=env)
+    assert asked.returncode == 0, asked.stderr
+    assert "echo: what is 6*7?" in asked.stdout
+
+    for args in (["agents"], ["tail", "--no-follow"], ["history"], ["stats"]):
+        proc = win.run("-m", "pipemesh", *args, env=env)
+        assert proc.returncode == 0, (args, proc.stderr)
+        if args[0] in ("tail", "history"):
+            assert "hello from windows" in proc.stdout, (args, proc.stdout)
+    assert bob.stdin is not None
+    bob.stdin.close()
+    assert bob.wait(timeout=60) == 0
+    registry = json.loads((win_home[0] / "agent_registry.json").read_text())
+    assert registry["agents"] == {}
