@@ -79,10 +79,10 @@ def _wait_registered(win: WinPython, home: str, name: str, timeout_s: float = 90
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         proc = win.run("-m", "pipemesh", "--json", "agents", env={"PIPEMESH_HOME": home})
-        if proc.returncode == 0 and any(
-            a.get("name") == name and a.get("status") == "active" for a in json.loads(proc.stdout)
-        ):
-            return
+        if proc.returncode == 0:
+            entry = json.loads(proc.stdout).get(name)
+            if entry is not None and entry.get("status") == "active":
+                return
     pytest.fail(f"{name} did not register within {timeout_s}s")
 
 
