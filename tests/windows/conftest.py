@@ -37,6 +37,11 @@ class WinPython:
         self.prefix = prefix
         self.procs: list[subprocess.Popen[str]] = []
 
+    @property
+    def python_win(self) -> str:
+        """The path of python.exe as Windows programs see it."""
+        return winpath(self.python)
+
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = {**os.environ, "WINEPREFIX": self.prefix, "WINEDEBUG": "-all"}
         env.pop("PIPEMESH_HOME", None)

@@ -119,3 +119,77 @@ def test_cli_send_listen_ask_and_logs(win: WinPython, win_home: tuple[Path, str]
     assert bob.wait(timeout=60) == 0
     registry = json.loads((win_home[0] / "agent_registry.json").read_text())
     assert registry["agents"] == {}
+
+
+def test_run_command_agent_answers(win: WinPython, win_home: tuple[Path, str]) -> None:
+    """`pipemesh run command` on Windows: a Windows program's stdout is the reply to `ask`."""
+    home = win_home[1]
+    env = {"PIPEMESH_HOME": home}
+    answer = "import sys; sys.stdin.read(); print('answered on windows')"
+    runner = win.popen(
+        "-m",
+        "pipemesh",
+        "run",
+        "command",
+        "--name",
+        "worker",
+        "--",
+        win.python_win,
+        "-c",
+        answer,
+        env=env,
+    )
+    _wait_registered(win, home, "worker")
+    asked = win.run("-m", "pipemesh", "ask", "worker", "do it", "--timeout", "90", env=env)
+    assert asked.returncode == 0, asked.stderr
+    assert "answered on windows" in asked.stdout
+    assert runner.stdin is not None
+    runner.stdin.close()
+    runner.kill()  # SIGKILL of the Wine process: the entry reads inactive, and gc clears it
+    runner.wait(timeout=30)
+    gc = win.run("-m", "pipemesh", "gc", env=env)
+    assert gc.returncode == 0, gc.stderr
+    assert "worker" not in json.loads((win_home[0] / "agent_registry.json").read_text())["agents"]
+
+
+def test_setup_writes_windows_commands_and_hooks_run(
+    win: WinPython, win_home: tuple[Path, str], tmp_path: Path
+) -> None:
+    """`pipemesh setup claude --write` writes a hook command line a Windows shell can run
+    (forward slashes, quoted where needed), and `pipemesh hook context` answers on Windows."""
+    project = tmp_path / "proj dir"
+    project.mkdir()
+    env = {"PIPEMESH_HOME": win_home[1]}
+    proc = win.run(
+        "-m",
+        "pipemesh",
+        "setup",
+        "claude",
+        "--name",
+        "alice",
+        "--dir",
+        winpath(project),
+        "--write",
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    settings = json.loads((project / ".claude" / "settings.json").read_text())
+    command = settings["hooks"]["UserPromptSubmit"][0]["hooks"][0]["command"]
+    assert "\\" not in command
+    assert command.startswith("Z:/")
+    assert " hook context --cli claude --name alice" in command
+    mcp = json.loads((project / ".mcp.json").read_text())
+    assert mcp["mcpServers"]["pipemesh"]["args"][-3:] == ["mcp", "--name", "alice"]
+    hook = win.run(
+        "-m",
+        "pipemesh",
+        "hook",
+        "context",
+        "--cli",
+        "claude",
+        "--name",
+        "alice",
+        input_text="{}",
+        env=env,
+    )
+    assert hook.returncode == 0, hook.stderr

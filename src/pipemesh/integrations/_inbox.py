@@ -39,6 +39,7 @@ from typing import Final
 
 import filelock
 
+from pipemesh import _platform
 from pipemesh.errors import MeshError, UsageError
 from pipemesh.wire import Message, validate_name
 
@@ -225,8 +226,14 @@ class InboxFile:
                 os.close(fd)
 
     @contextlib.contextmanager
-    def waiter(self) -> Iterator[_Waiter]:
-        """A FIFO in ``waiters/`` that :meth:`notify` writes to; removed on exit."""
+    def waiter(self) -> Iterator[_Waiter | _PollWaiter]:
+        """A FIFO in ``waiters/`` that :meth:`notify` writes to; removed on exit.
+
+        Windows has no FIFOs: the waiter there looks at the inbox every 50 ms.
+        """
+        if _platform.IS_WINDOWS:
+            yield _PollWaiter()
+            return
         path = self.waiters_dir / f"{os.getpid()}-{secrets.token_hex(4)}.fifo"
         try:
             os.mkfifo(path, 0o600)
@@ -255,6 +262,14 @@ class InboxFile:
                 if msgs or remaining <= 0:
                     return msgs
                 w.wait(remaining)
+
+
+class _PollWaiter:
+    """The Windows waiter: a short bounded sleep; the caller then looks at the inbox."""
+
+    def wait(self, timeout_s: float) -> None:
+        """Sleep ``timeout_s``, at most 50 ms."""
+        time.sleep(min(max(0.0, timeout_s), 0.05))
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import shlex
 import shutil
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from typing import Any, Final
 
 import click
 
+from pipemesh import _platform
 from pipemesh.errors import UsageError
 from pipemesh.wire import is_valid_name
 
@@ -76,7 +76,7 @@ def _hook_cmd(home: str | None, kind: str, cli: str, name: str, wait_s: float) -
     argv = [*_base(home), "hook", kind, "--cli", cli, "--name", name]
     if kind == "stop" and wait_s > 0:
         argv += ["--wait", f"{wait_s:g}"]
-    return shlex.join(argv)
+    return _platform.join_command(argv)  # POSIX: shlex.join; Windows: see there
 
 
 def _hooks(cli: str, name: str, home: str | None, wait_s: float) -> dict[str, list[Any]]:
