@@ -7,7 +7,10 @@ about a second on the 2-core CI machine, so each test starts few of them.
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
@@ -193,3 +196,72 @@ def test_setup_writes_windows_commands_and_hooks_run(
         env=env,
     )
     assert hook.returncode == 0, hook.stderr
+
+
+def test_mcp_server_on_windows_with_the_official_client(
+    win: WinPython, win_home: tuple[Path, str]
+) -> None:
+    """Two `pipemesh mcp` servers run by Windows Python, driven over stdio by the official
+    `mcp` client (running under Linux Python): send, waiting inbox read, reply."""
+    import anyio
+    from mcp import ClientSession, StdioServerParameters, stdio_client
+    from mcp.types import CallToolResult, TextContent
+
+    def text(result: CallToolResult) -> str:
+        return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
+
+    async def connect(stack: AsyncExitStack, name: str) -> ClientSession:
+        params = StdioServerParameters(
+            command=win.wine,
+            args=[win.python, "-m", "pipemesh", "--home", win_home[1], "mcp", "--name", name],
+            env=win.env(),
+        )
+        # Wine 8 cannot give a Windows Python a regular file as stderr ("invalid handle"),
+        # and pytest's capture is one: the server's stderr goes to a pipe we drain.
+        read, write = await stack.enter_async_context(stdio_client(params, errlog=errlog))
+        session = await stack.enter_async_context(ClientSession(read, write))
+        with anyio.fail_after(90):
+            await session.initialize()
+        return session
+
+    async def call(session: ClientSession, tool: str, **args: object) -> CallToolResult:
+        with anyio.fail_after(90):
+            result = await session.call_tool(tool, dict(args))
+        assert isinstance(result, CallToolResult)
+        return result
+
+    async def main() -> None:
+        async with AsyncExitStack() as stack:
+            alice = await connect(stack, "alice")
+            bob = await connect(stack, "bob")
+            got: dict[str, CallToolResult] = {}
+
+            async def bob_waits() -> None:
+                got["inbox"] = await call(bob, "inbox", wait_s=60)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(bob_waits)
+                sent = await call(alice, "send", to="bob", text="build status?", type="question")
+                assert not sent.is_error, text(sent)
+            msg_id = text(sent).split()[1]
+            assert "build status?" in text(got["inbox"])
+            assert f"[{msg_id}] from alice, question" in text(got["inbox"])
+            replied = await call(bob, "reply", id=msg_id, text="green on windows")
+            assert not replied.is_error, text(replied)
+            answer = await call(alice, "inbox", wait_s=60)
+            assert "green on windows" in text(answer)
+
+    r_fd, w_fd = os.pipe()
+    errors: list[bytes] = []
+    drain = threading.Thread(target=lambda: errors.extend(iter(lambda: os.read(r_fd, 65536), b"")))
+    drain.start()
+    errlog = os.fdopen(w_fd, "w")
+    try:
+        anyio.run(main)
+    finally:
+        errlog.close()
+        drain.join(30)
+        os.close(r_fd)
+    assert b"Traceback" not in b"".join(errors), b"".join(errors)[-3000:]
+    registry = json.loads((win_home[0] / "agent_registry.json").read_text())
+    assert registry["agents"] == {}
