@@ -19,8 +19,8 @@ entry reads ``inactive`` and senders queue messages for it in its spool (see
 :mod:`pipemesh.spool`); :meth:`Registry.gc` leaves such entries alone.
 
 Liveness is read, not stored: an entry whose pid is gone (or is a zombie, or
-was reused by a newer process, checked with its start time from psutil, on
-Linux, macOS and Windows alike) reads as ``inactive``.
+was reused by a newer process, checked with its start time: from /proc on
+Linux, from psutil on macOS and Windows) reads as ``inactive``.
 """
 
 from __future__ import annotations

@@ -265,3 +265,17 @@ def test_mcp_server_on_windows_with_the_official_client(
     assert b"Traceback" not in b"".join(errors), b"".join(errors)[-3000:]
     registry = json.loads((win_home[0] / "agent_registry.json").read_text())
     assert registry["agents"] == {}
+
+
+@pytest.mark.parametrize(("signame", "code"), [("SIGINT", 130), ("SIGBREAK", 128 + 21)])
+def test_ctrl_c_and_ctrl_break_leave_no_entry(
+    win: WinPython, win_home: tuple[Path, str], signame: str, code: int
+) -> None:
+    """`pipemesh listen` stopped by Ctrl-C (SIGINT) or Ctrl-Break (SIGBREAK) unregisters.
+
+    The signal is raised inside the process: Wine offers no console to send a real
+    Ctrl-Break from, so this tests pipemesh's handlers, not the console's delivery."""
+    result = win.script("stop_signals.py", win_home[1], signame)
+    assert result["registered"] is True
+    assert result["exit_code"] == code
+    assert result["left"] == []

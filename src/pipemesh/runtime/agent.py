@@ -48,6 +48,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
+from pipemesh import _platform
 from pipemesh.errors import (
     AckTimeout,
     AgentOffline,
@@ -1177,6 +1178,8 @@ class AgentBase(MeshClient):
         KeyboardInterrupt and SystemExit pass through, so ``with agent:`` then
         closes the agent cleanly.
         """
+        if poll_s is None and _platform.IS_WINDOWS:
+            poll_s = 0.5  # Windows Pythons before 3.13 cannot interrupt a lock wait on Ctrl-C
         while not self._stopped.wait(poll_s):
             pass
 
