@@ -13,7 +13,6 @@ round trip of ``AgentBase.ask`` (send, handler reply, wake-up) between two agent
 from __future__ import annotations
 
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -80,7 +79,8 @@ def main() -> int:
     decoder = FrameDecoder(max_frame_body_bytes=t.max_frame_bytes)
     result: dict[str, object] = {
         "python": sys.version.split()[0],
-        "platform": platform.platform(),
+        # platform.platform() asks WMI, which Wine 8 lacks (propsys.VariantToString).
+        "windows": ".".join(str(v) for v in sys.getwindowsversion()[:3]),  # type: ignore[attr-defined,unused-ignore]
         "note": "Windows CPython under Wine on Linux; not native Windows",
     }
     for size, n in SIZES:
