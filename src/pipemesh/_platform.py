@@ -14,9 +14,8 @@ Windows file semantics this module absorbs:
 * :func:`replace` retries ``os.replace`` for a bounded time when the target is
   briefly open without that share flag (a reader such as an editor or a virus
   scanner), instead of failing a registry write at once;
-* there is no shared ``flock``: :func:`try_lock` takes an exclusive
-  ``msvcrt.locking`` byte lock whatever was asked, so shared lockers simply
-  take turns (correct, a little slower).
+* there is no ``flock``: :func:`try_lock` takes an exclusive ``LockFileEx``
+  lock on the first byte whatever was asked (see there why).
 """
 
 from __future__ import annotations
@@ -66,17 +65,42 @@ def current_uid() -> int | None:
     return getuid() if getuid is not None else None
 
 
-def try_lock(fd: int, op: int) -> bool:
-    """Take the lock ``op`` (LOCK_SH or LOCK_EX) on ``fd`` without waiting; False if held."""
-    if sys.platform == "win32":
-        import msvcrt  # noqa: PLC0415 - Windows only
+def _win_lock(fd: int, flags: int, *, unlock: bool = False) -> bool:
+    """LockFileEx / UnlockFileEx on byte 0 of ``fd`` (ctypes: _winapi lacks them)."""
+    if sys.platform != "win32":
+        raise OSError("LockFileEx is Windows-only")
+    import ctypes  # noqa: PLC0415 - Windows only
+    import msvcrt  # noqa: PLC0415 - Windows only
+    from ctypes import wintypes  # noqa: PLC0415 - Windows only
 
-        os.lseek(fd, 0, os.SEEK_SET)
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
+    class Overlapped(ctypes.Structure):
+        _fields_ = (
+            ("Internal", ctypes.c_void_p),
+            ("InternalHigh", ctypes.c_void_p),
+            ("Offset", wintypes.DWORD),
+            ("OffsetHigh", wintypes.DWORD),
+            ("hEvent", wintypes.HANDLE),
+        )
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    handle = wintypes.HANDLE(msvcrt.get_osfhandle(fd))
+    ov = Overlapped()
+    if unlock:
+        return bool(kernel32.UnlockFileEx(handle, 0, 1, 0, ctypes.byref(ov)))
+    return bool(kernel32.LockFileEx(handle, flags, 0, 1, 0, ctypes.byref(ov)))
+
+
+def try_lock(fd: int, op: int) -> bool:
+    """Take the lock ``op`` (LOCK_SH or LOCK_EX) on ``fd`` without waiting; False if held.
+
+    POSIX: ``flock``. Windows: an exclusive ``LockFileEx`` lock on the file's
+    first byte, even for LOCK_SH: appends are atomic only under O_APPEND on POSIX;
+    on Windows (and measurably under Wine) two processes appending at once can
+    overwrite each other, so appenders there take turns.
+    """
+    if IS_WINDOWS:
+        fail_immediately, exclusive = 0x1, 0x2
+        return _win_lock(fd, fail_immediately | exclusive)
     import fcntl  # noqa: PLC0415 - POSIX only
 
     try:
@@ -88,12 +112,8 @@ def try_lock(fd: int, op: int) -> bool:
 
 def unlock(fd: int) -> None:
     """Release the lock taken by :func:`try_lock`."""
-    if sys.platform == "win32":
-        import msvcrt  # noqa: PLC0415 - Windows only
-
-        os.lseek(fd, 0, os.SEEK_SET)
-        with contextlib.suppress(OSError):
-            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+    if IS_WINDOWS:
+        _win_lock(fd, 0, unlock=True)
         return
     import fcntl  # noqa: PLC0415 - POSIX only
 
