@@ -311,3 +311,12 @@ def test_rotation_and_platform_tests_under_windows(win: WinPython) -> None:
     assert proc.returncode == 0, out[-4000:]
     assert "7 passed" in out or "6 passed" in out, out[-2000:]
     assert "failed" not in out
+
+
+def test_hundred_writers_connect_while_the_inbox_reads(win: WinPython) -> None:
+    """100 writers connect one after another while the inbox reads (spare instances keep
+    coming, past 64 wait handles), and each one's message arrives."""
+    result = win.script("many_writers.py", f"mw{time.monotonic_ns() % 10**9}")
+    assert result["errors"] == []
+    assert result["connected"] == 100
+    assert result["received"] == list(range(100))

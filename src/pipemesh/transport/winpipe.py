@@ -91,6 +91,7 @@ _PIPE_READMODE_MESSAGE: Final = 0x2
 _PIPE_REJECT_REMOTE_CLIENTS: Final = 0x8
 _GENERIC_WRITE: Final = 0x40000000
 _OPEN_EXISTING: Final = 3
+_WAIT_OBJECT_0: Final = 0
 _WAIT_TIMEOUT: Final = 0x102
 _INFINITE: Final = 0xFFFFFFFF
 _MAX_WAIT_OBJECTS: Final = 64
@@ -249,8 +250,14 @@ class WinPipeInbox:
             inst.ov = None
             self._drop(inst)  # broken: the writer closed, died, or gave up mid-message
             return True
-        if err == _ERROR_IO_INCOMPLETE:
+        if err == _ERROR_IO_INCOMPLETE and (
+            inst.connected or self._api.WaitForSingleObject(ov.event, 0) != _WAIT_OBJECT_0
+        ):
             return False
+        # (A listening instance whose event is set but whose status still reads pending
+        # is connected: Wine signals a finished ConnectNamedPipe before it writes the
+        # status, and only its own waits fix the status up; seen as writers stuck on
+        # ERROR_PIPE_BUSY with no spare instance left. Windows sets the status first.)
         if not inst.connected:
             inst.connected = True
             self._start_read(inst, _READ_CHUNK)
@@ -302,7 +309,8 @@ class WinPipeInbox:
             return
         batched = getattr(api, "BatchedWaitForMultipleObjects", None)  # Python 3.12+
         if batched is not None:
-            batched(events, False, timeout_ms)
+            with contextlib.suppress(TimeoutError):  # it raises where the others return
+                batched(events, False, timeout_ms)
             return
         # Python 3.11 with more than 64 writers connected: short waits, chunk by chunk.
         deadline = time.monotonic() + timeout_ms / 1000
