@@ -114,7 +114,7 @@ class WinPython:
 
 
 @pytest.fixture(scope="session")
-def win_env() -> dict[str, str]:
+def win_env() -> Iterator[dict[str, str]]:
     """Build (or reuse) the Wine environment once per session; skip if it cannot be had."""
     if not Path("/usr/lib/wine/wine64").exists() and os.environ.get("PIPEMESH_WIN_REQUIRED"):
         pytest.fail("wine64 is missing; run scripts/windows-env")
@@ -131,7 +131,36 @@ def win_env() -> dict[str, str]:
             pytest.fail(message)
         pytest.skip(message)
     env = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
-    return env
+    # The first Wine process of a prefix starts wineserver, which inherits that process's
+    # stdout/stderr and keeps them open while any Wine process runs: a test reading a
+    # short command's output to EOF would then wait for the whole session (seen: `agents`
+    # timed out with its output complete). So the server is started here, persistent,
+    # with no stdio of ours, and stopped at the end.
+    server_env = {**os.environ, "WINEPREFIX": env["WINEPREFIX"], "WINEDEBUG": "-all"}
+    wineserver = str(Path(env["PIPEMESH_WINE"]).with_name("wineserver"))
+    null = subprocess.DEVNULL
+    subprocess.run(
+        [wineserver, "-p"], env=server_env, stdin=null, stdout=null, stderr=null, timeout=60
+    )
+    # The first Wine process also starts the prefix's services (winedevice.exe, ...), which
+    # inherit its stdio the same way: boot them from a process with none.
+    subprocess.run(
+        [env["PIPEMESH_WINE"], env["PIPEMESH_WIN_PYTHON"], "-c", "pass"],
+        env=server_env,
+        stdin=null,
+        stdout=null,
+        stderr=null,
+        timeout=120,
+        check=False,
+    )
+    try:
+        yield env
+    finally:
+        # -k ends what is left in this private prefix (every test reaps its own processes
+        # first), then the server itself.
+        subprocess.run(
+            [wineserver, "-k"], env=server_env, timeout=60, check=False, capture_output=True
+        )
 
 
 @pytest.fixture
