@@ -140,7 +140,13 @@ def win_env() -> Iterator[dict[str, str]]:
     wineserver = str(Path(env["PIPEMESH_WINE"]).with_name("wineserver"))
     null = subprocess.DEVNULL
     subprocess.run(
-        [wineserver, "-p"], env=server_env, stdin=null, stdout=null, stderr=null, timeout=60
+        [wineserver, "-p"],
+        env=server_env,
+        stdin=null,
+        stdout=null,
+        stderr=null,
+        timeout=60,
+        check=False,
     )
     # The first Wine process also starts the prefix's services (winedevice.exe, ...), which
     # inherit its stdio the same way: boot them from a process with none.
