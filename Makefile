@@ -4,18 +4,27 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+CORE_STAMP := $(VENV)/.core-stamp
+PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: setup demo test test-windows lint typecheck wire-coverage unit integration bench bench-setup clean
+.PHONY: setup demo test test-windows lint typecheck wire-coverage unit integration adversarial e2e e2e-clis bench bench-setup clean
 
+# Everything: every extra and the dev tools (what `make test` needs).
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -U "pip>=25.1"
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[mcp,monitor,bench]" --group dev
-	@touch $(STAMP)
+	$(PIP) -U "pip>=25.1"
+	$(PIP) -e ".[mcp,monitor,plot,bench]" --group dev
+	@touch $(STAMP) $(CORE_STAMP)
+
+# The core only (click, filelock, rich): all the demo needs.
+$(CORE_STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) -e .
+	@touch $(CORE_STAMP)
 
 setup: $(STAMP)
 
-demo: setup
+demo: $(CORE_STAMP)
 	$(VENV)/bin/pipemesh demo
 
 lint: setup
@@ -43,6 +52,29 @@ unit: setup
 
 integration: setup
 	$(VENV)/bin/pytest tests/integration
+
+# Real processes under SIGKILL/SIGSTOP, incl. the 60 s chaos soak (PIPEMESH_SOAK_S overrides).
+adversarial: setup
+	$(VENV)/bin/pytest -s tests/adversarial
+
+# The real agent CLIs (exact versions in tests/e2e/package.json, the rest pinned by its
+# package-lock.json) go to an ignored cache folder, reinstalled only when the pins change;
+# the suite runs them against a fake model.
+E2E_NPM := .cache/e2e-npm
+E2E_STAMP := $(E2E_NPM)/.installed-stamp
+
+$(E2E_STAMP): tests/e2e/package.json tests/e2e/package-lock.json
+	@mkdir -p $(E2E_NPM)
+	cp tests/e2e/package.json tests/e2e/package-lock.json $(E2E_NPM)/
+	@# npm install, not npm ci: npm ci rejects this lock because it lacks opencode's
+	@# packages for other platforms (npm leaves those out of the lock it writes).
+	cd $(E2E_NPM) && npm install --no-audit --no-fund --loglevel=error
+	@touch $@
+
+e2e-clis: $(E2E_STAMP)
+
+e2e: setup e2e-clis
+	$(VENV)/bin/pytest tests/e2e
 
 # Redis comes from Debian's packages; the harness says so in its table when it cannot be had.
 bench-setup: setup

@@ -2,10 +2,12 @@
 
 Usage: .venv/bin/python scripts/monitor_screenshot.py [OUT.svg]
 
-Starts claude_code, gemini and codex as real agent processes in a temporary
-mesh home, sends a few questions (answered by the agents), writes garbage into
-one inbox so the errors pane has an entry, kills codex with SIGKILL, and saves
-what the headless dashboard shows.
+Starts gemini and codex as real agent processes in a temporary mesh home, joins
+claude_code in this process and asks a few questions (answered by the agents),
+then uses the dashboard's own compose form as a person (``human-alice``): sends
+gemini a question and broadcasts a note. Writes garbage into one inbox so the
+errors pane has an entry, kills codex with SIGKILL, and saves what the headless
+dashboard shows.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from textual.pilot import Pilot
+from textual.widgets import TextArea
 
 from pipemesh.home import MeshHome
 from pipemesh.monitor.app import MonitorApp
@@ -54,14 +59,29 @@ def wait(condition: object, timeout_s: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+async def compose(pilot: Pilot[None], key: str, body: str, to: str = "") -> None:
+    """Open the compose form with ``key``, fill it in and send it with Ctrl+S."""
+    await pilot.press(key)
+    await pilot.pause(0.2)
+    if to:
+        await pilot.press(*to)
+    pilot.app.screen.query_one("#compose-body", TextArea).focus()
+    await pilot.press(*body)
+    await pilot.press("ctrl+s")
+    await pilot.pause(0.2)
+
+
 async def shoot(home: MeshHome, out: Path, procs: dict[str, subprocess.Popen[bytes]]) -> None:
-    app = MonitorApp(home, refresh_s=0.2)
+    app = MonitorApp(home, refresh_s=0.2, human_name="human-alice")
     async with app.run_test(size=(150, 42)) as pilot:
         with AgentBase("claude_code", "architect", home.root, heartbeat_s=0.3) as me:
             for to, text in QUESTIONS:
                 me.ask(to, text, timeout_s=30)
                 await pilot.pause(0.05)
             me.broadcast_message("Standup in 5 minutes", 2)
+            # A person at the dashboard: s (send) to gemini, then b (broadcast).
+            await compose(pilot, "s", "Can you summarise the open review comments?", to="gemini")
+            await compose(pilot, "b", "Deploy freeze starts at 17:00")
             fd = os.open(home.public_pipe("gemini"), os.O_WRONLY | os.O_NONBLOCK)
             os.write(fd, b"not a frame at all\n")
             os.close(fd)
@@ -75,6 +95,10 @@ async def shoot(home: MeshHome, out: Path, procs: dict[str, subprocess.Popen[byt
                     and agents["codex"].status == "inactive"
                     and app.view.errors
                     and all(agents[n].beat_at for n in ("gemini", "claude_code"))
+                    and any(
+                        r.get("from") == "gemini" and r.get("to") == "human-alice"
+                        for r in app.view.traffic
+                    )
                 ):
                     break
                 await pilot.pause(0.1)

@@ -36,15 +36,19 @@ __all__ = [
     "O_CLOEXEC",
     "current_uid",
     "open_append",
+    "open_retrying",
     "open_shared_read",
     "pid_alive",
+    "pread",
     "process_start_time",
+    "pwrite",
     "read_bytes",
     "replace",
     "stop_signals",
     "try_lock",
     "unlock",
     "user_data_dir",
+    "win_byte_lock",
 ]
 
 IS_WINDOWS: Final = sys.platform == "win32"
@@ -65,8 +69,12 @@ def current_uid() -> int | None:
     return getuid() if getuid is not None else None
 
 
-def _win_lock(fd: int, flags: int, *, unlock: bool = False) -> bool:
-    """LockFileEx / UnlockFileEx on byte 0 of ``fd`` (ctypes: _winapi lacks them)."""
+def _win_lock(fd: int, flags: int, *, unlock: bool = False, high: bool = False) -> bool:
+    """LockFileEx / UnlockFileEx on one byte of ``fd`` (ctypes: _winapi lacks them).
+
+    Byte 0, or with ``high`` a byte far past any content (offset 2**62), so the
+    lock never blocks another process reading or writing the file's data.
+    """
     if sys.platform != "win32":
         raise OSError("LockFileEx is Windows-only")
     import ctypes  # noqa: PLC0415 - Windows only
@@ -85,6 +93,8 @@ def _win_lock(fd: int, flags: int, *, unlock: bool = False) -> bool:
     kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
     handle = wintypes.HANDLE(msvcrt.get_osfhandle(fd))
     ov = Overlapped()
+    if high:
+        ov.OffsetHigh = 0x40000000
     if unlock:
         return bool(kernel32.UnlockFileEx(handle, 0, 1, 0, ctypes.byref(ov)))
     return bool(kernel32.LockFileEx(handle, flags, 0, 1, 0, ctypes.byref(ov)))
@@ -108,6 +118,18 @@ def try_lock(fd: int, op: int) -> bool:
     except BlockingIOError:
         return False
     return True
+
+
+def win_byte_lock(fd: int, *, shared: bool = False, release: bool = False) -> bool:
+    """Windows: lock (or release) a byte past the data of ``fd`` without waiting; True if done.
+
+    For lock files whose content other processes read while it is held
+    (:mod:`pipemesh._locks`); a shared lock admits other shared holders.
+    """
+    if release:
+        return _win_lock(fd, 0, unlock=True, high=True)
+    fail_immediately, exclusive = 0x1, 0x2
+    return _win_lock(fd, fail_immediately | (0 if shared else exclusive), high=True)
 
 
 def unlock(fd: int) -> None:
@@ -145,11 +167,12 @@ def _win_open(path: str | os.PathLike[str], access: int, disposition: int, flags
     return msvcrt.open_osfhandle(handle, flags)
 
 
-def open_append(path: str | os.PathLike[str]) -> int:
+def open_append(path: str | os.PathLike[str], *, nofollow: bool = False) -> int:
     """Open ``path`` for appending (created 0600 on POSIX) and return the fd.
 
     On Windows the file is opened with ``FILE_SHARE_DELETE``, so another
-    process may rename it (log rotation) while this fd stays open.
+    process may rename it (log rotation) while this fd stays open. ``nofollow``
+    (POSIX): refuse a symlink at ``path`` (``ELOOP``).
     """
     if IS_WINDOWS:
         file_append_data = 0x0004
@@ -157,7 +180,10 @@ def open_append(path: str | os.PathLike[str]) -> int:
         fd = _win_open(path, file_append_data | 0x00100000, open_always, os.O_APPEND)
         os.lseek(fd, 0, os.SEEK_END)
         return fd
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | O_CLOEXEC | _O_BINARY, 0o600)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | O_CLOEXEC | _O_BINARY
+    if nofollow:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    return os.open(path, flags, 0o600)
 
 
 def open_shared_read(path: str | os.PathLike[str]) -> BinaryIO:
@@ -185,6 +211,36 @@ def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
             if time.monotonic() >= deadline:
                 raise
             time.sleep(0.005)
+
+
+def open_retrying(path: str | os.PathLike[str], flags: int) -> int:
+    """``os.open(path, flags)``; on Windows retried for up to 2 s while it is being replaced."""
+    if not IS_WINDOWS:
+        return os.open(path, flags)
+    deadline = time.monotonic() + _REPLACE_RETRY_S
+    while True:
+        try:
+            return os.open(path, flags | _O_BINARY)
+        except PermissionError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.002)
+
+
+def pread(fd: int, size: int, offset: int) -> bytes:
+    """``os.pread``; on Windows (which has none) a seek and a read."""
+    if not IS_WINDOWS:
+        return os.pread(fd, size, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, size)
+
+
+def pwrite(fd: int, data: bytes, offset: int) -> int:
+    """``os.pwrite``; on Windows (which has none) a seek and a write."""
+    if not IS_WINDOWS:
+        return os.pwrite(fd, data, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.write(fd, data)
 
 
 def read_bytes(path: str | os.PathLike[str]) -> bytes:
@@ -255,7 +311,7 @@ def pid_alive(pid: int, start_time: int = 0) -> bool:
     if _HAS_PROC:
         try:
             os.kill(pid, 0)
-        except ProcessLookupError:
+        except (ProcessLookupError, OverflowError):
             return False
         except PermissionError:
             pass  # alive, owned by someone else

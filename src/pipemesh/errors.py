@@ -10,7 +10,8 @@ MeshError
 │   └── DecodeError        bytes from a peer are malformed or over a limit
 ├── TransportError
 │   ├── TransportClosed    this process already closed the transport
-│   └── PeerGone           the other end vanished; __cause__ holds the OSError
+│   ├── PeerGone           the other end vanished; __cause__ holds the OSError
+│   └── TooManyOpenFiles   EMFILE/ENFILE: no fd left to open a pipe
 ├── RegistryError
 │   ├── RegistryLockTimeout
 │   ├── RegistryCorrupt
@@ -49,6 +50,7 @@ __all__ = [
     "SendTimeout",
     "SpoolError",
     "SpoolFull",
+    "TooManyOpenFiles",
     "TransportClosed",
     "TransportError",
     "UnknownAgent",
@@ -93,6 +95,18 @@ class TransportClosed(TransportError):
 
 class PeerGone(TransportError):
     """The other end vanished; ``__cause__`` holds the OS error."""
+
+    def __init__(self, message: str, *, agent_id: str = "") -> None:
+        super().__init__(message)
+        self.agent_id = agent_id
+
+
+class TooManyOpenFiles(TransportError):
+    """No file descriptor was left to open a pipe (EMFILE or ENFILE).
+
+    Attributes:
+        agent_id: the agent whose pipe could not be opened.
+    """
 
     def __init__(self, message: str, *, agent_id: str = "") -> None:
         super().__init__(message)

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 from pipemesh import _platform
+from pipemesh.errors import UsageError
 
 __all__ = [
     "COMM_LOG",
@@ -63,9 +64,19 @@ LATENCY_LOG: Final = "mesh_latency.log"
 ERRORS_LOG: Final = "mesh_errors.log"
 _FILES: Final = (COMM_LOG, LATENCY_LOG, ERRORS_LOG)
 _BATCH_LINES: Final = 64
-_LOCK_TIMEOUT_S: Final = 5.0  # log-lock wait before writing (or skipping a rotation) unlocked
+_LOCK_TIMEOUT_S: Final = 5.0  # log-lock wait before writing unlocked
+# A rotation waits this long for the appenders already inside (new ones queue at the
+# turnstile); past it, a later write rotates instead.
+_ROTATE_WAIT_S: Final = 0.5
 DEFAULT_MAX_BYTES: Final = 32 * 1024 * 1024
 DEFAULT_KEEP_FILES: Final = 5
+_LOCK_FLAGS: Final = (
+    os.O_RDWR
+    | os.O_CREAT
+    | _platform.O_CLOEXEC
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_BINARY", 0)
+)
 ENV_MAX_BYTES: Final = "PIPEMESH_LOG_MAX_BYTES"
 ENV_KEEP_FILES: Final = "PIPEMESH_LOG_KEEP"
 
@@ -120,18 +131,29 @@ class EventLog:
         self.flush_interval_s = flush_interval_s
         self.dropped = 0
         self._records: deque[tuple[object, ...]] = deque()
+        self._torn = [False, False, False]  # per file: our last write left half a line
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._fds: list[int] = []
         self._lock_fds: list[int] = []
+        self._turn_fds: list[int] = []
         self._paths = [self.logs_dir / name for name in _FILES]
         self._thread: threading.Thread | None = None
         self._closed = not enabled
         if enabled:
-            self.logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._fds = [self._open(path) for path in self._paths]
-            lock_flags = os.O_RDWR | os.O_CREAT | _platform.O_CLOEXEC
-            self._lock_fds = [os.open(_lock_path(p), lock_flags, 0o600) for p in self._paths]
+            try:
+                self.logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                for path in self._paths:
+                    self._fds.append(self._open(path))
+                    self._lock_fds.append(os.open(_lock_path(path), _LOCK_FLAGS, 0o600))
+                    self._turn_fds.append(os.open(_turn_path(path), _LOCK_FLAGS, 0o600))
+            except OSError as exc:
+                for fd in self._fds + self._lock_fds + self._turn_fds:
+                    os.close(fd)
+                raise UsageError(
+                    f"cannot open the mesh logs in {self.logs_dir}: {exc.strerror}; use a "
+                    "writable mesh home (--home), or turn message logging off"
+                ) from exc
             self._thread = threading.Thread(
                 target=self._run, name=f"pipemesh-log-{agent}", daemon=True
             )
@@ -213,7 +235,7 @@ class EventLog:
                 f'"re":"{reply_to}","bytes":{size},"body":'
                 f"{_json_str(text[: self.max_body_chars] if cut else text)}{tail}"
             )
-            return 0, line.encode()
+            return 0, line.encode("utf-8", "backslashreplace")  # lone surrogates: \udXXX
         if kind == 1:
             _, ts, event, sender, msg_type, priority, msg_id, size, latency_us = rec
             line = (
@@ -227,7 +249,27 @@ class EventLog:
         if isinstance(fields, dict):
             out.update(fields)
         text = json.dumps(out, ensure_ascii=False, separators=(",", ":"), default=str)
-        return 2, text.encode() + b"\n"
+        # A lone surrogate (an error text from surrogateescape'd bytes) becomes the JSON
+        # escape \udXXX, which reads back as the same string.
+        return 2, text.encode("utf-8", "backslashreplace") + b"\n"
+
+    def _format_safely(self, rec: tuple[object, ...]) -> tuple[int, bytes]:
+        # The writer thread must outlive any record: a bad one becomes an error line.
+        try:
+            return self._format(rec)
+        except Exception as exc:  # any failure here would kill the writer thread
+            self.dropped += 1
+            line = json.dumps(
+                {
+                    "ts": time.time(),
+                    "event": "log_record_unwritable",
+                    "agent": self.agent,
+                    "error": f"{type(exc).__name__}: {exc}"[:500],
+                },
+                ensure_ascii=True,
+                default=repr,
+            )
+            return 2, line.encode() + b"\n"
 
     def _run(self) -> None:
         records = self._records
@@ -239,7 +281,7 @@ class EventLog:
             batches: list[list[bytes]] = [[], [], []]
             count = 0
             while records:
-                kind, line = self._format(records.popleft())
+                kind, line = self._format_safely(records.popleft())
                 batches[kind].append(line)
                 count += 1
                 if count >= _BATCH_LINES:
@@ -253,28 +295,44 @@ class EventLog:
 
     @staticmethod
     def _open(path: Path) -> int:
-        return _platform.open_append(path)  # on Windows, renamable while open
+        # O_NOFOLLOW: a symlink planted at a log path never redirects the records.
+        # On Windows the log is opened renamable while open (FILE_SHARE_DELETE).
+        return _platform.open_append(path, nofollow=True)
 
     def _flush(self, batches: list[list[bytes]]) -> None:
         for i, lines in enumerate(batches):
             if lines:
-                self._append(i, b"".join(lines))
+                try:
+                    self._append(i, b"".join(lines))
+                except Exception:  # the writer thread must never die
+                    self.dropped += len(lines)
 
     def _append(self, i: int, data: bytes) -> None:
+        written = [0]
         try:
-            size = self._locked_write(i, data)
+            size = self._locked_write(i, data, written)
             if self.max_bytes and size >= self.max_bytes:
                 self._rotate(i)
         except OSError:
-            # A full disk must not kill the agent; the count shows in heartbeats.
-            self.dropped += data.count(b"\n")
+            # A full disk must not kill the agent; the count shows in heartbeats. Lines
+            # written whole before the failure count as written.
+            self.dropped += data.count(b"\n") - written[0]
 
-    def _locked_write(self, i: int, data: bytes) -> int:
-        """Append under the shared lock to the file now at the path; return its size."""
+    def _locked_write(self, i: int, data: bytes, written: list[int]) -> int:
+        """Append under the shared lock to the file now at the path; return its size.
+
+        ``written[0]`` counts the records (lines) of ``data`` that reached the file whole.
+        """
         lock_fd, path = self._lock_fds[i], self._paths[i]
-        # Without the lock (a stopped process holds it) we still append: the record
-        # lands in the current or the just-rotated file, both of which history reads.
-        locked = _flock(lock_fd, _platform.LOCK_SH, _LOCK_TIMEOUT_S)
+        # Without the lock (a stopped process holds it, or we are closing and must not
+        # wait) we still append: the record lands in the current or the just-rotated
+        # file, both of which history reads.
+        # The turnstile: a rotator waiting for the exclusive lock holds it, so new
+        # appenders queue here instead of starving the rotation with shared holds.
+        turn_fd = self._turn_fds[i]
+        if _flock(turn_fd, _platform.LOCK_SH, _LOCK_TIMEOUT_S, self._closing):
+            _platform.unlock(turn_fd)
+        locked = _flock(lock_fd, _platform.LOCK_SH, _LOCK_TIMEOUT_S, self._closing)
         try:
             fd = self._fds[i]
             try:
@@ -286,43 +344,82 @@ class EventLog:
                 self._fds[i] = self._open(path)
                 os.close(fd)
                 fd = self._fds[i]
+                self._torn[i] = False  # a torn line, if any, stays in the old file
+            lead = b"\n" if self._torn[i] else b""  # our torn line could not be cut back
+            data = lead + data
             view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
+            try:
+                while view:
+                    view = view[os.write(fd, view) :]
+            except OSError:
+                done = len(data) - len(view)
+                written[0] = data.count(b"\n", 0, done) - (1 if lead and done else 0)
+                if done:
+                    self._torn[i] = False
+                partial = done - (data.rfind(b"\n", 0, done) + 1)
+                if partial:
+                    # A write cut short (disk full, size limit) left half a line: cut it
+                    # back, or else start the next record on a new line, so the torn
+                    # line never swallows a whole record written after it.
+                    self._torn[i] = not self._cut_back(i, fd, partial)
+                raise
+            self._torn[i] = False
+            written[0] = data.count(b"\n") - len(lead)
             return os.fstat(fd).st_size
         finally:
             if locked:
                 _platform.unlock(lock_fd)
 
+    def _cut_back(self, i: int, fd: int, partial: int) -> bool:
+        """Truncate our ``partial`` torn bytes off the end of the file, if they still end it."""
+        end = os.lseek(fd, 0, os.SEEK_CUR)  # O_APPEND: just past our last write
+        # Exclusive, so no one appends between the size check and the truncate.
+        if not _flock(self._lock_fds[i], _platform.LOCK_EX, _ROTATE_WAIT_S, self._closing):
+            return False
+        try:
+            if os.fstat(fd).st_size != end:
+                return False  # someone appended after us; the next record starts a line
+            os.ftruncate(fd, end - partial)  # frees space: works on a full disk
+        except OSError:
+            return False
+        return True
+
     def _rotate(self, i: int) -> None:
         """Shift ``x.log`` to ``x.log.1`` (and older ones up) under the exclusive lock."""
-        lock_fd, path = self._lock_fds[i], self._paths[i]
-        if not _flock(lock_fd, _platform.LOCK_EX, _LOCK_TIMEOUT_S):
-            return  # lock held too long elsewhere: rotate on a later write instead
+        lock_fd, path, turn_fd = self._lock_fds[i], self._paths[i], self._turn_fds[i]
+        if not _flock(turn_fd, _platform.LOCK_EX, 0.0, self._closing):
+            return  # another writer is rotating this file right now
         try:
-            try:
-                if os.stat(path).st_size < self.max_bytes:
-                    return  # another writer rotated it first
-            except FileNotFoundError:
-                return
-            # Shift only the files that exist (one directory scan), newest last, so
-            # a rotation costs O(files kept), not O(keep_files) rename attempts.
-            existing = sorted(
-                (int(p.name.rsplit(".", 1)[1]) for p in log_files(Path(path))[:-1]),
-                reverse=True,
-            )
-            for n in existing:
-                if n >= self.keep_files:
-                    os.unlink(f"{path}.{n}")  # past the limit: the oldest goes
-                else:
-                    os.rename(f"{path}.{n}", f"{path}.{n + 1}")
-            os.rename(path, f"{path}.1")
-            fd, self._fds[i] = self._fds[i], self._open(path)
-            os.close(fd)
-            self.rotations += 1
+            # New appenders now wait at the turnstile; the ones inside finish one write.
+            if _flock(lock_fd, _platform.LOCK_EX, _ROTATE_WAIT_S, self._closing):
+                try:
+                    self._rotate_locked(i, path)
+                finally:
+                    _platform.unlock(lock_fd)
         finally:
-            _platform.unlock(lock_fd)
+            _platform.unlock(turn_fd)
+
+    def _rotate_locked(self, i: int, path: Path) -> None:
+        try:
+            if os.stat(path).st_size < self.max_bytes:
+                return  # another writer rotated it first
+        except FileNotFoundError:
+            return
+        # Shift only the files that exist (one directory scan), newest last, so
+        # a rotation costs O(files kept), not O(keep_files) rename attempts.
+        existing = sorted(
+            (int(p.name.rsplit(".", 1)[1]) for p in log_files(Path(path))[:-1]),
+            reverse=True,
+        )
+        for n in existing:
+            if n >= self.keep_files:
+                os.unlink(f"{path}.{n}")  # past the limit: the oldest goes
+            else:
+                os.rename(f"{path}.{n}", f"{path}.{n + 1}")
+        os.rename(path, f"{path}.1")
+        fd, self._fds[i] = self._fds[i], self._open(path)
+        os.close(fd)
+        self.rotations += 1
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush what is queued and stop the writer thread; idempotent."""
@@ -340,24 +437,33 @@ class EventLog:
                 self.dropped += len(self._records)
                 return
         fds, self._fds = self._fds, []
-        lock_fds, self._lock_fds = self._lock_fds, []
+        lock_fds, self._lock_fds = self._lock_fds + self._turn_fds, []
+        self._turn_fds = []
         for fd in fds + lock_fds:
             os.close(fd)
 
 
-def _flock(fd: int, op: int, timeout_s: float) -> bool:
-    """Take ``flock(fd, op)`` within ``timeout_s``; False if it was not granted."""
+def _flock(fd: int, op: int, timeout_s: float, stop: threading.Event) -> bool:
+    """Take ``flock(fd, op)`` within ``timeout_s``; False if not granted by then or by ``stop``.
+
+    ``stop`` is set by close(): a closing writer appends what it has without the lock
+    rather than wait (and so never runs past close()'s bound and loses records).
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         if _platform.try_lock(fd, op):
             return True
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or stop.is_set():
             return False
         time.sleep(0.001)  # held only around one write or a few renames
 
 
 def _lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
+
+
+def _turn_path(path: Path) -> Path:
+    return path.with_name(path.name + ".turn")
 
 
 def log_files(path: Path) -> list[Path]:

@@ -1,9 +1,9 @@
-"""Latency pictures for ``pipemesh stats --plot FILE.png`` / ``--html FILE.html``.
+"""Latency pictures for ``pipemesh stats --plot FILE.{png,svg,pdf}`` / ``--html FILE.html``.
 
 Reads ``mesh_latency.log`` (and its rotated files) and draws, per receiving
 agent, the latency distribution and the messages handled per second over time.
 Drawing uses matplotlib's Agg backend (no display, no GUI toolkit); matplotlib
-is imported only here, so it stays an optional extra (``pipemesh[monitor]``).
+is imported only here, so it stays an optional extra (``pipemesh[plot]``).
 Nothing here touches the mesh itself.
 """
 
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipemesh.clock import format_stamp
 from pipemesh.errors import UsageError
 from pipemesh.observe import percentile, read_log
 
@@ -85,20 +86,38 @@ def _figure(series: dict[str, AgentSeries]) -> Figure:
     ax_lat.set_ylabel("messages")
     ax_lat.set_title("Latency distribution per receiving agent")
     ax_lat.legend(fontsize="small")
-    ax_rate.set_xlabel("seconds since the first message in the log")
+    ax_rate.set_xlabel(f"seconds since the first message in the log ({format_stamp(t0)})")
     ax_rate.set_ylabel("messages handled / s")
     ax_rate.set_title("Throughput over time per agent")
     ax_rate.legend(fontsize="small")
     return fig
 
 
+def _size(n: int) -> str:
+    return f"{n} bytes" if n < 1024 else f"{n / 1024:.1f} KiB"
+
+
 def write_charts(
-    latency_log: Path, *, png: Path | None = None, html_out: Path | None = None
-) -> None:
-    """Draw the charts of ``latency_log`` (and its rotated files) to PNG and/or HTML.
+    latency_log: Path,
+    *,
+    plot: Path | None = None,
+    fmt: str = "png",
+    html_out: Path | None = None,
+) -> list[str]:
+    """Draw the charts of ``latency_log`` (and its rotated files) to a picture and/or HTML.
+
+    Args:
+        latency_log: ``mesh_latency.log``.
+        plot: picture file to write, in ``fmt``.
+        fmt: ``png``, ``svg`` or ``pdf``.
+        html_out: a self-contained HTML page to write (the table and a PNG inline).
+
+    Returns:
+        One line per file written, saying what it holds (``x.svg (SVG, 31.2 KiB)``).
 
     Raises:
-        UsageError: there are no latency records yet, or matplotlib is missing.
+        UsageError: there are no latency records yet, matplotlib is missing, or a
+            file cannot be written (disk full, no such directory, permission).
     """
     series = collect_series(read_log(latency_log))
     if not series:
@@ -109,10 +128,14 @@ def write_charts(
         fig = _figure(series)
     except ImportError as exc:
         raise UsageError(
-            f"plotting needs matplotlib ({exc}); install it with 'pip install pipemesh[monitor]'"
+            f"plotting needs matplotlib ({exc}); install it with: pip install 'pipemesh[plot]'"
         ) from None
-    if png is not None:
-        fig.savefig(png, format="png", dpi=110)
+    written: list[str] = []
+    if plot is not None:
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=110)
+        _write(plot, buf.getvalue())
+        written.append(f"{plot} ({fmt.upper()}, {_size(len(buf.getvalue()))})")
     if html_out is not None:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110)
@@ -123,11 +146,26 @@ def write_charts(
             f"<td>{percentile(sorted(s.latency_us), 99):.1f}</td></tr>"
             for s in series.values()
         )
-        html_out.write_text(
+        stamps = [t for s in series.values() for t in s.ts]
+        page = (
             "<!doctype html><meta charset='utf-8'><title>pipemesh latency</title>"
-            f"<h1>pipemesh latency</h1><p>from {html.escape(str(latency_log))}</p>"
+            f"<h1>pipemesh latency</h1><p>from {html.escape(str(latency_log))}, "
+            f"{html.escape(format_stamp(min(stamps)))} to "
+            f"{html.escape(format_stamp(max(stamps)))}</p>"
             "<table border=1 cellpadding=4><tr><th>agent</th><th>count</th>"
             f"<th>p50 µs</th><th>p99 µs</th></tr>{rows}</table>"
-            f"<p><img alt='latency charts' src='data:image/png;base64,{data}'></p>\n",
-            encoding="utf-8",
-        )
+            f"<p><img alt='latency charts' src='data:image/png;base64,{data}'></p>\n"
+        ).encode()
+        _write(html_out, page)
+        written.append(f"{html_out} (HTML page with the table and charts, {_size(len(page))})")
+    return written
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write {path}: {exc.strerror or exc}; choose another file"
+        ) from None

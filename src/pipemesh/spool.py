@@ -101,8 +101,19 @@ class Spool:
 
     # -- writing (any sender) --
 
-    def put(self, name: str, data: bytes, msg_id: str) -> Path:
+    def put(
+        self,
+        name: str,
+        data: bytes,
+        msg_id: str,
+        *,
+        fsync: bool | None = None,
+        limits: bool = True,
+    ) -> Path:
         """Queue one encoded message for ``name``; return its file.
+
+        ``fsync`` overrides the spool's setting for this message; ``limits=False``
+        skips the message and byte bounds (not the disk's).
 
         Raises:
             SpoolFull: the spool is at ``max_messages`` or ``max_bytes``, or the
@@ -114,7 +125,8 @@ class Spool:
             ns = max(time.time_ns(), self._last_ns + 1)
             self._last_ns = ns
             seq = next(self._seq)
-            self._check_room(name, directory, len(data), msg_id)
+            if limits:
+                self._check_room(name, directory, len(data), msg_id)
         final = (
             directory / f"{ns:020d}-{os.getpid():08d}-{seq:010d}-{len(data):010d}-{msg_id}{SUFFIX}"
         )
@@ -126,7 +138,7 @@ class Spool:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
-                if self.fsync:
+                if self.fsync if fsync is None else fsync:
                     os.fsync(fd)
             finally:
                 os.close(fd)
@@ -153,6 +165,29 @@ class Spool:
                 usage.count += 1
                 usage.size += len(data)
         return final
+
+    def put_many(self, name: str, items: list[tuple[bytes, str]]) -> int:
+        """Queue several encoded messages for ``name`` in this order; return how many.
+
+        For messages a sender kept in memory for a peer that died: they are
+        written without ``fsync`` (they survive a process crash; a machine
+        crash would have lost the sender's memory anyway), and the spool's
+        bounds do not refuse them (their sender was told "delivered" already;
+        it bounds what it keeps per peer). Only a full disk refuses them.
+
+        Raises:
+            SpoolFull, SpoolError: as :meth:`put`; the exception's ``written``
+                attribute says how many of ``items`` were queued before it.
+        """
+        done = 0
+        for data, msg_id in items:
+            try:
+                self.put(name, data, msg_id, fsync=False, limits=False)
+            except (SpoolFull, SpoolError) as exc:
+                exc.written = done  # type: ignore[attr-defined]
+                raise
+            done += 1
+        return done
 
     def _check_room(self, name: str, directory: Path, size: int, msg_id: str) -> None:
         usage = self._usage.get(name)

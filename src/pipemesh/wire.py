@@ -13,9 +13,10 @@ The frame is the seed's readable text frame, with a few extra header fields::
 * ``ACK:1`` (optional) asks the receiver for a ``mesh.ack`` control frame
   (``RE`` = this ID) once its handler has taken the message.
 * ``PART`` (optional, ``i/n``) marks one part of a message split into parts.
-  A FIFO write is atomic only up to PIPE_BUF (4096 B), so the FIFO transport
-  writes every message as parts of at most PIPE_BUF bytes each; parts from many
-  writers may interleave, and :class:`Reassembler` joins them by ID.
+  A FIFO write is atomic only up to PIPE_BUF (4096 B on Linux, 512 B on macOS),
+  so the FIFO transport writes every message as parts of at most its platform's
+  PIPE_BUF each; parts from many writers may interleave, and :class:`Reassembler`
+  joins them by ID.
 
 An empty ``TO`` is a broadcast. Unknown header keys are ignored (forward
 compatibility); a header never holds ``|``, ``]`` or a newline inside a value
@@ -25,6 +26,10 @@ Three verbs, as in h11: ``decoder.feed(data)``, ``decoder.next_frame()`` (a
 :class:`Frame` or :data:`NEED_DATA`), and :func:`encode`. The decoder skips
 garbage and resynchronises on the next ``[FROM:``; it raises nothing but
 :class:`~pipemesh.errors.DecodeError`, and after raising it stays usable.
+A reader whose writers send each frame in one atomic write (a FIFO) calls
+``decoder.mark_boundary()`` when nothing more is readable: a frame still
+incomplete then can never complete (its ``LEN`` lies), so it is reported and
+skipped instead of stalling every later frame.
 
 This module does no I/O, starts no threads, reads no clock and logs nothing:
 timestamps and ids are passed in by the caller.
@@ -44,6 +49,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_HEADER_BYTES",
     "NEED_DATA",
+    "PART_COST_BYTES",
     "PIPE_BUF",
     "Frame",
     "FrameDecoder",
@@ -60,7 +66,8 @@ __all__ = [
 ]
 
 PIPE_BUF: Final = 4096
-"""Largest write a FIFO delivers atomically (POSIX minimum 512, Linux 4096)."""
+"""Default frame size: Linux's PIPE_BUF (POSIX minimum 512). The FIFO transport
+asks the platform for its own value; this module never does I/O."""
 
 MAX_HEADER_BYTES: Final = 1024
 """Longest header line accepted, ``[`` to ``]`` inclusive."""
@@ -70,6 +77,13 @@ MAX_BODY_BYTES: Final = 16 * 1024 * 1024
 
 MAX_PARTS: Final = 1 << 20
 """Upper bound on the part count a header may announce."""
+
+PART_COST_BYTES: Final = 256
+"""What each held part counts against ``max_pending_bytes`` on top of its body.
+
+Roughly a part's header plus the memory Python spends to keep it: without it,
+empty parts would cost nothing and a peer could make a reader hold a million.
+"""
 
 HEADER_START: Final = b"[FROM:"
 HEADER_END: Final = b"]\n"
@@ -325,7 +339,7 @@ class FrameDecoder:
     already discarded; call it again to continue with the next frame.
     """
 
-    __slots__ = ("_buf", "_eof", "_max_body", "_max_header", "_offset", "_pos")
+    __slots__ = ("_buf", "_cut", "_eof", "_max_body", "_max_header", "_offset", "_pos")
 
     def __init__(
         self,
@@ -337,6 +351,7 @@ class FrameDecoder:
         self._pos = 0
         self._offset = 0  # stream offset of _buf[0]
         self._eof = False
+        self._cut = False  # mark_boundary() was called and nothing was fed since
         self._max_body = max_frame_body_bytes
         self._max_header = max_header_bytes
 
@@ -350,11 +365,25 @@ class FrameDecoder:
         if not data:
             self._eof = True
             return
+        self._cut = False
         if self._pos and self._pos >= len(self._buf) // 2:
             del self._buf[: self._pos]
             self._offset += self._pos
             self._pos = 0
         self._buf += data
+
+    def mark_boundary(self) -> None:
+        """Say that no more bytes are available now, and that frames are never split.
+
+        For streams where every frame arrives in one atomic write (a FIFO
+        written in frames of at most PIPE_BUF, read with a buffer at least the
+        pipe's size): a frame that is still incomplete at the end of the data
+        will never be completed by later bytes. :meth:`next_frame` then raises
+        :class:`DecodeError` for it and resynchronises at the next frame start,
+        instead of waiting for bytes that belong to later frames. The next
+        :meth:`feed` clears the mark.
+        """
+        self._cut = True
 
     def _resync_point(self, start: int) -> int:
         """Index of the next possible frame start at or after ``start``.
@@ -365,7 +394,7 @@ class FrameDecoder:
         nxt = buf.find(HEADER_START, start)
         if nxt >= 0:
             return nxt
-        if not self._eof:
+        if not (self._eof or self._cut):
             for keep in range(min(len(HEADER_START) - 1, len(buf) - start), 0, -1):
                 if HEADER_START.startswith(buf[len(buf) - keep :]):
                     return len(buf) - keep
@@ -407,6 +436,8 @@ class FrameDecoder:
                 raise self._skip(pos, f"header longer than {self._max_header} bytes")
             if self._eof:
                 raise self._skip(pos, "stream ended inside a frame header")
+            if self._cut:
+                raise self._skip(pos, "frame header cut short with nothing more to read")
             return NEED_DATA
         try:
             header = self._parse_header(bytes(buf[pos + 1 : end]))
@@ -431,6 +462,13 @@ class FrameDecoder:
         if len(buf) < frame_end:
             if self._eof:
                 raise self._skip(pos, "stream ended inside a frame body")
+            if self._cut:
+                got = max(0, len(buf) - body_start)
+                raise self._skip(
+                    pos,
+                    f"frame says LEN:{length} but only {got} body bytes came and nothing "
+                    "more is readable; a frame is one write, so it was skipped as garbage",
+                )
             return None
         if not buf.startswith(TRAILER, body_start + length):
             raise self._skip(pos, f"no {END_MARKER.decode()} after a body of LEN:{length} bytes")
@@ -553,7 +591,9 @@ class Reassembler:
     Args:
         max_body_bytes: cap on one assembled body.
         max_pending: cap on messages being assembled at once.
-        max_pending_bytes: cap on bytes held for unfinished messages.
+        max_pending_bytes: cap on bytes held for unfinished messages; each
+            held part counts :data:`PART_COST_BYTES` on top of its body, so
+            empty parts cannot escape it.
     """
 
     def __init__(
@@ -614,7 +654,7 @@ class Reassembler:
             return None  # a duplicate part, for example resent after a reader restart
         partial.chunks[frame.part] = frame.body
         partial.size += len(frame.body)
-        self._pending_bytes += len(frame.body)
+        self._pending_bytes += len(frame.body) + PART_COST_BYTES
         if partial.size > self.max_body_bytes:
             self._drop(key)
             raise DecodeError(
@@ -651,7 +691,7 @@ class Reassembler:
 
     def _drop(self, key: tuple[str, str]) -> None:
         partial = self._pending.pop(key)
-        self._pending_bytes -= partial.size
+        self._pending_bytes -= partial.size + len(partial.chunks) * PART_COST_BYTES
 
 
 def _to_message(frame: Frame, body: bytes, max_body_bytes: int) -> Message:

@@ -119,6 +119,8 @@ def test_bench_quick_json_has_every_mesh_row(quick_report: dict[str, Any]) -> No
         *[(f"fan-in-{n}", "mesh", size) for n in QUICK_FAN_IN_SENDERS for size in FAN_IN_SIZES],
         *[(f"broadcast-{n}", "mesh", 64) for n in QUICK_BROADCAST_TO],
         ("join-leave", "mesh", None),
+        ("throughput-1", "mesh", 64),
+        ("throughput-1", "mesh-durable", 64),
     ]
     assert sorted(got, key=str) == sorted(expected, key=str)
     for key, row in got.items():

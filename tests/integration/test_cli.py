@@ -164,11 +164,10 @@ def test_tail_and_stats(mesh_home: Path, spawn: Spawner) -> None:
     assert {d["agent"] for d in data} == {"claude_code", "gemini"}
 
 
-def test_demo_runs_and_leaves_nothing(tmp_path: Path) -> None:
+def test_demo_runs_and_leaves_nothing(mesh_home: Path) -> None:
     """'pipemesh demo' plays the seed's flow in three processes and cleans up."""
-    home = tmp_path / "demo"
     out = subprocess.run(
-        [sys.executable, "-m", "pipemesh", "--home", str(home), "demo"],
+        [sys.executable, "-m", "pipemesh", "demo"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -176,14 +175,36 @@ def test_demo_runs_and_leaves_nothing(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     text = out.stdout
-    assert "claude_code -> gemini      question" in text
-    assert "gemini -> claude_code response" in text
-    assert "*(codex)" in text
-    assert "*(gemini)" in text
-    assert "claude_code -> codex       directive" in text
-    assert "codex -> claude_code status" in text
+    assert "demo-claude -> demo-gemini     question" in text
+    assert "demo-gemini -> demo-claude     response" in text
+    assert "*(demo-codex)" in text
+    assert "*(demo-gemini)" in text
+    assert "demo-claude -> demo-codex      directive" in text
+    assert "demo-codex -> demo-claude     status" in text
     assert "clean (3 processes exited, no pipe or registry entry left)" in text
     question_id = text.split("question  P1 ID:")[1].split()[0]
     assert f"RE:{question_id}" in text
-    assert json.loads((home / "agent_registry.json").read_text())["agents"] == {}
-    assert list((home / "pipes").iterdir()) == []
+    assert out.stderr == ""
+
+
+def test_demo_is_isolated_from_the_users_mesh(mesh_home: Path) -> None:
+    """With $PIPEMESH_HOME and --home set and a live 'gemini' there, the demo runs on its
+    own temporary mesh and names, reaches nobody in the user's mesh, removes its home, and
+    prints no traceback (was: ran in the user's mesh and timed out with two tracebacks)."""
+    with AgentBase("gemini", "collaborator") as user_gemini:
+        out = subprocess.run(
+            [sys.executable, "-m", "pipemesh", "demo", "--home", str(mesh_home)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert user_gemini.receive(0.5) is None  # the demo never wrote to the user's agent
+    assert "Traceback" not in out.stdout + out.stderr
+    first = out.stdout.splitlines()[0]
+    assert "own temporary mesh at " in first
+    demo_home = Path(first.split(" at ")[1])
+    assert demo_home != mesh_home
+    assert not demo_home.exists()
+    assert set(json.loads(run_cli("--json", "agents").stdout)) == set()

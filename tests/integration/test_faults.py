@@ -99,7 +99,8 @@ def test_receiver_killed_mid_stream_handles_each_message_once(
     out, err = sender.communicate(timeout=110)
     assert sender.returncode == 0, err
     outcomes = json.loads(out)
-    assert outcomes["queued"] >= 50
+    # Sends after the kill are kept by the sender and moved to the spool (a durable
+    # peer), so each send reports delivered or queued; none is lost or failed.
     assert outcomes["delivered"] + outcomes["queued"] == total
     wait_for(lambda: len(record_lines(record)) >= total, timeout_s=60, interval_s=0.05)
     wait_for(lambda: not list(spool.glob("*.msg")), timeout_s=30)
@@ -279,7 +280,13 @@ def test_100_agents_mixed_sizes_reconcile_from_logs(mesh_home: Path, spawn: Spaw
     assert len(sent) + len(queued) > 500
     assert queued, "no agent left early enough to have messages queued"
     assert set(received) == set(sent)  # every delivered message was handled, none lost
-    assert {(r["to"], key[1]) for key, r in queued.items()} == on_disk  # the rest wait on disk
+    waiting = {(r["to"], key[1]) for key, r in queued.items()}
+    assert waiting <= on_disk  # the rest wait on disk
+    # A durable agent that leaves may still handle what its senders already moved to its
+    # spool on its LEAVE (before its last report reached them): those copies were
+    # handled, and its handled log drops them when it starts again.
+    handled = {(r["to"], key[1]) for key, r in received.items()}
+    assert on_disk - waiting <= handled
     for key, rec in sent.items():
         assert received[key]["bytes"] == rec["bytes"]
         assert received[key]["agent"] == rec["to"]

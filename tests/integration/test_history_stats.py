@@ -40,6 +40,19 @@ def traffic(mesh_home: Path, spawn: Spawner, monkeypatch: pytest.MonkeyPatch) ->
         lambda: sum(1 for _ in read_log(logs / LATENCY_LOG)) >= QUESTIONS,
         30,
     )
+    # ... and its frame_sent records of the replies (else two queries a moment apart
+    # can see different sets of responses).
+    wait_for(
+        lambda: (
+            sum(
+                1
+                for r in read_log(logs / COMM_LOG)
+                if r.get("event") == "frame_sent" and r.get("from") == "echo"
+            )
+            >= QUESTIONS
+        ),
+        30,
+    )
     return {"ids": ids, "replies": replies, "logs": logs}
 
 

@@ -197,7 +197,11 @@ def test_setup_write_keeps_a_backup_and_shows_a_diff(mesh_home: Path, tmp_path: 
     out = run_cli(*args, "--write")
     assert out.returncode == 0, out.stderr
     assert "+[mcp_servers.pipemesh]" in out.stdout
-    assert config.read_text().startswith('model = "gpt-5"\n')
+    text = config.read_text()
+    assert 'model = "gpt-5"\n' in text
+    assert text.startswith("mcp_optional_startup_grace_ms = ")  # top level: before any table
+    assert 'env_vars = ["PIPEMESH_HOME"]' in text
+    assert "next: trust this project" in out.stdout  # no --approve: the step, not a write
     backups = list((project / ".codex").glob("config.toml.bak-*"))
     assert [b.read_text() for b in backups] == ['model = "gpt-5"\n']
     hooks = json.loads((project / ".codex" / "hooks.json").read_text())

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipemesh.home import MeshHome
+from pipemesh.integrations.agents import claude
 from pipemesh.registry import Registry
 from pipemesh.runtime.agent import AgentBase
 from tests.conftest import Spawner, run_cli, wait_for
@@ -93,7 +94,7 @@ def test_run_claude_spawns_claude_and_passes_history(
     assert first.sender == "cl"
     assert second.body == "claude answer to: and times 3?"
     calls = _calls(log)
-    assert [c["argv"] for c in calls] == [["-p", "--output-format", "json"]] * 2
+    assert [c["argv"] for c in calls] == [list(claude.SPEC.command[1:])] * 2
     history = str(calls[1]["stdin"])
     assert "what is 2+2?" in history
     assert "claude answer to: what is 2+2?" in history
@@ -103,7 +104,10 @@ def test_run_claude_spawns_claude_and_passes_history(
 
 @pytest.mark.parametrize(
     ("kind", "argv0"),
-    [("gemini", ["--output-format", "json", "-p"]), ("codex", ["exec", "--skip-git-repo-check"])],
+    [
+        ("gemini", ["--skip-trust", "--output-format", "json", "--include-directories"]),
+        ("codex", ["exec", "--skip-git-repo-check"]),
+    ],
 )
 def test_run_gemini_and_codex_spawn_their_headless_commands(
     mesh_home: Path, spawn: Spawner, fake_bin: Path, tmp_path: Path, kind: str, argv0: list[str]

@@ -83,18 +83,30 @@ class TestParseTime:
         assert parse_time("10m", now=5000.0) == 4400.0
         assert parse_time("1.5h", now=10_000.0) == 4600.0
 
-    def test_iso_is_utc_unless_zoned(self) -> None:
-        """A naive ISO time is UTC; Z and offsets are honoured."""
+    def test_iso_is_local_unless_zoned(self) -> None:
+        """A naive ISO time is local time (the clock people read); Z and offsets are honoured."""
+        local = datetime(2025, 11, 21, 10, 0).astimezone().timestamp()
+        assert parse_time("2025-11-21T10:00:00") == local
+        assert parse_time("2025-11-21 10:00") == local
         expected = datetime(2025, 11, 21, 10, 0, tzinfo=UTC).timestamp()
-        assert parse_time("2025-11-21T10:00:00") == expected
         assert parse_time("2025-11-21T10:00:00Z") == expected
         assert parse_time("2025-11-21T11:00:00+01:00") == expected
+
+    def test_today_yesterday_and_days(self) -> None:
+        """today/yesterday are local midnights; 3d is three days before now."""
+        now = datetime(2026, 11, 24, 14, 18).astimezone().timestamp()
+        today = datetime(2026, 11, 24).astimezone().timestamp()
+        assert parse_time("today", now=now) == today
+        assert parse_time("Yesterday", now=now) == datetime(2026, 11, 23).astimezone().timestamp()
+        assert parse_time("3d", now=now) == now - 3 * 86400
+        assert parse_time("now", now=now) == now
 
     def test_epoch_and_garbage(self) -> None:
         """Seconds pass through; anything else is a usage error with the accepted forms."""
         assert parse_time("1700000000.5") == 1700000000.5
-        with pytest.raises(UsageError, match="an age like 10m"):
-            parse_time("yesterday")
+        for bad in ("last week", "inf", "2026-13-01"):
+            with pytest.raises(UsageError, match="an age like 10m"):
+                parse_time(bad)
 
 
 def test_collect_series_groups_and_bins() -> None:

@@ -12,6 +12,7 @@ from pipemesh.errors import DecodeError, EncodeError
 from pipemesh.wire import (
     END_MARKER,
     NEED_DATA,
+    PART_COST_BYTES,
     PIPE_BUF,
     Frame,
     FrameDecoder,
@@ -674,3 +675,145 @@ def test_frames_split_at_every_offset() -> None:
                 if msg is not None:
                     got.append(msg)
         assert got == whole, cut
+
+
+def frames_with_boundaries(writes: list[bytes]) -> tuple[list[Frame], list[DecodeError]]:
+    """Feed each atomic write followed by mark_boundary(), as the FIFO router does."""
+    dec = FrameDecoder(max_frame_body_bytes=PIPE_BUF)
+    out: list[Frame] = []
+    errors: list[DecodeError] = []
+    for data in writes:
+        dec.feed(data)
+        dec.mark_boundary()
+        for _ in range(len(data) + 10):
+            try:
+                frame = dec.next_frame()
+            except DecodeError as exc:
+                errors.append(exc)
+                continue
+            if isinstance(frame, NeedData):
+                break
+            out.append(frame)
+    return out, errors
+
+
+class TestBoundary:
+    """mark_boundary(): a frame cut short at the end of what is readable is garbage (issue 9)."""
+
+    def test_lying_len_does_not_stall_later_frames(self) -> None:
+        """A frame whose LEN exceeds its body is skipped; the next write decodes at once."""
+        liar = one("short").replace(b"|LEN:5|", b"|LEN:4000|")
+        later = one("next", msg_id="msg_002")
+        frames, errors = frames_with_boundaries([liar, later])
+        assert [f.body for f in frames] == [b"next"]
+        assert len(errors) == 1
+        assert "LEN:4000" in str(errors[0])
+        assert "garbage" in str(errors[0])
+
+    def test_lying_len_in_the_same_read_as_later_frames(self) -> None:
+        """Frames read together with the liar are recovered too."""
+        liar = one("short").replace(b"|LEN:5|", b"|LEN:4000|")
+        later = [one(f"n{i}", msg_id=f"m{i}") for i in range(3)]
+        frames, errors = frames_with_boundaries([liar + b"".join(later)])
+        assert [f.body for f in frames] == [b"n0", b"n1", b"n2"]
+        assert errors
+
+    def test_without_boundary_the_decoder_still_waits(self) -> None:
+        """Without the mark, an incomplete frame waits for more bytes (streams, spool files)."""
+        dec = FrameDecoder()
+        dec.feed(one("hello")[:-5])
+        assert dec.next_frame() is NEED_DATA
+        dec.mark_boundary()
+        with pytest.raises(DecodeError, match="only"):
+            dec.next_frame()
+
+    def test_feed_clears_the_boundary(self) -> None:
+        """A frame fed in pieces decodes when the mark is only set after its last piece."""
+        data = one("hello")
+        dec = FrameDecoder()
+        dec.feed(data[:30])
+        dec.mark_boundary()
+        dec.feed(data[30:])
+        frame = dec.next_frame()
+        assert isinstance(frame, Frame)
+        assert frame.body == b"hello"
+
+    def test_header_cut_short_is_garbage(self) -> None:
+        """An unterminated header at the boundary is skipped with a reason."""
+        dec = FrameDecoder()
+        dec.feed(b"[FROM:a|TO:b|PRI")
+        dec.mark_boundary()
+        with pytest.raises(DecodeError, match="header cut short"):
+            dec.next_frame()
+        assert dec.next_frame() is NEED_DATA
+        assert dec.buffered == 0
+
+    def test_partial_header_start_is_garbage(self) -> None:
+        """A trailing '[FRO' is not kept for later once nothing more is readable."""
+        dec = FrameDecoder()
+        dec.feed(one("x") + b"[FRO")
+        dec.mark_boundary()
+        assert isinstance(dec.next_frame(), Frame)
+        with pytest.raises(DecodeError, match="garbage"):
+            dec.next_frame()
+        assert dec.buffered == 0
+
+    def test_general_parser_body_cut_short(self) -> None:
+        """A non-canonical header with a short body is garbage at the boundary too."""
+        dec = FrameDecoder()
+        dec.feed(TestGeneralParser.HEAD + b"hel")
+        dec.mark_boundary()
+        with pytest.raises(DecodeError, match="LEN:5 but only 3"):
+            dec.next_frame()
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.text(alphabet="abcxyz \n", max_size=300), min_size=1, max_size=5),
+    st.integers(0, 4),
+    st.integers(1, 4000),
+    st.booleans(),
+)
+def test_property_a_lying_frame_never_hides_good_ones(
+    texts: list[str], where: int, bogus_len: int, same_read: bool
+) -> None:
+    """One frame with a wrong LEN, among atomic writes, costs only itself: every good frame
+    arrives, in order, whether the liar shares a read with them or not."""
+    good = [one(t, msg_id=f"m{i}") for i, t in enumerate(texts)]
+    liar = one("x" * 10, msg_id="liar").replace(b"|LEN:10|", f"|LEN:{bogus_len}|".encode())
+    if bogus_len == 10:
+        liar = liar.replace(b"x" * 10, b"x" * 9)
+    at = min(where, len(good))
+    writes = [*good[:at], liar, *good[at:]]
+    if same_read:
+        writes = [b"".join(writes)]
+    frames, errors = frames_with_boundaries(writes)
+    assert [f.id for f in frames] == [f"m{i}" for i in range(len(texts))]
+    assert errors
+
+
+class TestPendingCost:
+    def test_empty_parts_count_against_pending_bytes(self) -> None:
+        """Zero-length PART frames are charged, so a flood of them hits max_pending_bytes."""
+        asm = Reassembler(max_pending_bytes=50 * PART_COST_BYTES)
+        errors = []
+        for i in range(1, 1001):
+            try:
+                asm.add(Frame("a", "b", 1, "t", "flood", b"", 0, "", i, 1000), 0.0)
+            except DecodeError as exc:
+                errors.append((i, str(exc)))
+                break
+        assert errors, "1000 empty parts were all held"
+        assert errors[0][0] <= 51
+        assert "too many unfinished" in errors[0][1]
+        assert asm.pending == 0
+
+    def test_finished_message_releases_its_charge(self) -> None:
+        """Completed messages give their charge back: the limit applies to what is held."""
+        asm = Reassembler(max_pending_bytes=3 * PART_COST_BYTES + 10)
+        for n in range(20):
+            assert asm.add(Frame("a", "b", 1, "t", f"m{n}", b"ab", 0, "", 1, 2), 0.0) is None
+            msg = asm.add(Frame("a", "b", 1, "t", f"m{n}", b"cd", 0, "", 2, 2), 0.0)
+            assert msg is not None
+            assert msg.body == "abcd"
+        assert asm.pending == 0

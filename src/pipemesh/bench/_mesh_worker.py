@@ -29,6 +29,10 @@ def parse_args(argv: list[str] | None = None) -> MeshArgs:
     parser.add_argument("--time-limit-s", type=float, default=10.0)
     parser.add_argument("--peers", type=int, default=0)
     parser.add_argument("--no-log", action="store_true", help="agents do not write mesh logs")
+    parser.add_argument("--durable", action="store_true", help="the sink agent is durable")
+    parser.add_argument(
+        "--agent-sender", action="store_true", help="fan-in senders are AgentBase agents"
+    )
     ns = parser.parse_args(argv)
     return MeshArgs(
         role=ns.role,
@@ -44,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> MeshArgs:
         ready_fd=ns.ready_fd,
         go_fd=ns.go_fd,
         out=ns.out,
+        durable=ns.durable,
+        agent_sender=ns.agent_sender,
     )
 
 

@@ -16,7 +16,9 @@ Roles:
 - ``ask``: the measuring client that calls ``ask()`` from the main thread (the router
   thread sets the event the main thread waits on: one hand-off per round trip).
 - ``idle``: joins the mesh and blocks; it handles whatever arrives (nothing, in a run).
-- ``fanin-rx`` / ``fanin-tx``: one sink agent; N `MeshClient` senders in a loop.
+- ``fanin-rx`` / ``fanin-tx``: one sink agent; N `MeshClient` senders in a loop (with
+  ``--agent-sender``: `AgentBase` senders; with ``--durable``: a durable sink, whose
+  senders keep each message until the sink reports it handled).
 - ``bcast-rx`` / ``bcast-tx``: receivers ack every broadcast with how long after the
   send stamp their handler ran; the broadcaster waits for every ack before the next
   broadcast, and one sample is the latest receiver's delay.
@@ -97,6 +99,8 @@ class MeshArgs:
     ready_fd: int
     go_fd: int
     out: str
+    durable: bool = False
+    agent_sender: bool = False
 
 
 def run_mesh_worker(args: MeshArgs) -> int:
@@ -246,7 +250,7 @@ class _Sink(AgentBase):
 
 
 def _fan_in_rx(args: MeshArgs) -> None:
-    agent = _Sink(args.name, "bench-sink", args.home, log_messages=args.log)
+    agent = _Sink(args.name, "bench-sink", args.home, log_messages=args.log, durable=args.durable)
     agent.prepare(args.count, args.size)  # before any sender starts
     signal_ready(args.ready_fd)
     wait_go(args.go_fd)
@@ -269,7 +273,11 @@ def _fan_in_rx(args: MeshArgs) -> None:
 
 
 def _fan_in_tx(args: MeshArgs) -> None:
-    client = MeshClient(args.name, args.home, log_messages=args.log)
+    client = (
+        AgentBase(args.name, "bench-source", args.home, log_messages=args.log)
+        if args.agent_sender
+        else MeshClient(args.name, args.home, log_messages=args.log)
+    )
     client.refresh_peers()
     body = _body(args.size)
     signal_ready(args.ready_fd)

@@ -78,6 +78,7 @@ MESH_WORKER_MODULE: Final = "pipemesh.bench._mesh_worker"
 MESH: Final = "mesh"
 MESH_ASK: Final = "mesh-ask"
 MESH_NO_LOG: Final = "mesh-nolog"
+MESH_DURABLE: Final = "mesh-durable"
 
 #: How long idle agents must stay without CPU time before their CPU is sampled.
 _SETTLE_S: Final = 10.0
@@ -331,6 +332,18 @@ def mesh_scenarios(config: BenchConfig) -> list[Scenario]:
         for n in config.fan_in_senders
         for plan in config.fan_in
     ]
+    # One AgentBase sender into one sink, durable or not, same run: the cost of durability.
+    plan = config.fan_in[0]
+    out += [
+        Scenario(
+            "throughput-1",
+            transport,
+            plan.size_bytes,
+            partial(_mesh_throughput, durable=durable),
+            plan.count // 4,
+        )
+        for transport, durable in ((MESH, False), (MESH_DURABLE, True))
+    ]
     plan = config.broadcast
     out += [
         Scenario(
@@ -448,6 +461,26 @@ def _mesh_fan_in(ctx: ScenarioContext, *, n_senders: int) -> Measurement:
         for i in range(n_senders)
     ]
     return run_fan_in(ctx, receiver=receiver, senders=senders)
+
+
+def _mesh_throughput(ctx: ScenarioContext, *, durable: bool) -> Measurement:
+    """One `AgentBase` sender into one sink agent, logging on; the sink durable or not."""
+    flags = ("--durable",) if durable else ()
+    count = str(ctx.scenario.count)
+    receiver = _mesh_spec(
+        ctx,
+        ROLE_FAN_IN_RX,
+        "sink",
+        "--count",
+        count,
+        "--time-limit-s",
+        str(ctx.time_limit_s),
+        *flags,
+    )
+    sender = _mesh_spec(
+        ctx, ROLE_FAN_IN_TX, "src", "--peer", "sink", "--count", count, "--agent-sender", *flags
+    )
+    return run_fan_in(ctx, receiver=receiver, senders=[sender])
 
 
 def _mesh_broadcast(ctx: ScenarioContext, *, n_receivers: int) -> Measurement:

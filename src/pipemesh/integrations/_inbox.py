@@ -27,12 +27,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import secrets
 import select
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -43,7 +44,7 @@ from pipemesh import _platform
 from pipemesh.errors import MeshError, UsageError
 from pipemesh.wire import Message, validate_name
 
-__all__ = ["READ_KEEP", "InboxFile", "format_messages"]
+__all__ = ["READ_KEEP", "SUPERSEDED", "InboxFile", "WaitOutcome", "format_messages"]
 
 READ_KEEP: Final = 200
 _MAX_TAKE: Final = 1000
@@ -65,6 +66,14 @@ def _to_json(msg: Message) -> str:
     )
 
 
+def _line_bytes(msg: Message) -> bytes:
+    line = _to_json(msg) + "\n"
+    try:
+        return line.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate in a field: JSON escapes keep it
+        return (json.dumps(json.loads(line), ensure_ascii=True) + "\n").encode("ascii")
+
+
 def _from_json(line: str) -> Message | None:
     try:
         rec = json.loads(line)
@@ -80,6 +89,11 @@ def _from_json(line: str) -> Message | None:
         )
     except (ValueError, KeyError, TypeError):
         return None  # a torn last line after a crash: skip it, keep the rest
+
+
+def _private(path: str, flags: int) -> int:
+    """open() opener: files 0600 whatever the umask, and never through a symlink."""
+    return os.open(path, flags | os.O_NOFOLLOW, 0o600)
 
 
 def format_messages(msgs: list[Message]) -> str:
@@ -117,7 +131,9 @@ class InboxFile:
         validate_name(name)
         made = cls(root, name, lock_timeout_s)
         try:
-            made.waiters_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # One level at a time: parents=True would make <home>/mcp by the umask.
+            for directory in (made.directory.parent, made.directory, made.waiters_dir):
+                directory.mkdir(mode=0o700, exist_ok=True)
             os.chmod(made.directory, 0o700)
         except OSError as exc:
             raise UsageError(
@@ -147,7 +163,9 @@ class InboxFile:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        lock = filelock.FileLock(self.directory / "inbox.lock", timeout=self.lock_timeout_s)
+        lock = filelock.FileLock(
+            self.directory / "inbox.lock", timeout=self.lock_timeout_s, mode=0o600
+        )
         try:
             with lock:
                 yield
@@ -167,14 +185,38 @@ class InboxFile:
     def _write(self, path: Path, msgs: list[Message]) -> None:
         # Write a temp file and rename it over, so a crash never leaves half a file.
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
+        with open(tmp, "w", encoding="utf-8", errors="surrogateescape", opener=_private) as f:
             f.writelines(_to_json(m) + "\n" for m in msgs)
         os.replace(tmp, path)
 
-    def append(self, msg: Message) -> None:
-        """Add one received message and wake every waiting process."""
-        with self._locked(), open(self.path, "a", encoding="utf-8") as f:
-            f.write(_to_json(msg) + "\n")
+    def append(self, *msgs: Message) -> None:
+        """Add received messages, in order, and wake every waiting process.
+
+        All or nothing: when the write fails (disk full, I/O error) the file is cut
+        back to its length before the write, so no torn line is left to glue onto
+        the next one, and the error is raised for the caller to keep the messages.
+
+        Raises:
+            MeshError: the lock was not acquired in time.
+            OSError: the file could not be written (nothing of ``msgs`` is in it).
+        """
+        if not msgs:
+            return
+        data = b"".join(_line_bytes(m) for m in msgs)
+        with self._locked():
+            fd = _private(str(self.path), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            try:
+                size = os.lseek(fd, 0, os.SEEK_END)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, size)
+                    raise
+            finally:
+                os.close(fd)
         self.notify()
 
     def pending(self) -> list[Message]:
@@ -210,31 +252,20 @@ class InboxFile:
         except FileNotFoundError:
             return
         for entry in entries:
-            try:
-                fd = os.open(entry.path, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError as exc:
-                # ENXIO: no reader, so the waiter died without cleaning up.
-                if exc.errno == errno.ENXIO:
-                    with contextlib.suppress(OSError):
-                        os.unlink(entry.path)
-                continue
-            try:
-                os.write(fd, b"!")
-            except OSError:
-                pass  # EAGAIN: its pipe is full, so it is awake already
-            finally:
-                os.close(fd)
+            _write_byte(entry.path, b"!")
 
     @contextlib.contextmanager
-    def waiter(self) -> Iterator[_Waiter | _PollWaiter]:
+    def waiter(self, tag: str = "") -> Iterator[_Waiter | _PollWaiter]:
         """A FIFO in ``waiters/`` that :meth:`notify` writes to; removed on exit.
 
-        Windows has no FIFOs: the waiter there looks at the inbox every 50 ms.
+        ``tag`` starts the FIFO's name, so :meth:`supersede` can find the waiters
+        of one session. Windows has no FIFOs: the waiter there looks at the inbox
+        every 50 ms.
         """
         if _platform.IS_WINDOWS:
             yield _PollWaiter()
             return
-        path = self.waiters_dir / f"{os.getpid()}-{secrets.token_hex(4)}.fifo"
+        path = self.waiters_dir / f"{tag}{os.getpid()}-{secrets.token_hex(4)}.fifo"
         try:
             os.mkfifo(path, 0o600)
             # O_RDWR: the reader never sees EOF when notifiers come and go.
@@ -244,42 +275,123 @@ class InboxFile:
         try:
             if not stat.S_ISFIFO(os.fstat(fd).st_mode):
                 raise MeshError(f"{path} is not a FIFO")
-            yield _Waiter(fd)
+            yield _Waiter(fd, path)
         finally:
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(path)
 
-    def wait_take(self, timeout_s: float, max_count: int = _MAX_TAKE) -> list[Message]:
-        """Take unread messages, waiting up to ``timeout_s`` for the first one to arrive."""
+    def supersede(self, tag: str, keep: Path) -> int:
+        """Tell every other waiter whose name starts with ``tag`` to end; return how many."""
+        if not tag:
+            return 0
+        told = 0
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.waiters_dir):
+                if not entry.name.startswith(tag) or entry.path == str(keep):
+                    continue
+                if _write_byte(entry.path, SUPERSEDED):
+                    told += 1
+        return told
+
+    def wait_take(
+        self,
+        timeout_s: float,
+        max_count: int = _MAX_TAKE,
+        *,
+        watch: Sequence[int] = (),
+        tag: str = "",
+    ) -> WaitOutcome:
+        """Take unread messages, waiting up to ``timeout_s`` for the first one to arrive.
+
+        The wait also ends, with no messages, when a descriptor in ``watch`` turns
+        readable (the parent process exited) or, with a ``tag``, when a newer
+        waiter of the same tag supersedes this one.
+
+        Raises:
+            UsageError: ``timeout_s`` is not a finite number.
+        """
+        if not math.isfinite(timeout_s):
+            raise UsageError(f"wait of {timeout_s} seconds is not a finite number of seconds")
         if timeout_s <= 0:
-            return self.take(max_count)
+            return WaitOutcome(self.take(max_count), "message")
         deadline = time.monotonic() + timeout_s
-        with self.waiter() as w:
+        with self.waiter(tag) as w:
+            if isinstance(w, _Waiter):  # Windows: no FIFO, so no superseding
+                self.supersede(tag, w.path)
             while True:
                 msgs = self.take(max_count)
+                if msgs:
+                    return WaitOutcome(msgs, "message")
                 remaining = deadline - time.monotonic()
-                if msgs or remaining <= 0:
-                    return msgs
-                w.wait(remaining)
+                if remaining <= 0:
+                    return WaitOutcome([], "timeout")
+                why = w.wait(remaining, watch)
+                if why in ("watch", "superseded"):
+                    return WaitOutcome([], why)
+
+
+SUPERSEDED: Final = b"x"
+"""The byte a newer waiter of the same tag writes to an older one: "end, I take over"."""
+
+
+def _write_byte(path: str, byte: bytes) -> bool:
+    """Write ``byte`` to the FIFO at ``path`` without blocking; unlink it if nobody reads it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        # ENXIO: no reader, so the waiter died without cleaning up.
+        if exc.errno == errno.ENXIO:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        return False
+    try:
+        os.write(fd, byte)
+    except OSError:
+        pass  # EAGAIN: its pipe is full, so it is awake already
+    finally:
+        os.close(fd)
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class WaitOutcome:
+    """What :meth:`InboxFile.wait_take` took, and why the wait ended.
+
+    ``reason`` is ``message``, ``timeout``, ``watch`` (a watched process exited)
+    or ``superseded`` (a newer waiter of the same tag took over).
+    """
+
+    messages: list[Message]
+    reason: str
 
 
 class _PollWaiter:
     """The Windows waiter: a short bounded sleep; the caller then looks at the inbox."""
 
-    def wait(self, timeout_s: float) -> None:
-        """Sleep ``timeout_s``, at most 50 ms."""
+    def wait(self, timeout_s: float, watch: Sequence[int] = ()) -> str:
+        """Sleep ``timeout_s``, at most 50 ms; ``watch`` is not looked at (no select on pipes)."""
         time.sleep(min(max(0.0, timeout_s), 0.05))
+        return "timeout"
 
 
 @dataclass(frozen=True, slots=True)
 class _Waiter:
     fd: int
+    path: Path
 
-    def wait(self, timeout_s: float) -> None:
-        """Block until a notify byte arrives or ``timeout_s`` passes; drain the FIFO."""
-        ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout_s))
-        if ready:
-            with contextlib.suppress(BlockingIOError):
-                while os.read(self.fd, 4096):
-                    pass
+    def wait(self, timeout_s: float, watch: Sequence[int] = ()) -> str:
+        """Block until a byte arrives, a ``watch`` fd turns readable, or ``timeout_s`` passes.
+
+        Returns ``notified``, ``superseded``, ``watch`` or ``timeout``; drains the FIFO.
+        """
+        ready, _, _ = select.select([self.fd, *watch], [], [], max(0.0, timeout_s))
+        if any(fd in ready for fd in watch):
+            return "watch"
+        if self.fd not in ready:
+            return "timeout"
+        got = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(self.fd, 4096):
+                got += chunk
+        return "superseded" if SUPERSEDED in got else "notified"

@@ -12,6 +12,11 @@ seconds; it wakes the moment a message arrives, with no poll interval), ``reply`
 and ``agents``. Mesh errors come back as tool errors with the error's sentence;
 the server never crashes on them.
 
+A message whose append to the inbox file fails (disk full, lock held by a stuck
+process) is kept in memory, logged, and written by a retry thread as soon as the
+file takes it. The server leaves the mesh when its stdin closes or when the
+process that started it exits (:mod:`pipemesh.integrations._procwatch`).
+
 Built on the official ``mcp`` SDK (2.x: ``mcp.server.mcpserver.MCPServer``).
 This module must not print to stdout: stdout carries the MCP protocol. The SDK
 is imported only when the server starts, so ``pipemesh`` starts fast and works
@@ -20,8 +25,13 @@ without the ``mcp`` extra.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import os
+import select
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +43,7 @@ from pipemesh import _platform
 from pipemesh.errors import MeshError
 from pipemesh.home import MeshHome
 from pipemesh.integrations._inbox import InboxFile, format_messages
+from pipemesh.integrations._procwatch import ParentWatch
 from pipemesh.runtime.agent import AgentBase
 from pipemesh.wire import Message, is_valid_name
 
@@ -78,6 +89,12 @@ class McpAgent(AgentBase):
     ) -> None:
         self._arrived = threading.Condition()
         self._arrivals = 0
+        # Messages whose append to the inbox file failed (lock held elsewhere, disk
+        # full): kept here, in order, and written by the retry thread. Never dropped.
+        self._unsaved: collections.deque[Message] = collections.deque()
+        self._retry_cond = threading.Condition()
+        self._retry_thread: threading.Thread | None = None
+        self._closing = False
         # The inbox exists before the router starts, so no message finds it missing.
         self.inbox_file = InboxFile.open(MeshHome.open(home).root, agent_name)
         super().__init__(
@@ -89,12 +106,85 @@ class McpAgent(AgentBase):
             max_body_bytes=max_body_bytes,
         )
 
+    @property
+    def unsaved_count(self) -> int:
+        """Messages received but not yet written to the inbox file (a write failed)."""
+        with self._retry_cond:
+            return len(self._unsaved)
+
     def on_message_received(self, msg: Message) -> None:
-        """Router thread: persist the message and wake every waiting reader."""
-        self.inbox_file.append(msg)
+        """Router thread: persist the message and wake every waiting reader.
+
+        When the inbox file cannot be written the message is kept in memory (behind
+        any earlier unsaved ones, so order holds), the failure is logged (and said
+        on stderr, which the CLI keeps, since a full disk also stops the log), and
+        a retry thread writes it as soon as the file takes it again.
+        """
+        with self._retry_cond:
+            if self._unsaved:  # earlier messages wait: keep the order, don't block the router
+                self._unsaved.append(msg)
+                self._retry_cond.notify_all()
+                return
+        try:
+            self.inbox_file.append(msg)
+        except (OSError, MeshError) as exc:
+            self._keep_unsaved(msg, exc)
+            return
+        self._wake_readers()
+
+    def _wake_readers(self) -> None:
         with self._arrived:
             self._arrivals += 1
             self._arrived.notify_all()
+
+    def _keep_unsaved(self, msg: Message, exc: Exception) -> None:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        text = (
+            f"cannot write message {msg.id} from {msg.sender} to {self.inbox_file.path} "
+            f"({why}); kept in memory and retried until it is written"
+        )
+        self.events.error("inbox_append_failed", text, id=msg.id)
+        with contextlib.suppress(OSError, ValueError):
+            print(f"pipemesh mcp: {text}", file=sys.stderr, flush=True)
+        with self._retry_cond:
+            self._unsaved.append(msg)
+            if self._retry_thread is None:
+                self._retry_thread = threading.Thread(
+                    target=self._retry_unsaved,
+                    name=f"pipemesh-inbox-{self.agent_name}",
+                    daemon=True,
+                )
+                self._retry_thread.start()
+            self._retry_cond.notify_all()
+
+    def _retry_unsaved(self) -> None:
+        """Retry thread: write unsaved messages, backing off from 0.1 s to 5 s between tries."""
+        delay = 0.1
+        while True:
+            with self._retry_cond:
+                if not self._unsaved:
+                    self._retry_thread = None
+                    return
+                batch = list(self._unsaved)
+            try:
+                self.inbox_file.append(*batch)
+            except (OSError, MeshError):
+                with self._retry_cond:
+                    if self._closing:
+                        self._retry_thread = None
+                        return
+                    self._retry_cond.wait(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            with self._retry_cond:
+                for _ in batch:
+                    self._unsaved.popleft()
+            self.events.error(
+                "inbox_append_recovered",
+                f"wrote {len(batch)} kept message(s) to {self.inbox_file.path}",
+            )
+            self._wake_readers()
+            delay = 0.1
 
     def read_inbox(self, wait_s: float = 0.0, max_count: int = 20) -> list[Message]:
         """Take unread messages, waiting up to ``wait_s`` for the first one.
@@ -122,8 +212,34 @@ class McpAgent(AgentBase):
         return self.inbox_file.find(msg_id)
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Leave the mesh and wake every waiting ``inbox`` call."""
+        """Leave the mesh, try once more to save kept messages, wake every ``inbox`` call."""
         super().close(timeout_s)
+        with self._retry_cond:
+            self._closing = True
+            self._retry_cond.notify_all()
+            thread = self._retry_thread
+        if thread is not None:
+            thread.join(timeout_s + self.inbox_file.lock_timeout_s)
+        with self._retry_cond:
+            left = list(self._unsaved)
+        if left:
+            error: object = "the retry thread is still stuck in a write"
+            if thread is None or not thread.is_alive():
+                try:
+                    self.inbox_file.append(*left)
+                    with self._retry_cond:
+                        self._unsaved.clear()
+                    error = None
+                except (OSError, MeshError) as exc:
+                    error = exc
+            if error is not None:
+                text = (
+                    f"{len(left)} received message(s) could not be written to "
+                    f"{self.inbox_file.path} before exit and are lost: "
+                    f"{', '.join(m.id for m in left)} ({error})"
+                )
+                with contextlib.suppress(OSError, ValueError):
+                    print(f"pipemesh mcp: {text}", file=sys.stderr, flush=True)
         with self._arrived:
             self._arrived.notify_all()
 
@@ -269,8 +385,48 @@ def mcp_command(ctx: click.Context, name: str, role: str, max_body_bytes: int) -
             "the MCP SDK is not installed; run: pip install 'pipemesh[mcp]'"
         ) from None
     _exit_on_sigterm()
-    agent = McpAgent(name, role, home, max_body_bytes=max_body_bytes)
+    watch = _leave_when_client_gone()  # before joining: a client gone meanwhile is seen
+    agent: McpAgent | None = None
     try:
+        agent = McpAgent(name, role, home, max_body_bytes=max_body_bytes)
         build_server(agent).run("stdio")
+    except SystemExit as exc:
+        # SIGTERM, or the client is gone. The SDK's stdin reader thread may be blocked in
+        # a read that never ends (stdin still open elsewhere) and the interpreter would
+        # wait for it at exit: leave the mesh, then end the process here.
+        if agent is not None:
+            agent.close()
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+        os._exit(exc.code if isinstance(exc.code, int) else 1)
     finally:
-        agent.close()
+        if agent is not None:
+            agent.close()
+        if watch is not None:
+            watch.close()
+
+
+def _leave_when_client_gone() -> ParentWatch | None:
+    """Stop the server (SIGTERM to itself) the moment the process that started it exits.
+
+    Its stdin closing ends the server too (the SDK's stdio loop returns at EOF); this
+    covers a client that dies while something else still holds the pipe's write end.
+    The watcher thread blocks in ``select`` on the watch descriptors: no polling.
+    """
+    watch = ParentWatch()
+    if watch.gone():
+        watch.close()
+        os.kill(os.getpid(), signal.SIGTERM)
+        return None
+    if not watch.fds:
+        watch.close()
+        return None
+    fds = list(watch.fds)
+
+    def wait_for_exit() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            select.select(fds, [], [])
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=wait_for_exit, name="pipemesh-mcp-parent", daemon=True).start()
+    return watch

@@ -35,10 +35,11 @@ __all__ = ["AgentView", "MeshView", "StatusReader", "TrafficFilter"]
 
 ACTIVE: Final = "active"
 INACTIVE: Final = "inactive"
-STALE: Final = "stale"
 LEFT: Final = "left"
 _BACKLOG_BYTES: Final = 256 * 1024
 _LATENCY_SAMPLES: Final = 2000
+# Communication-log events that are counted: a message received, sent, or queued for later.
+_COUNTED: Final = frozenset(("frame_received", "frame_sent", "frame_queued"))
 
 
 class _StatusPipe:
@@ -144,41 +145,62 @@ class StatusReader:
 
 @dataclass(slots=True)
 class AgentView:
-    """One row of the agents table."""
+    """One row of the agents table.
+
+    ``status`` is the registry's word for the agent: ``active`` (registered,
+    process alive), ``inactive`` (registered, process dead) or ``left`` (not in
+    the registry: it left, or it was only ever seen in the logs).
+    """
 
     name: str
     role: str = ""
     pid: int = 0
-    status: str = ACTIVE
+    status: str = LEFT
     registered_age_s: float = 0.0
     heartbeat: dict[str, Any] = field(default_factory=dict)
     beat_at: float = 0.0  # monotonic time of the last heartbeat; 0 if none
-    sent_seen: int = 0  # counted from the logs, for agents without heartbeats
-    received_seen: int = 0
+    msgs_in: int = 0  # frame_received records logged by this agent (see MeshView.counted_since)
+    msgs_out: int = 0  # frame_sent/frame_queued records logged by this agent
+    frozen_uptime_s: float | None = None  # uptime when it was seen to stop being active
+    seen_at: float = 0.0  # monotonic time it was last in the registry or the logs
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCY_SAMPLES))
 
-    def uptime_s(self, now: float) -> float:
-        """From the last heartbeat, advanced by the time since; else the registry age."""
+    def _live_uptime_s(self, now: float) -> float:
         up = self.heartbeat.get("uptime_s")
         if isinstance(up, int | float) and self.beat_at:
             return float(up) + (now - self.beat_at)
         return self.registered_age_s
 
-    @property
-    def sent(self) -> int:
-        """Messages sent: the heartbeat counter if any, else what the logs showed."""
-        value = self.heartbeat.get("sent")
-        return int(value) if isinstance(value, int) else self.sent_seen
+    def uptime_s(self, now: float) -> float | None:
+        """Seconds the process has run; frozen when it stopped; None when unknown.
 
-    @property
-    def received(self) -> int:
-        """Messages received: the heartbeat counter if any, else what the logs showed."""
-        value = self.heartbeat.get("received")
-        return int(value) if isinstance(value, int) else self.received_seen
+        While active: the last heartbeat's uptime advanced by the time since,
+        else the registry age. Once the dashboard sees it stop (killed, or
+        left), the value it had then. An agent already gone when the dashboard
+        started has no known uptime.
+        """
+        if self.status == ACTIVE:
+            return self._live_uptime_s(now)
+        return self.frozen_uptime_s
+
+    def beat_age_s(self, now: float) -> float | None:
+        """Seconds since the last heartbeat, or None if none came."""
+        return now - self.beat_at if self.beat_at else None
+
+    def set_status(self, status: str, now: float) -> None:
+        """Move to ``status``, freezing the uptime when the agent stops being active."""
+        if self.status == ACTIVE and status != ACTIVE:
+            self.frozen_uptime_s = self._live_uptime_s(now)
+        elif status == ACTIVE:
+            self.frozen_uptime_s = None
+        self.status = status
 
     def latency_p(self, q: float) -> float | None:
         """The q-th percentile of recent handler latencies (µs), or None."""
         return percentile(sorted(self.latencies), q) if self.latencies else None
+
+
+_STATUS_ORDER: Final = {ACTIVE: 0, INACTIVE: 1, LEFT: 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,12 +278,19 @@ def _recent_records(path: Path, max_bytes: int) -> list[dict[str, Any]]:
 class MeshView:
     """The dashboard's model: call :meth:`refresh` on a timer, then read the fields.
 
+    Counters are counted from the communication log, one way for every agent:
+    ``msgs_in`` is the number of ``frame_received`` records an agent logged,
+    ``msgs_out`` the number of messages it sent (a broadcast counts once),
+    both since :attr:`counted_since` (the oldest record of the backlog read at
+    start, or the start itself). Heartbeats and control frames are never
+    logged, so never counted.
+
     Args:
         home: the mesh home to watch.
-        stale_after_s: an active agent whose heartbeats stopped this long ago
-            shows as ``stale``.
+        stale_after_s: heartbeats older than this are shown as late.
         max_traffic: messages kept for the feed.
         max_errors: error records kept.
+        max_left: ``left`` agents kept (the least recently seen are dropped).
     """
 
     def __init__(
@@ -271,6 +300,7 @@ class MeshView:
         stale_after_s: float = 15.0,
         max_traffic: int = 1000,
         max_errors: int = 200,
+        max_left: int = 100,
     ) -> None:
         self.home = home
         self.stale_after_s = stale_after_s
@@ -281,6 +311,8 @@ class MeshView:
         self.errors: deque[dict[str, Any]] = deque(maxlen=max_errors)
         self.latency_by_id: OrderedDict[str, float] = OrderedDict()
         self.registry_error = ""
+        self.max_left = max_left
+        self._now = time.monotonic()
         self._seen_ids: OrderedDict[str, None] = OrderedDict()
         logs = home.logs_dir
         # Open the tails first, then read the recent past: a record written in
@@ -292,14 +324,33 @@ class MeshView:
         self._pending: dict[str, list[dict[str, Any]]] = {
             name: _recent_records(logs / name, _BACKLOG_BYTES) for name in self._tails
         }
+        stamps = [
+            rec["ts"]
+            for rec in self._pending[COMM_LOG]
+            if isinstance(rec.get("ts"), int | float) and rec.get("event") in _COUNTED
+        ]
+        self.counted_since: float = float(min(stamps)) if stamps else time.time()
 
     def _agent(self, name: str) -> AgentView:
         view = self.agents.get(name)
         if view is None:
             view = self.agents[name] = AgentView(name)
+        view.seen_at = self._now
         return view
 
-    def _refresh_registry(self) -> None:
+    def _forget_old_left(self) -> None:
+        """Keep at most ``max_left`` left agents (many short-lived senders come and go)."""
+        left = [v for v in self.agents.values() if v.status == LEFT]
+        if len(left) > self.max_left:
+            left.sort(key=lambda v: v.seen_at)
+            for view in left[: len(left) - self.max_left]:
+                del self.agents[view.name]
+
+    def ordered_agents(self) -> list[AgentView]:
+        """Agents for display: active first, then inactive, then left; by name within."""
+        return sorted(self.agents.values(), key=lambda a: (_STATUS_ORDER[a.status], a.name))
+
+    def _refresh_registry(self, now: float) -> None:
         try:
             records: dict[str, AgentRecord] = self.registry.read()
         except MeshError as exc:
@@ -309,23 +360,30 @@ class MeshView:
         for name, rec in records.items():
             view = self._agent(name)
             if rec.pid != view.pid and view.pid:
-                view.heartbeat, view.beat_at = {}, 0.0  # a new process under the same name
+                # A new process under the same name: its own heartbeats and uptime.
+                view.heartbeat, view.beat_at = {}, 0.0
+                view.set_status(LEFT, now)
             view.role, view.pid, view.registered_age_s = rec.role, rec.pid, rec.age_s()
-            view.status = ACTIVE if rec.is_active else INACTIVE
+            view.set_status(ACTIVE if rec.is_active else INACTIVE, now)
         for name, view in self.agents.items():
-            if name not in records and view.pid:
-                view.status = LEFT
+            if name not in records:
+                view.set_status(LEFT, now)
+                view.pid = 0
         self.status.sync(n for n, r in records.items() if r.is_active)
 
     def _apply_heartbeats(self, now: float) -> None:
         for name, status in self.status.poll().items():
-            view = self._agent(name)
+            view = self.agents.get(name)
+            if view is None or view.status != ACTIVE:
+                continue  # a beat written just before it left
             view.heartbeat, view.beat_at = status, now
             if not view.role and isinstance(status.get("role"), str):
                 view.role = status["role"]
-        for view in self.agents.values():
-            if view.status in (ACTIVE, STALE) and view.beat_at:
-                view.status = STALE if now - view.beat_at > self.stale_after_s else ACTIVE
+
+    def is_late(self, view: AgentView, now: float) -> bool:
+        """True when an active agent's heartbeats stopped over ``stale_after_s`` ago."""
+        age = view.beat_age_s(now)
+        return view.status == ACTIVE and age is not None and age > self.stale_after_s
 
     def _take(self, name: str) -> list[dict[str, Any]]:
         records = self._pending.pop(name, [])
@@ -347,19 +405,23 @@ class MeshView:
             (new messages for the feed, new error records, IDs whose latency
             arrived), so a UI can append rather than redraw.
         """
-        now = time.monotonic()
-        self._refresh_registry()
+        now = self._now = time.monotonic()
+        self._refresh_registry(now)
         self._apply_heartbeats(now)
         new_msgs: list[dict[str, Any]] = []
         for rec in self._take(COMM_LOG):
-            event, msg_id = rec.get("event"), str(rec.get("id", ""))
-            if event == "frame_sent" and self._remember_id(msg_id):
+            event, msg_id, agent = rec.get("event"), str(rec.get("id", "")), rec.get("agent")
+            if event not in _COUNTED or not isinstance(agent, str) or not agent:
+                continue
+            if event == "frame_received":
+                # Keyed by receiver too: a broadcast is received once per agent; a record
+                # read twice (the start-up backlog overlaps the tail) is counted once.
+                if self._remember_id(f"{agent} {msg_id}"):
+                    self._agent(agent).msgs_in += 1
+            elif self._remember_id(msg_id):
+                self._agent(agent).msgs_out += 1
                 self.traffic.append(rec)
                 new_msgs.append(rec)
-                if isinstance(rec.get("from"), str) and rec["from"] in self.agents:
-                    self.agents[rec["from"]].sent_seen += 1
-            elif event == "frame_received" and rec.get("agent") in self.agents:
-                self.agents[rec["agent"]].received_seen += 1
         updated: list[str] = []
         for rec in self._take(LATENCY_LOG):
             msg_id, lat, agent = str(rec.get("id", "")), rec.get("latency_us"), rec.get("agent")
@@ -370,10 +432,11 @@ class MeshView:
                 updated.append(msg_id)
                 if len(self.latency_by_id) > 20_000:
                     self.latency_by_id.popitem(last=False)
-            if isinstance(agent, str):
+            if isinstance(agent, str) and agent:
                 self._agent(agent).latencies.append(float(lat))
         new_errors = self._take(ERRORS_LOG)
         self.errors.extend(new_errors)
+        self._forget_old_left()
         return new_msgs, new_errors, updated
 
     def close(self) -> None:

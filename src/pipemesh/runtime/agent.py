@@ -19,7 +19,11 @@ A send to such an agent while nobody reads its pipe goes to its spool and
 reports :attr:`Delivery.QUEUED`; the agent drains its spool into its router
 when it starts (before it reads its pipe, so each sender's order is kept) and
 whenever a sender that queued something finds it reading (``mesh.spooled``).
-The spool is only touched after a pipe write failed.
+A plain send to a durable agent that is reading survives its SIGKILL: the
+sender keeps the message until the agent reports it handled (``mesh.handled``)
+and moves it to the agent's spool if the agent dies first; the agent records
+what it handled and drops replays (:mod:`pipemesh.runtime.durable`). Sends to
+non-durable agents do none of this.
 
 Acknowledgements: ``send(..., ack=True)`` marks the frame ``ACK:1`` and waits
 for a ``mesh.ack`` frame (``RE`` = the message ID), which the receiver sends
@@ -34,6 +38,8 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
+import functools
 import itertools
 import json
 import os
@@ -60,12 +66,23 @@ from pipemesh.errors import (
     PeerGone,
     ReplyTimeout,
     SendTimeout,
+    TooManyOpenFiles,
     TransportClosed,
     UnknownAgent,
 )
 from pipemesh.home import MeshHome
 from pipemesh.observe import EventLog
-from pipemesh.registry import INACTIVE, AgentRecord, Registry, process_start_time, utc_now_iso
+from pipemesh.registry import (
+    INACTIVE,
+    AgentRecord,
+    Registry,
+    pid_alive,
+    process_start_time,
+    utc_now_iso,
+)
+from pipemesh.runtime.durable import ACK_BATCH, ACK_INTERVAL_S, HandledLog, Unacked
+from pipemesh.runtime.lifecycle import ExitGuard, stop_signals
+from pipemesh.runtime.outbox import DEFAULT_MAX_OPEN, OutboxCache
 from pipemesh.runtime.router import Router
 from pipemesh.spool import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Spool, SpoolEntry
 from pipemesh.transport import platform_transport
@@ -83,7 +100,17 @@ from pipemesh.wire import (
     validate_type,
 )
 
-__all__ = ["AgentBase", "BroadcastResult", "Delivery", "MeshClient", "SendResult"]
+__all__ = [
+    "DEFAULT_MSG_TYPE",
+    "AgentBase",
+    "BroadcastResult",
+    "Delivery",
+    "MeshClient",
+    "SendResult",
+]
+
+DEFAULT_MSG_TYPE: Final = "directive"
+"""The TYPE of ``send``/``send_message`` (and ``pipemesh send``) when none is given."""
 
 _PRIORITIES: Final = frozenset((0, 1, 2, 3))
 CONTROL_PREFIX: Final = "mesh."
@@ -92,6 +119,9 @@ LEAVE: Final = "mesh.leave"
 WAKE: Final = "mesh.wake"
 ACK: Final = "mesh.ack"
 SPOOLED: Final = "mesh.spooled"
+HANDLED: Final = "mesh.handled"
+_MAX_OWED: Final = 4096  # handled IDs owed to one sender whose pipe stays full
+_REPORT_BYTES: Final = 3500  # IDs in one mesh.handled frame (with its header: under PIPE_BUF)
 
 
 class Delivery(enum.StrEnum):
@@ -171,6 +201,8 @@ class MeshClient:
         spool_max_messages: messages one durable agent's spool may hold.
         spool_max_bytes: bytes one durable agent's spool may hold.
         spool_fsync: fsync each queued message (survives a machine crash too).
+        max_open_outboxes: pipes to peers kept open at most (one fd each); the
+            least recently used is closed past it and reopened when needed.
     """
 
     def __init__(
@@ -186,6 +218,7 @@ class MeshClient:
         spool_max_messages: int = DEFAULT_MAX_MESSAGES,
         spool_max_bytes: int = DEFAULT_MAX_BYTES,
         spool_fsync: bool = True,
+        max_open_outboxes: int = DEFAULT_MAX_OPEN,
     ) -> None:
         self.agent_name = validate_name(agent_name)
         self.home = MeshHome.open(home)
@@ -209,11 +242,12 @@ class MeshClient:
             fsync=spool_fsync,
         )
         self._peers: dict[str, AgentRecord] = {}
-        self._outboxes: dict[str, Outbox] = {}
-        self._connect_lock = threading.Lock()
+        self._outboxes = OutboxCache(self._connect, max_open=max_open_outboxes)
         self._id_prefix = secrets.token_hex(4) + "-"
         self._ids = itertools.count(1)
         self._closed = False
+        self._unacked: Unacked | None = None  # AgentBase: sent to durable peers, not yet handled
+        self._unacked_lock = threading.Lock()  # makes _unacked once, from any sending thread
         self._valid: set[str] = {agent_name}  # names and types already validated
         self.sent = 0
 
@@ -230,26 +264,40 @@ class MeshClient:
         return dict(self._peers)
 
     def _forget(self, name: str) -> None:
-        outbox = self._outboxes.pop(name, None)
-        if outbox is not None:
-            outbox.close()
+        self._outboxes.forget(name)
 
     def _outbox(self, name: str) -> Outbox:
-        outbox = self._outboxes.get(name)
-        if outbox is not None:
-            return outbox
-        with self._connect_lock:
-            outbox = self._outboxes.get(name)
-            if outbox is not None:
-                return outbox
-            if name not in self._peers and name not in self.refresh_peers():
-                raise UnknownAgent(
-                    f"no agent named {name} is registered; see 'pipemesh agents'",
-                    agent_id=name,
-                )
-            outbox = self.transport.connect(name)
-            self._outboxes[name] = outbox
-            return outbox
+        return self._outboxes.get(name)
+
+    def _connect(self, name: str) -> Outbox:
+        """Open an outbox to ``name`` (the cache calls it under its lock)."""
+        if name not in self._peers and name not in self.refresh_peers():
+            raise UnknownAgent(
+                f"no agent named {name} is registered; see 'pipemesh agents'",
+                agent_id=name,
+            )
+        return self.transport.connect(name)
+
+    def _peer_gone(self, name: str) -> bool:
+        """True when ``name`` left, or its process is dead (its pipe is then useless)."""
+        rec = self._peers.get(name)
+        return rec is None or not pid_alive(rec.pid, rec.pid_start)
+
+    def _check_fits(self, to: str, size: int, msg_id: str) -> None:
+        """Raise MessageTooLarge if ``to`` advertises a smaller body limit than ``size``.
+
+        Uses the cached peer record (one registry read for a name not yet known).
+        """
+        rec = self._peers.get(to)
+        if rec is None:
+            rec = self.refresh_peers().get(to)
+        if rec is not None and size > rec.max_body_bytes:
+            raise MessageTooLarge(
+                f"body is {size} bytes, {to} accepts at most {rec.max_body_bytes} "
+                "(split the message, or start that agent with a larger max_body_bytes)",
+                agent_id=to,
+                message_id=msg_id,
+            )
 
     # -- sending --
 
@@ -306,8 +354,16 @@ class MeshClient:
     def _check_args(self, priority: int, msg_type: str) -> None:
         if self._closed:
             raise TransportClosed(f"agent {self.agent_name} is closed")
-        if priority not in _PRIORITIES or isinstance(priority, bool):
-            raise ValueError(f"priority must be 0, 1, 2 or 3, got {priority!r}")
+        # 1.0 == 1 and True == 1: only real ints go on the wire as PRIORITY:0..3.
+        if (
+            not isinstance(priority, int)
+            or isinstance(priority, bool)
+            or priority not in _PRIORITIES
+        ):
+            raise ValueError(
+                f"priority must be the int 0, 1, 2 or 3, got {priority!r} "
+                f"({type(priority).__name__})"
+            )
         if msg_type not in self._valid:
             validate_type(msg_type)
             self._remember_valid(msg_type)
@@ -329,20 +385,25 @@ class MeshClient:
         except (PeerGone, TransportClosed):
             # The reader went away (or restarted): reopen the path once.
             self._forget(to)
-            self._outbox(to).write_frames(frames, timeout_s)
+            try:
+                self._outbox(to).write_frames(frames, timeout_s)
+            except PeerGone:
+                self._forget(to)  # gone for good: do not keep its fd and pipe buffer
+                raise
 
     def send_message(
         self,
         to_agent: str,
         message: str,
         priority: int = 1,
-        msg_type: str = "response",
+        msg_type: str = DEFAULT_MSG_TYPE,
         *,
         reply_to: str = "",
         timeout_s: float | None = None,
         msg_id: str | None = None,
         ack: bool = False,
         ack_timeout_s: float = 10.0,
+        sync: bool = False,
     ) -> str:
         """Send ``message`` to ``to_agent`` and return the message ID.
 
@@ -359,6 +420,7 @@ class MeshClient:
             msg_id=msg_id,
             ack=ack,
             ack_timeout_s=ack_timeout_s,
+            sync=sync,
         ).id
 
     def send(
@@ -366,7 +428,7 @@ class MeshClient:
         to_agent: str,
         message: str,
         priority: int = 1,
-        msg_type: str = "response",
+        msg_type: str = DEFAULT_MSG_TYPE,
         *,
         reply_to: str = "",
         timeout_s: float | None = None,
@@ -374,6 +436,7 @@ class MeshClient:
         ack: bool = False,
         ack_timeout_s: float = 10.0,
         queue: bool = True,
+        sync: bool = False,
     ) -> SendResult:
         """Send ``message`` to ``to_agent``'s public pipe, or queue it for a durable agent.
 
@@ -390,12 +453,20 @@ class MeshClient:
                 (needs an inbox for the ``mesh.ack`` frame: an :class:`AgentBase`).
             ack_timeout_s: how long to wait for the acknowledgement.
             queue: spool the message when the recipient is durable and not
-                reading (False: raise AgentOffline instead).
+                reading (False: raise AgentOffline instead, and send it
+                at-most-once, like to a non-durable agent).
+            sync: for a durable recipient: write the message to its spool
+                first (fsynced with ``spool_fsync``), then tell it; the
+                message then survives this process dying too. A bare
+                MeshClient (no inbox for the recipient's reports) always
+                sends to durable agents this way.
 
         Returns:
             The ID and :attr:`Delivery.DELIVERED` (with ``ack=True``: handled)
             or :attr:`Delivery.QUEUED` (in the recipient's spool; it is handled
-            when the recipient starts again; no ack is awaited).
+            when the recipient starts again; no ack is awaited). To a durable
+            agent, DELIVERED also means: kept until the agent reports it
+            handled, and moved to its spool if the agent dies first.
 
         Raises:
             UnknownAgent: no agent of that name is registered.
@@ -429,7 +500,12 @@ class MeshClient:
             sent_ns=sent_ns,
             ack=ack,
         )
+        self._check_fits(to_agent, size, msg_id)
         timeout = self.send_timeout_s if timeout_s is None else timeout_s
+        rec = self._peers.get(to_agent)
+        if rec is None:
+            rec = self.refresh_peers().get(to_agent)  # once per new name: is it durable?
+        durable = queue and rec is not None and rec.durable
         waiter = self._expect_ack(to_agent, msg_id) if ack else None
         acked = False
         # History first: a fast reply must never be recorded before its question.
@@ -439,13 +515,16 @@ class MeshClient:
         self._sent_hook(sent)
         try:
             delivery = Delivery.DELIVERED
-            try:
-                self._write(to_agent, frames, timeout)
-            except (AgentOffline, PeerGone):
-                if not (queue and self._is_durable(to_agent)):
-                    raise
-                self._queue(to_agent, frames, msg_id)
-                delivery = Delivery.QUEUED
+            if durable:
+                delivery = self._send_durable(to_agent, frames, msg_id, timeout, sync)
+            else:
+                try:
+                    self._write(to_agent, frames, timeout)
+                except (AgentOffline, PeerGone):
+                    if not (queue and self._is_durable(to_agent)):
+                        raise
+                    self._queue(to_agent, frames, msg_id)
+                    delivery = Delivery.QUEUED
             if waiter is not None and delivery is Delivery.DELIVERED:
                 self._wait_ack(waiter, ack_timeout_s)
                 acked = waiter.is_set()
@@ -508,6 +587,45 @@ class MeshClient:
             rec = self.refresh_peers().get(name)
         return rec is not None and rec.durable
 
+    def _unacked_for_send(self) -> Unacked | None:
+        """Where messages to durable peers are kept until handled (None: no inbox, sync)."""
+        return None
+
+    def _send_durable(
+        self, to: str, frames: list[bytes], msg_id: str, timeout_s: float, sync: bool
+    ) -> Delivery:
+        """Send to a durable peer so that its SIGKILL loses nothing (docs/delivery.md)."""
+        data = b"".join(frames)
+        unacked = self._unacked_for_send()
+        if sync or unacked is None:
+            path = self.spool.put(to, data, msg_id)
+            return Delivery.DELIVERED if self._notify_spooled(to, path.name) else Delivery.QUEUED
+        for attempt in (0, 1):
+            unacked.keep(to, msg_id, data)  # before the write: its report may come at once
+            try:
+                self._outbox(to).write_frames(frames, timeout_s)
+                return Delivery.DELIVERED
+            except (AgentOffline, PeerGone, TransportClosed) as exc:
+                unacked.forget(to, msg_id)
+                self._forget(to)
+                # The reader we wrote to is gone: what it had not handled goes to its spool.
+                unacked.move_to_spool(to)
+                if attempt or isinstance(exc, AgentOffline):
+                    break
+            except BaseException:
+                unacked.forget(to, msg_id)
+                raise
+        unacked.move_to_spool(to, (msg_id, data))
+        return Delivery.QUEUED
+
+    def _notify_spooled(self, to: str, file_name: str = "") -> bool:
+        """Tell ``to`` that its spool has something new; True if it is reading."""
+        try:  # (a cached outbox to a reader that died raises PeerGone: _write reopens it)
+            self._send_control(to, SPOOLED, file_name, min(self.send_timeout_s, 1.0))
+        except MeshError:
+            return False
+        return True
+
     def _queue(self, to: str, frames: list[bytes], msg_id: str) -> None:
         self.spool.put(to, b"".join(frames), msg_id)
         # If the agent started reading meanwhile, its start-up drain may have
@@ -549,7 +667,7 @@ class MeshClient:
             reply_to="",
             sent_ns=sent_ns,
         )
-        result = self._fan_out(frames, timeout_s, msg_id)
+        result = self._fan_out(frames, timeout_s, msg_id, size)
         self.sent += 1
         self.events.message(
             "frame_sent",
@@ -566,7 +684,7 @@ class MeshClient:
         return result
 
     def _fan_out(
-        self, frames: list[bytes], timeout_s: float | None, msg_id: str
+        self, frames: list[bytes], timeout_s: float | None, msg_id: str, size: int = 0
     ) -> BroadcastResult:
         timeout = self.send_timeout_s if timeout_s is None else timeout_s
         result = BroadcastResult(msg_id)
@@ -574,6 +692,8 @@ class MeshClient:
             if name == self.agent_name or not (rec.is_active or rec.durable):
                 continue
             try:
+                if size > rec.max_body_bytes:
+                    self._check_fits(name, size, msg_id)
                 try:
                     self._write(name, frames, timeout)
                 except (AgentOffline, PeerGone):
@@ -611,8 +731,7 @@ class MeshClient:
         if self._closed:
             return
         self._closed = True
-        for name in list(self._outboxes):
-            self._forget(name)
+        self._outboxes.close()
         self.events.close()
 
     def __enter__(self) -> Self:
@@ -625,6 +744,10 @@ class MeshClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _fewer(unacked: Unacked, than: int) -> bool:
+    return unacked.count() < than
 
 
 def _utf8_len(text: str) -> int:
@@ -653,7 +776,9 @@ class AgentBase(MeshClient):
         max_body_bytes: largest body accepted, sent or received.
         history_limit: messages kept per peer in :meth:`history`.
         max_queue: received messages held for the handler before the router
-            stops reading (then the pipe fills and senders time out).
+            stops reading (then the pipe fills and senders time out); the
+            default handler also keeps at most this many unread by
+            :meth:`receive`, and past that waits (nothing is dropped).
         heartbeat_s: seconds between heartbeats on the private pipe.
         log_messages: write the mesh logs.
         registry_lock_timeout_s: how long to wait for the registry lock.
@@ -667,7 +792,11 @@ class AgentBase(MeshClient):
         seen_ids: (sender, ID) pairs already handled in an earlier run (for
             handlers that store them with their effects, to get exactly-once
             effects across a crash); the last ``dedupe_window`` are kept.
-        spool_max_messages, spool_max_bytes, spool_fsync: see :class:`MeshClient`.
+        spool_max_messages, spool_max_bytes, spool_fsync, max_open_outboxes:
+            see :class:`MeshClient`.
+
+    An agent not closed by the program is closed at interpreter exit
+    (``atexit``); :meth:`run_forever` also closes it on SIGINT and SIGTERM.
 
     Raises:
         NameTaken: a live agent already holds ``agent_name``.
@@ -696,6 +825,7 @@ class AgentBase(MeshClient):
         spool_max_messages: int = DEFAULT_MAX_MESSAGES,
         spool_max_bytes: int = DEFAULT_MAX_BYTES,
         spool_fsync: bool = True,
+        max_open_outboxes: int = DEFAULT_MAX_OPEN,
     ) -> None:
         super().__init__(
             agent_name,
@@ -708,8 +838,10 @@ class AgentBase(MeshClient):
             spool_max_messages=spool_max_messages,
             spool_max_bytes=spool_max_bytes,
             spool_fsync=spool_fsync,
+            max_open_outboxes=max_open_outboxes,
         )
         self.durable = durable
+        self.max_queue = max(1, max_queue)
         self.duplicates = 0
         self._dedupe_window = max(1, dedupe_window)
         # Insertion-ordered; the oldest pair is evicted first: O(1) per message.
@@ -719,7 +851,10 @@ class AgentBase(MeshClient):
             if len(self._seen) > self._dedupe_window:
                 self._seen.popitem(last=False)
         self._acks: dict[str, tuple[str, threading.Event]] = {}
-        self._from_spool: dict[tuple[str, str], SpoolEntry] = {}
+        # (sender, ID) routed to the handler and not handled yet -> a duplicate asked for an ack.
+        self._inflight: dict[tuple[str, str], bool] = {}
+        # Spooled message -> its file, and the message object if it is the copy to handle.
+        self._from_spool: dict[tuple[str, str], tuple[SpoolEntry, Message | None]] = {}
         self._spool_injected: set[Path] = set()
         self.role = role.replace("\n", " ")[:200]
         self.history_limit = history_limit
@@ -736,14 +871,36 @@ class AgentBase(MeshClient):
         self._heartbeat_s = heartbeat_s
         self._heartbeat_stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        # Durable: the record of handled messages, and the reports owed to their senders.
+        self._handled_log: HandledLog | None = None
+        self._owed: dict[str, list[str]] = {}
+        self._owed_at = time.monotonic()
+        if durable:
+            try:
+                self._handled_log = HandledLog(self.spool.root, agent_name, dedupe_window)
+            except BaseException:
+                self.events.close()
+                raise
+            for key in self._handled_log.recent_keys():
+                self._seen[key] = None
+                self._seen.move_to_end(key)
+                if len(self._seen) > self._dedupe_window:
+                    self._seen.popitem(last=False)
         try:
             inbox = self._register()
         except BaseException:
+            if self._handled_log is not None:
+                self._handled_log.close()
             self.events.close()
             raise
         self._inbox: Inbox = inbox
         # Our own outbox wakes the router on close (the path is unlinked by then).
-        self._self_outbox = self.transport.connect(agent_name)
+        try:
+            self._self_outbox = self.transport.connect(agent_name)
+        except BaseException:  # e.g. TooManyOpenFiles: leave no entry and no pipes behind
+            self._abandon(inbox)
+            raise
+        self._exit_guard = ExitGuard(self)  # unregister even if the program never closes us
         self._router = Router(
             inbox,
             self._route,
@@ -754,8 +911,9 @@ class AgentBase(MeshClient):
             max_queue=max_queue,
             partial_timeout_s=partial_timeout_s,
             name=f"pipemesh-router-{agent_name}",
-            on_exit=self._stopped.set,  # run_forever returns, so `with` closes the agent
+            on_exit=self._router_exited,  # run_forever returns, so `with` closes the agent
         )
+        self._router.idle_delay_s = ACK_INTERVAL_S
         # Before the first pipe read: what waited in the spool goes first.
         self.spool.remove_stale_tmp(agent_name)
         self._drain_spool()
@@ -769,25 +927,65 @@ class AgentBase(MeshClient):
 
     # -- joining and leaving --
 
+    def _abandon(self, inbox: Inbox) -> None:
+        """Undo :meth:`_register` when the constructor fails after it."""
+        inbox.close()
+        with contextlib.suppress(MeshError):
+            self.registry.unregister(self.agent_name, os.getpid())
+        self.transport.remove(self.agent_name)
+        if self._status_pipe is not None:
+            self._status_pipe.close()
+        self._name_lock.release()
+        self.events.close()
+
     def _register(self) -> Inbox:
         name = self.agent_name
-        with self.registry.transaction() as records:
-            self.registry.check_available(records, name)
-            inbox = self.transport.bind(name)
-            if isinstance(self.transport, FifoTransport):
-                self._status_pipe = StatusPipe(self.home.private_pipe(name))
-            pid = os.getpid()
-            records[name] = AgentRecord(
-                name=name,
-                role=self.role,
-                pid=pid,
-                registered_at=utc_now_iso(),
-                public_pipe=self.transport.address(name),
-                private_pipe=str(self.home.private_pipe(name)) if self._status_pipe else "",
-                pid_start=process_start_time(pid),
-                durable=self.durable,
-            )
-            self._peers = {n: r.with_liveness() for n, r in records.items()}
+        # The name lock first (held until close): it decides who owns the name,
+        # even if the registry file is gone, and guards our pipes from sweepers.
+        self._name_lock = self.registry.lock_name(name)
+        inbox: Inbox | None = None
+        try:
+            with self.registry.transaction() as records:
+                self.registry.check_available(records, name)
+                self.registry.sweep(records, skip=name)  # dead entries whose names are free
+                inbox = self.transport.bind(name)
+                if isinstance(self.transport, FifoTransport):
+                    self._status_pipe = StatusPipe(self.home.private_pipe(name))
+                pid = os.getpid()
+                records[name] = me = AgentRecord(
+                    name=name,
+                    role=self.role,
+                    pid=pid,
+                    registered_at=utc_now_iso(),
+                    public_pipe=self.transport.address(name),
+                    private_pipe=str(self.home.private_pipe(name)) if self._status_pipe else "",
+                    pid_start=process_start_time(pid),
+                    durable=self.durable,
+                    max_body_bytes=self.max_body_bytes,
+                )
+                fifo = self.transport if isinstance(self.transport, FifoTransport) else None
+                self._name_lock.publish(me, fifo.path(name) if fifo else None)
+                self._peers = {n: r.with_liveness() for n, r in records.items()}
+        except BaseException as exc:
+            # Not registered (the registry is written whole or not at all): release
+            # the pipes made for it (ours: we hold the name), so a failed start leaves
+            # no fds and no FIFOs.
+            if inbox is not None:
+                inbox.close()
+                self.transport.remove(name)
+            if self._status_pipe is not None:
+                self._status_pipe.close()
+                self._status_pipe = None
+            self._name_lock.release()
+            if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+                # The registry lets this one through; say what to do, as the transport does.
+                raise TooManyOpenFiles(
+                    f"cannot register {name}: no file descriptor left "
+                    f"({errno.errorcode[exc.errno]}); close agents and clients this process "
+                    "no longer needs, or raise the limit ('ulimit -n')",
+                    agent_id=name,
+                ) from exc
+            raise
         return inbox
 
     def _announce(self, kind: str) -> None:
@@ -845,8 +1043,14 @@ class AgentBase(MeshClient):
                 reply_to=msg.reply_to,
                 size=_utf8_len(msg.body),
             )
-            if msg.ack and key not in self._from_spool:
-                self._send_ack(msg)  # the first ack was lost, or the first copy is still queued
+            if key in self._inflight:
+                if msg.ack:  # the first copy is still queued: ack once its handler returned
+                    self._inflight[key] = True
+            else:
+                if msg.ack and key not in self._from_spool:
+                    self._send_ack(msg)  # handled already; the first ack was lost
+                if self._handled_log is not None:
+                    self._owe_report(msg.sender, msg.id)  # its sender may still keep it
             return False
         seen[key] = None
         if len(seen) > self._dedupe_window:
@@ -859,7 +1063,7 @@ class AgentBase(MeshClient):
             msg_type=msg.msg_type,
             priority=msg.priority,
             msg_id=msg.id,
-            body=msg.body,
+            body="",  # the sender's frame_sent record holds the body: stored once
             reply_to=msg.reply_to,
             size=_utf8_len(msg.body),
         )
@@ -869,14 +1073,21 @@ class AgentBase(MeshClient):
             self._log_latency("reply_received", msg)
             pending.reply = msg
             pending.event.set()
+            if self._handled_log is not None:
+                self._mark_handled(msg)
             if msg.ack:
                 self._send_ack(msg)
             return False
+        self._inflight[key] = False
         return True
 
     def _control(self, msg: Message) -> bool:
         if msg.msg_type == JOIN:
             self._forget(msg.sender)  # a restarted peer may have a new pipe
+            unacked = self._unacked
+            if unacked is not None and unacked.count(msg.sender):
+                # It restarted: what its previous run had not handled goes to its spool.
+                unacked.move_to_spool(msg.sender)
             # The frame carries the joiner's registry record: no registry read,
             # so 100 agents joining at once cost O(N) each, not a registry storm.
             try:
@@ -895,15 +1106,44 @@ class AgentBase(MeshClient):
                 self._peers[msg.sender] = replace(rec, status=INACTIVE)
             else:
                 self._peers.pop(msg.sender, None)
+            unacked = self._unacked
+            if unacked is not None and unacked.count(msg.sender):
+                # It stops: what it does not handle before it exits waits in its spool
+                # (it drops the copies it did handle when it starts again).
+                unacked.move_to_spool(msg.sender)
         elif msg.msg_type == ACK:
             waiter = self._acks.get(msg.reply_to)
             if waiter is not None and waiter[0] == msg.sender:
                 waiter[1].set()
+        elif msg.msg_type == HANDLED:
+            if self._unacked is not None:
+                self._unacked.handled(msg.sender, msg.body.split())
         elif msg.msg_type == SPOOLED:
-            self._drain_spool()
+            self._drain_spool(msg.body)
         return False  # WAKE needs nothing: the read it ended was the point
 
     # -- acknowledgements, duplicates and the spool --
+
+    def _unacked_for_send(self) -> Unacked | None:
+        unacked = self._unacked
+        if unacked is None:
+            with self._unacked_lock:
+                if self._unacked is None:
+                    self._unacked = Unacked(
+                        self.spool,
+                        self._notify_spooled,
+                        self.events.error,
+                    )
+                    self._unacked.watch(self._peer_gone)
+                unacked = self._unacked
+        return unacked
+
+    def _peer_gone(self, name: str) -> bool:
+        """Watcher thread: True if no process of ``name``'s registry entry runs any more."""
+        rec = self._peers.get(name)
+        if rec is None:
+            rec = self.refresh_peers().get(name)
+        return rec is None or not pid_alive(rec.pid, rec.pid_start)
 
     def _expect_ack(self, to: str, msg_id: str) -> threading.Event:
         event = threading.Event()
@@ -925,10 +1165,14 @@ class AgentBase(MeshClient):
         except MeshError as exc:
             self.events.error("ack_failed", str(exc), to=msg.sender, id=msg.id)
 
-    def _drain_spool(self) -> None:
-        """Route every message waiting in our spool, oldest first (router thread or start)."""
+    def _drain_spool(self, file_name: str = "") -> None:
+        """Route every message waiting in our spool, oldest first (router thread or start).
+
+        With ``file_name`` (a sender's ``mesh.spooled`` names the file it
+        queued) only that file, if it is one of ours; otherwise the whole spool.
+        """
         try:
-            entries = self.spool.entries(self.agent_name)
+            entries = self._spool_entries(file_name)
         except MeshError as exc:
             self.events.error("spool_unreadable", str(exc))
             return
@@ -943,10 +1187,29 @@ class AgentBase(MeshClient):
             if key in self._from_spool:
                 Spool.remove(entry)  # the same message queued twice (a retry): one is enough
                 continue
-            self._from_spool[key] = entry
+            self._from_spool[key] = (entry, msg)
             self._spool_injected.add(entry.path)
             if not self._router.inject(msg, now_ns):
-                self._spooled_done(key)
+                if key in self._inflight:
+                    # Another copy (from the pipe) waits for the handler: keep the file
+                    # until that copy is handled, so a crash meanwhile loses nothing.
+                    self._from_spool[key] = (entry, None)
+                else:
+                    self._spooled_done(key)
+
+    def _spool_entries(self, file_name: str) -> list[SpoolEntry]:
+        if file_name:
+            directory = self.spool.directory(self.agent_name)
+            fields = file_name.split("-", 4)
+            path = directory / file_name
+            if (
+                "/" not in file_name
+                and file_name.endswith(".msg")
+                and len(fields) == 5
+                and fields[3].isdigit()
+            ):  # gone already: a full drain took it
+                return [SpoolEntry(path, int(fields[3]))] if path.exists() else []
+        return self.spool.entries(self.agent_name)
 
     def _read_spooled(self, entry: SpoolEntry) -> Message | None:
         data = Spool.read(entry)
@@ -981,10 +1244,62 @@ class AgentBase(MeshClient):
         return msg
 
     def _spooled_done(self, key: tuple[str, str]) -> None:
-        entry = self._from_spool.pop(key, None)
-        if entry is not None:
-            self._spool_injected.discard(entry.path)
-            Spool.remove(entry)
+        spooled = self._from_spool.pop(key, None)
+        if spooled is not None:
+            self._spool_injected.discard(spooled[0].path)
+            Spool.remove(spooled[0])
+
+    # -- durable: the record of handled messages and the reports to their senders --
+
+    def _mark_handled(self, msg: Message) -> None:
+        """Record (sender, ID) as handled, before anything acknowledges it."""
+        log = self._handled_log
+        if log is None:
+            return
+        try:
+            log.record(msg.sender, msg.id)
+        except OSError as exc:
+            self.events.error(
+                "handled_record_failed",
+                f"cannot record message {msg.id} as handled in {log.path}: {exc.strerror}; "
+                "it may be handled again after a crash",
+                id=msg.id,
+            )
+        self._owe_report(msg.sender, msg.id)
+
+    def _owe_report(self, sender: str, msg_id: str) -> None:
+        rec = self._peers.get(sender)
+        if rec is None or not rec.is_active:
+            return  # a bare client (it spooled first) or a sender that is gone: nobody to tell
+        owed = self._owed.get(sender)
+        if owed is None:
+            owed = self._owed[sender] = []
+        owed.append(msg_id)
+        if len(owed) >= ACK_BATCH:
+            self._send_reports(sender)
+
+    def _send_reports(self, only: str = "") -> None:
+        """Tell senders which of their messages were handled (``mesh.handled``, batched)."""
+        for name in [only] if only else list(self._owed):
+            ids = self._owed.pop(name, None)
+            start = 0
+            while ids and start < len(ids):
+                # One frame per report (a write of one frame is all or nothing), no waiting.
+                end, size = start, 0
+                while end < len(ids) and size + len(ids[end]) < _REPORT_BYTES:
+                    size += len(ids[end]) + 1
+                    end += 1
+                try:
+                    self._send_control(name, HANDLED, " ".join(ids[start:end]), 0.0)
+                except SendTimeout:
+                    # Its pipe is full (a stopped process?): retry with the next batch,
+                    # bounded; what it never hears of it keeps, and we drop its replays.
+                    self._owed[name] = (ids[start:] + self._owed.get(name, []))[-_MAX_OWED:]
+                    break
+                except MeshError:
+                    break  # gone: what it kept went (or goes) to our spool; replays are dropped
+                start = end
+        self._owed_at = time.monotonic()
 
     def _log_latency(self, event: str, msg: Message) -> None:
         if msg.sent_ns:
@@ -1011,10 +1326,22 @@ class AgentBase(MeshClient):
                 id=msg.id,
                 traceback="".join(traceback.format_exception(exc)[-3:]),
             )
-        if self._from_spool and (msg.sender, msg.id) in self._from_spool:
-            self._spooled_done((msg.sender, msg.id))  # its sender was told "queued": no ack
-        elif msg.ack:
+        key = (msg.sender, msg.id)
+        dup_ack = self._inflight.pop(key, False)
+        if self._handled_log is not None:
+            self._mark_handled(msg)
+        spooled = self._from_spool.get(key) if self._from_spool else None
+        if spooled is not None:
+            self._spooled_done(key)
+        # A spooled copy's sender was told "queued": no ack for it; a live duplicate
+        # that asked for one while this copy waited gets it now.
+        if (msg.ack and (spooled is None or spooled[1] is not msg)) or dup_ack:
             self._send_ack(msg)
+        if self._owed:
+            if time.monotonic() - self._owed_at > ACK_INTERVAL_S:
+                self._send_reports()
+            else:
+                self._router.idle_hook = self._send_reports  # once the pipe stays empty
 
     def on_message_received(self, msg: Message) -> None:
         """Handle one message addressed to this agent or broadcast.
@@ -1024,13 +1351,20 @@ class AgentBase(MeshClient):
         are logged to ``mesh_errors.log`` and never stop the agent.
         """
         with self._inbox_cond:
-            if len(self._inbox_queue) >= 10_000:
-                dropped = self._inbox_queue.popleft()
-                self.events.error(
-                    "inbox_overflow",
-                    f"10000 messages unread by receive(); dropped the oldest ({dropped.id})",
-                    id=dropped.id,
-                )
+            # Full: wait for receive() to take one. The router is held here, so
+            # it stops reading; the pipe fills and senders get SendTimeout
+            # (backpressure, never a silent drop). On close, the drain appends.
+            waited = False
+            while len(self._inbox_queue) >= self.max_queue and not self._closing:
+                if not waited:
+                    waited = True
+                    self.events.error(
+                        "receive_queue_full",
+                        f"{len(self._inbox_queue)} messages unread by receive(); "
+                        "not reading the pipe until receive() takes one",
+                        id=msg.id,
+                    )
+                self._inbox_cond.wait(1.0)
             self._inbox_queue.append(msg)
             self._inbox_cond.notify_all()
 
@@ -1043,7 +1377,9 @@ class AgentBase(MeshClient):
                 if (remaining is not None and remaining <= 0) or self._stopped.is_set():
                     return None
                 self._inbox_cond.wait(remaining if remaining is not None else 1.0)
-            return self._inbox_queue.popleft()
+            msg = self._inbox_queue.popleft()
+            self._inbox_cond.notify_all()  # a handler may wait for room
+            return msg
 
     def messages(self, timeout_s: float | None = None) -> Iterator[Message]:
         """Iterate over received messages until ``timeout_s`` passes with none, or close."""
@@ -1102,9 +1438,14 @@ class AgentBase(MeshClient):
             elif not self._stopped.is_set():
                 pending.event.wait(timeout_s)
             if pending.reply is None:
+                hint = "is it handling messages? (see 'pipemesh tail')"
+                if len(self._inbox_queue) >= self.max_queue:
+                    hint = (
+                        f"{len(self._inbox_queue)} messages wait unread by receive(), so this "
+                        "agent stopped reading its pipe and a reply cannot be seen: call receive()"
+                    )
                 raise ReplyTimeout(
-                    f"{to_agent} did not reply to {msg_id} within {timeout_s:g}s; "
-                    "is it handling messages? (see 'pipemesh tail')",
+                    f"{to_agent} did not reply to {msg_id} within {timeout_s:g}s; {hint}",
                     agent_id=to_agent,
                     message_id=msg_id,
                 )
@@ -1149,6 +1490,8 @@ class AgentBase(MeshClient):
     def _beat(self) -> None:
         while not self._heartbeat_stop.wait(self._heartbeat_s):
             self._publish_status("heartbeat")
+            # Peers that died without a leave frame: release their fds and pipes.
+            self._outboxes.sweep(self._peer_gone)
 
     def _publish_status(self, kind: str) -> None:
         pipe = self._status_pipe
@@ -1175,13 +1518,19 @@ class AgentBase(MeshClient):
     def run_forever(self, poll_s: float | None = None) -> None:
         """Block until :meth:`close` is called (from a handler or another thread).
 
-        KeyboardInterrupt and SystemExit pass through, so ``with agent:`` then
-        closes the agent cleanly.
+        Called from the main thread, Ctrl-C (SIGINT) and SIGTERM close the
+        agent and then raise ``SystemExit(130)`` / ``SystemExit(143)``: the
+        program ends without a traceback and leaves no registry entry or pipe.
+        SIGTERM is only handled where the program has no SIGTERM handler of its
+        own; the previous handlers are restored on return.
         """
         if poll_s is None and _platform.IS_WINDOWS:
             poll_s = 0.5  # Windows Pythons before 3.13 cannot interrupt a lock wait on Ctrl-C
-        while not self._stopped.wait(poll_s):
-            pass
+        with stop_signals(self.close) as stop:
+            while not self._stopped.wait(poll_s):
+                pass
+        if stop.signum:
+            raise SystemExit(128 + stop.signum)
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Unregister, remove the pipes, let queued messages be handled, stop threads.
@@ -1194,7 +1543,12 @@ class AgentBase(MeshClient):
         if self._closing:
             return
         self._closing = True
+        self._exit_guard.disarm()
+        with self._inbox_cond:
+            self._inbox_cond.notify_all()  # a handler waiting for room in the receive queue
         name = self.agent_name
+        self._settle_unacked(timeout_s)
+        self._name_lock.closing()  # a joiner of our name now waits for release() below
         try:
             if self.durable:
                 self.registry.mark_stopped(name, os.getpid())
@@ -1221,18 +1575,62 @@ class AgentBase(MeshClient):
         with contextlib.suppress(MeshError):
             self._self_outbox.write_frames(wake, min(timeout_s, 1.0))
         self._router.join(timeout_s)
+        if self._unacked is not None:  # sent by handlers while the router drained
+            self._spool_unacked(self._unacked)
         self._heartbeat_stop.set()
         if self._heartbeat is not None and threading.current_thread() is not self._heartbeat:
             self._heartbeat.join(timeout_s)
         if self._status_pipe is not None:
             self._status_pipe.close()
+        me = self._peers.get(name)
+        if self.durable and me is not None:
+            self._name_lock.stopped(me)  # kept, so a lost registry can be rebuilt with it
+        self._name_lock.release()  # after both pipes are gone: a successor's are safe
         self._self_outbox.close()
-        self._stopped.set()
+        if threading.current_thread() is not self._router.thread:
+            self._stopped.set()  # (from a handler: the router sets it once it drained)
         with self._inbox_cond:
             self._inbox_cond.notify_all()
         for pending in list(self._pending.values()):
             pending.event.set()
         super().close()
+
+    def _router_exited(self) -> None:
+        """Router thread, at its end: last reports to senders, close the record, stopped."""
+        if self._handled_log is not None:
+            self._send_reports()
+            self._handled_log.close()
+        self._stopped.set()
+
+    def _settle_unacked(self, timeout_s: float) -> None:
+        """On close: wait a little for durable peers' reports, then spool what they still lack.
+
+        A peer that is merely slow handles its pipe copy and drops the spooled
+        one; a peer that dies later finds the message in its spool.
+        """
+        unacked = self._unacked
+        if unacked is None:
+            return
+        deadline = time.monotonic() + timeout_s
+        left = unacked.count()
+        while left and time.monotonic() < deadline:  # as long as the peers make progress
+            if threading.current_thread() is self._router.thread:
+                self._router.pump(functools.partial(_fewer, unacked, left), 1.0)
+            else:
+                unacked.wait_empty(1.0)
+            now_left = unacked.count()
+            if now_left >= left:
+                break
+            left = now_left
+        self._spool_unacked(unacked)
+        unacked.close()
+
+    def _spool_unacked(self, unacked: Unacked) -> None:
+        for peer in unacked.peers():
+            try:
+                unacked.move_to_spool(peer)
+            except MeshError as exc:
+                self.events.error("unacked_not_spooled", str(exc), to=peer)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.agent_name!r} role={self.role!r}>"

@@ -11,7 +11,15 @@ next, first-in first-out within a priority.
 
 The heap is bounded: when it is full the router stops reading, the pipe
 fills, and senders get ``SendTimeout`` (backpressure, never silent loss).
+That holds while a handler waits in ``ask()`` too (:meth:`Router.pump`).
 Exceptions from the handler are reported and never stop the router.
+
+Every frame arrives in one atomic write (FIFO writes of at most PIPE_BUF, the
+memory transport's whole frames), and a read takes everything readable. So a
+frame still incomplete when nothing more is readable will never complete: its
+``LEN`` lied. The router then tells the decoder (``mark_boundary``), which
+reports the frame and resynchronises, instead of letting it stall every later
+message until that many bytes arrive.
 """
 
 from __future__ import annotations
@@ -76,6 +84,12 @@ class Router:
         self._seq = itertools.count()
         self._last_expire = time.monotonic()
         self._stopping = False
+        self._stop_event = threading.Event()
+        self._full_reported = False
+        # Called once when the pipe stayed empty for idle_delay_s, then cleared (set by a
+        # durable agent that owes its senders a report of what it handled: batched).
+        self.idle_hook: Callable[[], None] | None = None
+        self.idle_delay_s = 0.0
         self.frames = 0
         self.rejected = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -100,6 +114,7 @@ class Router:
         The caller must then make a blocked read return (write to the inbox).
         """
         self._stopping = True
+        self._stop_event.set()
 
     def join(self, timeout_s: float) -> bool:
         """Wait for the thread to end; True if it did."""
@@ -118,7 +133,16 @@ class Router:
         try:
             while not self._stopping:
                 if not heap:
-                    self._consume(inbox.read())
+                    hook = self.idle_hook
+                    if hook is not None:
+                        data = inbox.read(self.idle_delay_s)
+                        if not data:  # idle: run the hook, then block
+                            self.idle_hook = None
+                            hook()
+                            data = inbox.read()
+                        self._consume(data)
+                    else:
+                        self._consume(inbox.read())
                     stale = False
                     continue
                 if stale and len(heap) < self._max_queue:
@@ -163,13 +187,29 @@ class Router:
         """Read and route (without handling) until ``done()`` or the timeout.
 
         For ``ask`` called from inside a handler: the router thread is busy in
-        that handler, so it reads the reply itself; other messages are queued.
+        that handler, so it reads the reply itself; other messages are queued,
+        up to ``max_queue``. Past that it stops reading (senders then see a full
+        pipe and ``SendTimeout``) and waits for the timeout or :meth:`stop`; the
+        reply, stuck behind them in the pipe, is then not seen.
         """
         deadline = time.monotonic() + timeout_s
         while not done():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
+            if len(self._heap) >= self._max_queue:
+                if not self._full_reported:
+                    self._full_reported = True
+                    self._report(
+                        "queue_full",
+                        f"{len(self._heap)} messages wait while a handler waits in ask(); "
+                        "not reading the pipe until the handler returns",
+                        {"backlog": len(self._heap)},
+                    )
+                if self._stop_event.wait(min(remaining, 1.0)):
+                    return
+                continue
+            self._full_reported = False
             data = self._inbox.read(remaining)
             if data:
                 self._consume(data)
@@ -190,6 +230,27 @@ class Router:
         decoder.feed(data)
         now_ns = time.time_ns()
         now = time.monotonic()
+        # Bounded: each round either takes new bytes or marks the boundary.
+        for _ in range(16):
+            self._route_frames(now_ns, now)
+            if not decoder.buffered:
+                break  # the common case: the read ended on a frame boundary
+            more = self._inbox.read(0)
+            if more:
+                decoder.feed(more)
+            else:
+                # Nothing more is readable, so the incomplete frame never will be.
+                decoder.mark_boundary()
+                self._route_frames(now_ns, now)
+                break
+        if self._assembler.pending and now - self._last_expire > 1.0:
+            self._last_expire = now
+            for expired in self._assembler.expire(now, self._partial_timeout_s):
+                self._report("parts_expired", str(expired), {})
+
+    def _route_frames(self, now_ns: int, now: float) -> None:
+        """Decode, reassemble and route every whole frame the decoder holds."""
+        decoder = self._decoder
         heap = self._heap
         while True:
             try:
@@ -220,7 +281,3 @@ class Router:
                     f"{type(exc).__name__}: {exc}",
                     {"from": msg.sender, "id": msg.id},
                 )
-        if self._assembler.pending and now - self._last_expire > 1.0:
-            self._last_expire = now
-            for expired in self._assembler.expire(now, self._partial_timeout_s):
-                self._report("parts_expired", str(expired), {})

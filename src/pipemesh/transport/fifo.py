@@ -2,9 +2,11 @@
 
 Why it is built this way (see shared/FIFO-FACTS.md):
 
-* Writes of at most PIPE_BUF (4096 B) are atomic, larger ones from concurrent
-  writers tear. Every frame handed to :meth:`FifoOutbox.write_frames` is at most
-  PIPE_BUF, so one ``write`` is one whole frame, never interleaved.
+* Writes of at most PIPE_BUF are atomic, larger ones from concurrent writers
+  tear. PIPE_BUF is the platform's (``os.pathconf(dir, "PC_PIPE_BUF")``, else
+  ``select.PIPE_BUF``): 4096 B on Linux, 512 B on macOS. Every frame handed to
+  :meth:`FifoOutbox.write_frames` is at most that, so one ``write`` is one whole
+  frame, never interleaved.
 * Writers open with ``O_WRONLY | O_NONBLOCK``: with no reader the open fails at
   once with ENXIO (a blocking open would hang), which becomes ``AgentOffline``.
   A non-blocking write of at most PIPE_BUF either writes everything or fails
@@ -20,6 +22,9 @@ Why it is built this way (see shared/FIFO-FACTS.md):
   default): an unprivileged user has 64 MiB of pipe buffers in all, and 100+
   agents must not exhaust it. Failure to raise it is not an error.
 
+* EMFILE/ENFILE on any open become :class:`~pipemesh.errors.TooManyOpenFiles`
+  with advice, never a raw ``OSError``.
+
 Linux and macOS both allow ``O_RDWR`` on a FIFO; macOS lacks F_SETPIPE_SZ.
 """
 
@@ -28,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import resource
 import select
 import stat
 import threading
@@ -42,16 +48,59 @@ from pipemesh.errors import (
     DeliveryError,
     PeerGone,
     SendTimeout,
+    TooManyOpenFiles,
     TransportClosed,
     TransportError,
 )
-from pipemesh.wire import PIPE_BUF
 
-__all__ = ["DEFAULT_PIPE_SIZE", "FifoInbox", "FifoOutbox", "FifoTransport", "StatusPipe"]
+__all__ = [
+    "DEFAULT_PIPE_SIZE",
+    "FifoInbox",
+    "FifoOutbox",
+    "FifoTransport",
+    "StatusPipe",
+    "platform_pipe_buf",
+]
 
 DEFAULT_PIPE_SIZE: Final = 256 * 1024
 _F_SETPIPE_SZ: Final = 1031  # fcntl.F_SETPIPE_SZ on Linux (fcntl is imported lazily:
 _F_GETPIPE_SZ: Final = 1032  # this module must import on Windows, where it is not used)
+
+
+_POSIX_PIPE_BUF: Final = 512  # the smallest PIPE_BUF POSIX allows
+
+
+def platform_pipe_buf(path: Path | str | None = None) -> int:
+    """The largest FIFO write this platform keeps whole (Linux 4096, macOS 512).
+
+    Asks the file system holding ``path`` first (``PC_PIPE_BUF``), then the
+    ``select.PIPE_BUF`` constant, else the POSIX minimum of 512.
+    """
+    if path is not None:
+        with contextlib.suppress(OSError, ValueError):
+            value = os.pathconf(path, "PC_PIPE_BUF")
+            if value >= _POSIX_PIPE_BUF:
+                return int(value)
+    return int(getattr(select, "PIPE_BUF", _POSIX_PIPE_BUF))
+
+
+def _fd_limit_error(exc: OSError, name: str, path: Path) -> TooManyOpenFiles | None:
+    """TooManyOpenFiles for EMFILE/ENFILE, with what to do; None for other errors."""
+    if exc.errno == errno.EMFILE:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return TooManyOpenFiles(
+            f"cannot open the pipe of {name} at {path}: this process has all its {soft} "
+            "file descriptors open (EMFILE); close agents and clients it no longer needs, "
+            "or raise the limit ('ulimit -n')",
+            agent_id=name,
+        )
+    if exc.errno == errno.ENFILE:
+        return TooManyOpenFiles(
+            f"cannot open the pipe of {name} at {path}: the system's open-file table is "
+            "full (ENFILE); stop processes that hold many files, or raise fs.file-max",
+            agent_id=name,
+        )
+    return None
 
 
 def _make_fifo(path: Path) -> None:
@@ -70,6 +119,15 @@ def _make_fifo(path: Path) -> None:
     os.mkfifo(path, 0o600)
 
 
+def _open_fifo(path: Path, flags: int) -> int:
+    """Open ``path`` only if it is a FIFO itself: never through a symlink, never a file."""
+    fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW)
+    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a FIFO", str(path))
+    return fd
+
+
 class FifoInbox:
     """The reading end of an agent's public FIFO.
 
@@ -81,14 +139,19 @@ class FifoInbox:
     def __init__(self, name: str, path: Path, pipe_size_bytes: int) -> None:
         self._name = name
         self.path = path
+        self._fd = self._nb_fd = -1
         try:
             _make_fifo(path)
-            self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            self._fd = _open_fifo(path, os.O_RDWR)
+            self._nb_fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError as exc:
+            self.close()
+            limit = _fd_limit_error(exc, name, path)
+            if limit is not None:
+                raise limit from exc
             raise TransportError(
                 f"cannot create the pipe {path}: {exc.strerror}; check the mesh home permissions"
             ) from exc
-        self._nb_fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         self._poll = select.poll()
         self._poll.register(self._nb_fd, select.POLLIN)
         self.pipe_size = self._set_pipe_size(pipe_size_bytes)
@@ -140,10 +203,11 @@ class FifoInbox:
 class FifoOutbox:
     """A non-blocking writer to one agent's public FIFO."""
 
-    def __init__(self, name: str, path: Path, fd: int) -> None:
+    def __init__(self, name: str, path: Path, fd: int, max_frame_bytes: int) -> None:
         self.name = name
         self.path = path
         self._fd = fd
+        self._max_frame = max_frame_bytes
         self._lock = threading.Lock()
         self._poll = select.poll()
         self._poll.register(fd, select.POLLOUT)
@@ -164,9 +228,10 @@ class FifoOutbox:
             if fd < 0:
                 raise TransportClosed(f"the outbox to {self.name} is closed")
             write = os.write
+            limit = self._max_frame
             for frame in frames:
-                if len(frame) > PIPE_BUF:
-                    raise ValueError(f"frame of {len(frame)} bytes is over PIPE_BUF={PIPE_BUF}")
+                if len(frame) > limit:
+                    raise ValueError(f"frame of {len(frame)} bytes is over PIPE_BUF={limit}")
                 while True:
                     try:
                         write(fd, frame)
@@ -210,6 +275,12 @@ class FifoTransport:
         pipes_dir: directory holding ``<name>.public`` FIFOs (created 0700).
         pipe_size_bytes: buffer size requested for each inbox.
         suffix: file suffix of inbox FIFOs.
+        max_frame_bytes: largest frame written (and accepted) in one write;
+            default and maximum: the platform's PIPE_BUF. A smaller value (at
+            least 512, the POSIX minimum) tests the chunking of other platforms.
+
+    Raises:
+        ValueError: ``max_frame_bytes`` is under 512 or over the platform's PIPE_BUF.
     """
 
     def __init__(
@@ -218,16 +289,26 @@ class FifoTransport:
         *,
         pipe_size_bytes: int = DEFAULT_PIPE_SIZE,
         suffix: str = ".public",
+        max_frame_bytes: int | None = None,
     ) -> None:
         self.pipes_dir = Path(pipes_dir)
         self.pipe_size_bytes = pipe_size_bytes
         self.suffix = suffix
         self.pipes_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        pipe_buf = platform_pipe_buf(self.pipes_dir)
+        if max_frame_bytes is None:
+            max_frame_bytes = pipe_buf
+        elif not _POSIX_PIPE_BUF <= max_frame_bytes <= pipe_buf:
+            raise ValueError(
+                f"max_frame_bytes must be {_POSIX_PIPE_BUF}..{pipe_buf} (this platform's "
+                f"PIPE_BUF), got {max_frame_bytes}"
+            )
+        self._max_frame_bytes = max_frame_bytes
 
     @property
     def max_frame_bytes(self) -> int:
-        """PIPE_BUF: the largest write a FIFO keeps whole."""
-        return PIPE_BUF
+        """PIPE_BUF (or the smaller value asked for): the largest write a FIFO keeps whole."""
+        return self._max_frame_bytes
 
     def path(self, name: str) -> Path:
         """The FIFO path of ``name``'s inbox."""
@@ -250,8 +331,11 @@ class FifoTransport:
         """
         path = self.path(name)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError as exc:
+            limit = _fd_limit_error(exc, name, path)
+            if limit is not None:
+                raise limit from exc
             if exc.errno in (errno.ENXIO, errno.ENOENT):
                 raise AgentOffline(
                     f"agent {name} is not reading its pipe (no reader on {path}); "
@@ -266,7 +350,7 @@ class FifoTransport:
             raise DeliveryError(
                 f"{path} is not a FIFO; remove it and restart agent {name}", agent_id=name
             )
-        return FifoOutbox(name, path, fd)
+        return FifoOutbox(name, path, fd, self._max_frame_bytes)
 
     def remove(self, name: str) -> None:
         """Unlink ``name``'s FIFO if present."""
@@ -295,9 +379,9 @@ class StatusPipe:
         """Write ``frames`` if a monitor reads the pipe; True if they were written."""
         if self._fd < 0:
             try:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                self._fd = _open_fifo(self.path, os.O_WRONLY | os.O_NONBLOCK)
             except OSError:
-                return False  # ENXIO: no monitor reading; ENOENT: removed
+                return False  # ENXIO: no monitor reading; ENOENT: removed; not a FIFO
         try:
             for frame in frames:
                 os.write(self._fd, frame)

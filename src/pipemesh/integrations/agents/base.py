@@ -23,14 +23,18 @@ Command lines are configurable per kind in ``<home>/agents.toml`` (see
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import selectors
 import shutil
 import subprocess
 import threading
+import time
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
@@ -224,7 +228,7 @@ class CliAgent(AgentBase):
         self.max_pending = max_pending
         self._queued = 0
         self._lock = threading.Lock()
-        self._running: set[subprocess.Popen[str]] = set()
+        self._running: set[subprocess.Popen[bytes]] = set()
         self._stopping = False
         self._pool = ThreadPoolExecutor(
             max_workers=spec.max_workers, thread_name_prefix=f"pipemesh-{spec.kind}"
@@ -257,10 +261,25 @@ class CliAgent(AgentBase):
             except CliFailed as exc:
                 self._reply_error(msg, str(exc))
                 return
+            except (
+                Exception
+            ) as exc:  # a bug here must still answer the asker, never leave it waiting
+                self.events.error("cli_run_failed", f"{type(exc).__name__}: {exc}", id=msg.id)
+                self._reply_error(msg, f"{self.spec.kind} run failed: {type(exc).__name__}: {exc}")
+                return
+            size = len(answer.encode("utf-8", "surrogatepass"))
+            if size > self.max_body_bytes:
+                self._reply_error(
+                    msg,
+                    f"{self.spec.kind} answered with {size} bytes, over this agent's limit of "
+                    f"{self.max_body_bytes}; ask for a shorter answer",
+                )
+                return
             try:
                 self.reply(msg, answer)
             except MeshError as exc:
                 self.events.error("reply_failed", str(exc), id=msg.id, to=msg.sender)
+                self._reply_error(msg, f"the answer could not be sent: {exc}")
         finally:
             with self._lock:
                 self._queued -= 1
@@ -286,7 +305,6 @@ class CliAgent(AgentBase):
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                text=True,
                 cwd=spec.cwd,
                 start_new_session=True,  # its own process group: a timeout kills all of it
             )
@@ -296,9 +314,12 @@ class CliAgent(AgentBase):
             raise CliFailed(f"cannot start {spec.command[0]}: {exc.strerror}") from None
         with self._lock:
             self._running.add(proc)
+        limit = 2 * self.max_body_bytes + _OUTPUT_SLACK_BYTES
         try:
             try:
-                stdout, stderr = proc.communicate(prompt, timeout=spec.timeout_s)
+                out, err = _communicate(
+                    proc, prompt.encode("utf-8", "surrogatepass"), spec.timeout_s, limit
+                )
             except subprocess.TimeoutExpired:
                 self._kill(proc)
                 raise CliFailed(
@@ -308,17 +329,27 @@ class CliAgent(AgentBase):
         finally:
             with self._lock:
                 self._running.discard(proc)
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+        stderr = strip_ansi(err.data.decode("utf-8", "replace"))
         if proc.returncode != 0:
             tail = stderr.strip()[-_STDERR_TAIL:] or "no output on stderr"
             if proc.returncode < 0 and self._stopping:
                 raise CliFailed(f"{self.agent_name} is shutting down; {spec.kind} was stopped")
             raise CliFailed(f"{spec.kind} exited with code {proc.returncode}: {tail}")
-        return parse_output(spec, stdout)
+        if out.dropped:
+            raise CliFailed(
+                f"{spec.kind} printed {out.total} bytes, more than the {limit} kept for an "
+                "answer; ask for a shorter answer"
+            )
+        return strip_ansi(parse_output(spec, out.data.decode("utf-8", "replace")))
 
-    def _kill(self, proc: subprocess.Popen[str]) -> None:
+    def _kill(self, proc: subprocess.Popen[bytes]) -> None:
         _platform.kill_process_tree(proc.pid)
         try:
-            proc.communicate(timeout=5.0)
+            proc.wait(timeout=5.0)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5.0)
@@ -335,6 +366,91 @@ class CliAgent(AgentBase):
             _platform.kill_process_tree(proc.pid)
         self._pool.shutdown(wait=True)
         super().close(timeout_s)
+
+
+_OUTPUT_SLACK_BYTES: Final = 64 * 1024
+_STDERR_KEEP_BYTES: Final = 64 * 1024
+# CSI (colours, cursor moves), OSC (titles, links; ended by BEL or ST) and other
+# two-byte escapes: terminal control, not part of an answer.
+_ANSI: Final = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]|\x9b[0-?]*[ -/]*[@-~]"
+)
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal escape sequences (colours, cursor moves, OSC titles)."""
+    return _ANSI.sub("", text) if ("\x1b" in text or "\x9b" in text) else text
+
+
+@dataclass(slots=True)
+class _Captured:
+    """Output of one stream: the first ``limit`` bytes (or the last, for stderr)."""
+
+    limit: int
+    keep_tail: bool = False
+    data: bytearray = field(default_factory=bytearray)
+    total: int = 0
+
+    @property
+    def dropped(self) -> bool:
+        return self.total > len(self.data)
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        if self.keep_tail:
+            self.data += chunk
+            if len(self.data) > self.limit:
+                del self.data[: len(self.data) - self.limit]
+        elif len(self.data) < self.limit:
+            self.data += chunk[: self.limit - len(self.data)]
+
+
+def _communicate(
+    proc: subprocess.Popen[bytes], stdin: bytes, timeout_s: float, limit: int
+) -> tuple[_Captured, _Captured]:
+    """Like ``proc.communicate`` but keeps at most ``limit`` bytes of stdout and the last
+    64 KiB of stderr (what is past them is read and thrown away, so the program never
+    blocks on a full pipe and memory stays bounded).
+
+    Raises:
+        subprocess.TimeoutExpired: ``timeout_s`` passed first.
+    """
+    out, err = _Captured(limit), _Captured(_STDERR_KEEP_BYTES, keep_tail=True)
+    deadline = time.monotonic() + timeout_s
+    if proc.stdin is None or proc.stdout is None or proc.stderr is None:
+        raise ValueError("start the process with stdin, stdout and stderr as pipes")
+    pending = memoryview(stdin)
+    with selectors.DefaultSelector() as sel:
+        os.set_blocking(proc.stdin.fileno(), False)
+        if pending:
+            sel.register(proc.stdin, selectors.EVENT_WRITE)
+        else:
+            proc.stdin.close()
+        sel.register(proc.stdout, selectors.EVENT_READ, out)
+        sel.register(proc.stderr, selectors.EVENT_READ, err)
+        while len(sel.get_map()) > 0:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise subprocess.TimeoutExpired(proc.args, timeout_s)
+            for key, _ in sel.select(remaining):
+                if key.fileobj is proc.stdin:
+                    try:
+                        pending = pending[os.write(proc.stdin.fileno(), pending[:65536]) :]
+                    except BlockingIOError:
+                        continue
+                    except BrokenPipeError:  # it stopped reading: fine, it may answer anyway
+                        pending = pending[:0]
+                    if not pending:
+                        sel.unregister(proc.stdin)
+                        proc.stdin.close()
+                    continue
+                chunk = os.read(key.fd, 65536)
+                if chunk:
+                    key.data.add(chunk)
+                else:
+                    sel.unregister(key.fileobj)
+    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+    return out, err
 
 
 def check_installed(spec: CliSpec) -> None:

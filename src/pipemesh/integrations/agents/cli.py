@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import click
 
 from pipemesh import _platform
 from pipemesh.home import MeshHome
-from pipemesh.integrations.agents import claude, codex, command, gemini
+from pipemesh.integrations.agents import claude, codex, command, copilot, gemini, opencode
 from pipemesh.integrations.agents.base import (
     CliAgent,
     CliFailed,
@@ -21,7 +22,13 @@ from pipemesh.wire import is_valid_name
 
 __all__ = ["run_group"]
 
-_DEFAULTS = {"claude": claude.SPEC, "gemini": gemini.SPEC, "codex": codex.SPEC}
+_DEFAULTS = {
+    "claude": claude.SPEC,
+    "gemini": gemini.SPEC,
+    "codex": codex.SPEC,
+    "opencode": opencode.SPEC,
+    "copilot": copilot.SPEC,
+}
 
 
 def _exit_on_sigterm() -> None:
@@ -43,6 +50,12 @@ def _serve(ctx: click.Context, spec: CliSpec, name: str, role: str, config: str 
         check_installed(spec)
     except CliFailed as exc:
         raise click.ClickException(str(exc)) from None
+    if spec.kind == "gemini":
+        spec = gemini.isolate(spec, Path.cwd(), home.root / "run" / name)
+    if spec.kind == "copilot":
+        spec = copilot.isolate(spec, Path.cwd(), home.root / "run" / name)
+    if spec.kind == "opencode":
+        os.environ.update(opencode.ENV)  # this process exists to run the CLI
     _exit_on_sigterm()
     with CliAgent(name, spec, role, home_arg) as agent:
         click.echo(
