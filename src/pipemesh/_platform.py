@@ -33,6 +33,7 @@ __all__ = [
     "IS_WINDOWS",
     "LOCK_EX",
     "LOCK_SH",
+    "O_BINARY",
     "O_CLOEXEC",
     "current_uid",
     "open_append",
@@ -56,6 +57,7 @@ IS_WINDOWS: Final = sys.platform == "win32"
 # O_CLOEXEC is POSIX; Windows' equivalent (a handle not inherited by children) is O_NOINHERIT.
 O_CLOEXEC: Final[int] = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOINHERIT", 0)
 _O_BINARY: Final[int] = getattr(os, "O_BINARY", 0)
+O_BINARY: Final[int] = _O_BINARY  # Windows: no CRLF translation in os.read/os.write
 
 LOCK_SH: Final = 1  # same values as fcntl.LOCK_SH / LOCK_EX
 LOCK_EX: Final = 2

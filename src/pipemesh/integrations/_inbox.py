@@ -93,7 +93,7 @@ def _from_json(line: str) -> Message | None:
 
 def _private(path: str, flags: int) -> int:
     """open() opener: files 0600 whatever the umask, and never through a symlink."""
-    return os.open(path, flags | os.O_NOFOLLOW, 0o600)
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o600)
 
 
 def format_messages(msgs: list[Message]) -> str:
