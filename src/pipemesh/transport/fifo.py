@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import resource
 import select
 import stat
 import threading
@@ -87,6 +86,8 @@ def platform_pipe_buf(path: Path | str | None = None) -> int:
 def _fd_limit_error(exc: OSError, name: str, path: Path) -> TooManyOpenFiles | None:
     """TooManyOpenFiles for EMFILE/ENFILE, with what to do; None for other errors."""
     if exc.errno == errno.EMFILE:
+        import resource  # noqa: PLC0415 - POSIX only; this module is imported on Windows too
+
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         return TooManyOpenFiles(
             f"cannot open the pipe of {name} at {path}: this process has all its {soft} "
