@@ -39,6 +39,7 @@ __all__ = [
     "open_append",
     "open_retrying",
     "open_shared_read",
+    "parent_pid",
     "pid_alive",
     "pread",
     "process_start_time",
@@ -336,6 +337,23 @@ def pid_alive(pid: int, start_time: int = 0) -> bool:
     except (psutil.Error, OSError):
         return True  # exists, but we may not look at it (another user's process)
     return not (start_time and started and abs(started - start_time) > 1)
+
+
+def parent_pid() -> int:
+    """``os.getppid()``; on Windows through psutil.
+
+    Windows CPython 3.13's ``os.getppid`` calls ``PssCaptureSnapshot``, which
+    Wine 8 lacks (the process aborts); psutil reads the same parent pid with
+    ``NtQuerySystemInformation``. 0 if unknown.
+    """
+    if not IS_WINDOWS:
+        return os.getppid()
+    import psutil  # noqa: PLC0415 - imported on first use: it costs ~10 ms
+
+    try:
+        return int(psutil.Process().ppid())
+    except (psutil.Error, OSError):
+        return 0
 
 
 def stop_signals() -> list[signal.Signals]:

@@ -177,10 +177,15 @@ def test_setup_writes_windows_commands_and_hooks_run(
     )
     assert proc.returncode == 0, proc.stderr
     settings = json.loads((project / ".claude" / "settings.json").read_text())
-    command = settings["hooks"]["UserPromptSubmit"][0]["hooks"][0]["command"]
-    assert "\\" not in command
-    assert command.startswith("Z:/")
-    assert " hook context --cli claude --name alice" in command
+    commands = [
+        hook["command"]
+        for entries in settings["hooks"].values()
+        for entry in entries
+        for hook in entry["hooks"]
+    ]
+    # cmd.exe quoting (subprocess.list2cmdline), as setup_clients.shell_join writes on Windows.
+    assert any(" hook stop --cli claude --name alice" in c for c in commands), commands
+    assert all(c.startswith(("Z:\\", '"Z:\\')) for c in commands), commands
     mcp = json.loads((project / ".mcp.json").read_text())
     assert mcp["mcpServers"]["pipemesh"]["args"][-3:] == ["mcp", "--name", "alice"]
     hook = win.run(
