@@ -68,6 +68,7 @@ _LOCK_TIMEOUT_S: Final = 5.0  # log-lock wait before writing unlocked
 # A rotation waits this long for the appenders already inside (new ones queue at the
 # turnstile); past it, a later write rotates instead.
 _ROTATE_WAIT_S: Final = 0.5
+_NEVER: Final = threading.Event()  # a stop that is never set (see _locked_write)
 DEFAULT_MAX_BYTES: Final = 32 * 1024 * 1024
 DEFAULT_KEEP_FILES: Final = 5
 _LOCK_FLAGS: Final = (
@@ -330,9 +331,13 @@ class EventLog:
         # The turnstile: a rotator waiting for the exclusive lock holds it, so new
         # appenders queue here instead of starving the rotation with shared holds.
         turn_fd = self._turn_fds[i]
-        if _flock(turn_fd, _platform.LOCK_SH, _LOCK_TIMEOUT_S, self._closing):
+        # Windows: appends without the lock can tear (no atomic O_APPEND there), so a
+        # closing writer still waits its turn, within _LOCK_TIMEOUT_S; what close()
+        # cannot wait for is counted in ``dropped``, never torn.
+        stop = _NEVER if _platform.IS_WINDOWS else self._closing
+        if _flock(turn_fd, _platform.LOCK_SH, _LOCK_TIMEOUT_S, stop):
             _platform.unlock(turn_fd)
-        locked = _flock(lock_fd, _platform.LOCK_SH, _LOCK_TIMEOUT_S, self._closing)
+        locked = _flock(lock_fd, _platform.LOCK_SH, _LOCK_TIMEOUT_S, stop)
         try:
             fd = self._fds[i]
             try:
