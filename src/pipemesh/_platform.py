@@ -414,21 +414,3 @@ def kill_process_tree(pid: int) -> None:
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             proc.kill()
-
-
-def join_command(argv: list[str]) -> str:
-    """One command line for a config file that a shell of the platform will run.
-
-    POSIX: ``shlex.join``. Windows, where a CLI may run the line with cmd.exe,
-    PowerShell or Git Bash: backslashes become ``/`` (Windows accepts both, and
-    Bash would eat backslashes), and arguments with spaces are double-quoted as
-    ``subprocess.list2cmdline`` does. An executable path with spaces still needs
-    ``&`` in front under PowerShell: install pipemesh where the path has none.
-    """
-    if not IS_WINDOWS:
-        import shlex  # noqa: PLC0415 - small, used here only
-
-        return shlex.join(argv)
-    import subprocess  # noqa: PLC0415 - used here only
-
-    return subprocess.list2cmdline([arg.replace("\\", "/") for arg in argv])
