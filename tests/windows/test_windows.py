@@ -283,7 +283,11 @@ def test_ctrl_c_and_ctrl_break_leave_no_entry(
     result = win.script("stop_signals.py", win_home[1], signame)
     assert result["registered"] is True
     assert result["exit_code"] == code
-    assert result["left"] == []
+    # Read once the process has exited: a signal that lands while the agent is still
+    # being set up (after its entry is written, before `with agent:`) is cleaned up by
+    # the agent's exit guard at interpreter exit, not before (seen once under load).
+    registry = json.loads((win_home[0] / "agent_registry.json").read_text())
+    assert registry["agents"] == {}, (registry, result["left"])
 
 
 def test_log_appends_from_30_processes_all_whole(win: WinPython, tmp_path: Path) -> None:
