@@ -132,10 +132,18 @@ class HandledLog:
             os.write(fd, data)
         finally:
             os.close(fd)
-        _platform.replace(tmp, self.path)
-        new_fd = _platform.open_append(self.path)
-        os.close(self._fd)
-        self._fd = new_fd
+        if _platform.IS_WINDOWS:
+            # Windows may refuse to replace a file open here: close it first, reopen after.
+            os.close(self._fd)
+            try:
+                _platform.replace(tmp, self.path)
+            finally:
+                self._fd = _platform.open_append(self.path)
+        else:
+            os.replace(tmp, self.path)
+            new_fd = _platform.open_append(self.path)
+            os.close(self._fd)
+            self._fd = new_fd
         self._records = len(self.recent)
 
     def close(self) -> None:
