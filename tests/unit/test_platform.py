@@ -67,12 +67,3 @@ def test_open_append_and_shared_read_survive_a_rename(tmp_path: Path) -> None:
     finally:
         os.close(fd)
         reader.close()
-
-
-def test_join_command_quotes_for_the_platform() -> None:
-    """POSIX command lines are shlex-quoted (Windows ones: forward slashes, double quotes)."""
-    line = _platform.join_command(["/opt/my dir/pipemesh", "hook", "--name", "a b"])
-    if _platform.IS_WINDOWS:
-        assert line == '"/opt/my dir/pipemesh" hook --name "a b"'
-    else:
-        assert line == "'/opt/my dir/pipemesh' hook --name 'a b'"
