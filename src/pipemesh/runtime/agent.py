@@ -54,6 +54,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
+from pipemesh import _platform
 from pipemesh.errors import (
     AckTimeout,
     AgentOffline,
@@ -84,6 +85,7 @@ from pipemesh.runtime.lifecycle import ExitGuard, stop_signals
 from pipemesh.runtime.outbox import DEFAULT_MAX_OPEN, OutboxCache
 from pipemesh.runtime.router import Router
 from pipemesh.spool import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Spool, SpoolEntry
+from pipemesh.transport import platform_transport
 from pipemesh.transport.base import Inbox, Outbox, Transport
 from pipemesh.transport.fifo import FifoTransport, StatusPipe
 from pipemesh.wire import (
@@ -192,7 +194,7 @@ class MeshClient:
     Args:
         agent_name: the FROM of every message sent.
         home: mesh home directory (default: see :mod:`pipemesh.home`).
-        transport: where frames go (default: FIFOs in the home's ``pipes/``).
+        transport: where frames go (default: FIFOs in ``pipes/``; named pipes on Windows).
         send_timeout_s: how long a send waits on a full pipe before SendTimeout.
         max_body_bytes: largest body accepted, in bytes of UTF-8.
         log_messages: write the mesh logs (off for benchmarks of the bare path).
@@ -226,7 +228,9 @@ class MeshClient:
             lock_timeout_s=registry_lock_timeout_s,
         )
         self.transport: Transport = (
-            transport if transport is not None else FifoTransport(self.home.pipes_dir)
+            transport
+            if transport is not None
+            else platform_transport(self.home.root, self.home.pipes_dir)
         )
         self.send_timeout_s = send_timeout_s
         self.max_body_bytes = max_body_bytes
@@ -767,7 +771,7 @@ class AgentBase(MeshClient):
         agent_name: unique name on the mesh (1-64 of ``A-Z a-z 0-9 _ . -``).
         role: free text shown in the registry (architect, executor, ...).
         home: mesh home directory (default: see :mod:`pipemesh.home`).
-        transport: where frames go (default: FIFOs in the home's ``pipes/``).
+        transport: where frames go (default: FIFOs in ``pipes/``; named pipes on Windows).
         send_timeout_s: how long a send waits on a full pipe.
         max_body_bytes: largest body accepted, sent or received.
         history_limit: messages kept per peer in :meth:`history`.
@@ -1520,6 +1524,8 @@ class AgentBase(MeshClient):
         SIGTERM is only handled where the program has no SIGTERM handler of its
         own; the previous handlers are restored on return.
         """
+        if poll_s is None and _platform.IS_WINDOWS:
+            poll_s = 0.5  # Windows Pythons before 3.13 cannot interrupt a lock wait on Ctrl-C
         with stop_signals(self.close) as stop:
             while not self._stopped.wait(poll_s):
                 pass
