@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 CORE_STAMP := $(VENV)/.core-stamp
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: setup demo test lint typecheck wire-coverage unit integration adversarial e2e e2e-clis bench bench-setup bench-instructions clean
+.PHONY: setup demo test test-windows lint typecheck wire-coverage unit integration adversarial e2e e2e-clis bench bench-setup bench-instructions clean
 
 # Everything: every extra and the dev tools (what `make test` needs).
 $(STAMP): pyproject.toml
@@ -41,6 +41,11 @@ wire-coverage: setup
 
 test: lint typecheck wire-coverage
 	$(VENV)/bin/pytest
+
+# Windows CPython 3.13 under Wine (scripts/windows-env builds it once into .cache/windows/).
+test-windows: setup
+	./scripts/windows-env >/dev/null
+	PIPEMESH_WIN_REQUIRED=1 $(VENV)/bin/pytest tests/windows
 
 unit: setup
 	$(VENV)/bin/pytest tests/unit

@@ -25,11 +25,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any, Final, TypeVar
 
 import click
 
+from pipemesh import _platform
 from pipemesh._term import Screen, Segment, safe
 from pipemesh.clock import format_clock, zone_label
 from pipemesh.errors import MeshError, UsageError
@@ -49,7 +49,8 @@ __all__ = ["cli", "main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_PIPE: Final = 128 + signal.SIGPIPE  # stdout's reader went away (as if killed by SIGPIPE)
+# stdout's reader went away (as if killed by SIGPIPE; 13 on Windows too, which has no SIGPIPE)
+EXIT_PIPE: Final = 128 + getattr(signal, "SIGPIPE", 13)
 
 
 class _State:
@@ -104,12 +105,8 @@ SECONDS: Final = _Seconds()
 
 
 def _terminate_on_sigterm() -> None:
-    def stop(signum: int, frame: FrameType | None) -> None:
-        # Exit once; a second signal must not interrupt the clean close.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, stop)
+    # Exit once; a second signal must not interrupt the clean close (SIGBREAK too on Windows).
+    _platform.exit_on_stop_signals()
 
 
 def _print_json(data: object) -> None:
@@ -475,7 +472,13 @@ class _Listener(AgentBase):
 
 
 def _reader_gone(fd: int) -> bool:
-    """True when ``fd`` is a pipe or terminal whose other end is gone (POLLERR/POLLHUP)."""
+    """True when ``fd`` is a pipe or terminal whose other end is gone (POLLERR/POLLHUP).
+
+    Always False on Windows (no ``poll`` on pipes there): a gone reader is seen
+    at the next write instead.
+    """
+    if not hasattr(select, "poll"):
+        return False
     poller = select.poll()
     poller.register(fd, 0)  # errors and hang-ups are always reported
     try:

@@ -21,19 +21,23 @@ import argparse
 import contextlib
 import json
 import os
+import queue
 import selectors
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
+from typing import IO
 
-from pipemesh.errors import MeshError
+from pipemesh import _platform
+from pipemesh.errors import AgentOffline, MeshError
 from pipemesh.registry import Registry
 from pipemesh.runtime.agent import AgentBase
+from pipemesh.transport import platform_transport
 from pipemesh.wire import Message
 
 __all__ = ["DemoAgent", "main", "run_demo"]
@@ -129,19 +133,19 @@ def agent_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--role", required=True)
     parser.add_argument("--script", action="store_true")
+    # Stop when stdin closes: how the driver stops agents cleanly on Windows, where a
+    # signal to another process is TerminateProcess (no cleanup).
+    parser.add_argument("--stop-on-eof", action="store_true")
     args = parser.parse_args(argv)
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        # Exit once; a second signal must not interrupt the clean close.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
+    _platform.exit_on_stop_signals(0)  # exit once; a second signal cannot interrupt close
     try:
         with DemoAgent(args.name, args.role, args.home) as agent:
             _emit({"agent": agent.agent_name, "joined": True, "pid": os.getpid()})
             if args.script:
                 _script(agent)
+            elif args.stop_on_eof:
+                _wait_for_eof()  # on this thread: `with` then closes the agent before exit
             else:
                 agent.run_forever()
     except MeshError as exc:
@@ -174,6 +178,27 @@ def _format(event: dict[str, object]) -> str | None:
     )
 
 
+def _wait_for_eof() -> None:
+    with contextlib.suppress(OSError, ValueError):
+        while sys.stdin.buffer.read(4096):
+            pass
+
+
+def _pump(index: int, stream: IO[bytes], lines: queue.Queue[tuple[int, bytes | None]]) -> None:
+    """Forward a child's stdout lines (then None at EOF): pipes cannot be selected on Windows."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in stream:
+            lines.put((index, line))
+    lines.put((index, None))
+
+
+def _copy_to(stream: IO[bytes], path: Path) -> None:
+    """Copy a child's stderr to ``path`` (Windows: see run_demo)."""
+    with contextlib.suppress(OSError, ValueError), open(path, "ab") as out:
+        for line in stream:
+            out.write(line)
+
+
 def run_demo(*, timeout_s: float = 30.0, echo: Callable[[str], None]) -> int:
     """Run the demo on its own temporary mesh and return a process exit code.
 
@@ -182,6 +207,8 @@ def run_demo(*, timeout_s: float = 30.0, echo: Callable[[str], None]) -> int:
     root = Path(tempfile.mkdtemp(prefix="pipemesh-demo-"))
     procs: list[subprocess.Popen[bytes]] = []
     errs: list[Path] = []
+    copiers: list[threading.Thread] = []
+    win = _platform.IS_WINDOWS
     events: list[dict[str, object]] = []
     ok = False
     try:
@@ -194,6 +221,24 @@ def run_demo(*, timeout_s: float = 30.0, echo: Callable[[str], None]) -> int:
             if name == CLAUDE:
                 argv.append("--script")
             errs.append(root / f"{name}.stderr")
+            if win:
+                # Stopped by closing stdin (see agent_main); stderr through a pipe and a
+                # thread, since Windows Python under Wine cannot start with a file there.
+                argv.append("--stop-on-eof")
+                proc = subprocess.Popen(
+                    argv,
+                    stdout=subprocess.PIPE,
+                    stdin=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=env,
+                )
+                procs.append(proc)
+                if proc.stderr is not None:
+                    copiers.append(
+                        threading.Thread(target=_copy_to, args=(proc.stderr, errs[-1]), daemon=True)
+                    )
+                    copiers[-1].start()
+                continue
             with open(errs[-1], "wb") as err:
                 procs.append(
                     subprocess.Popen(
@@ -214,6 +259,8 @@ def run_demo(*, timeout_s: float = 30.0, echo: Callable[[str], None]) -> int:
             )
             ok = True
         _stop(procs)
+        for copier in copiers:
+            copier.join(timeout=10)
         for (name, _), err_path, proc in zip(AGENTS, errs, procs, strict=False):
             last = _last_line(err_path)
             if proc.returncode != 0 or last:
@@ -234,6 +281,8 @@ def _read_events(
     timeout_s: float,
 ) -> bool:
     """Print the children's event lines until the script says done; False on timeout."""
+    if _platform.IS_WINDOWS:
+        return _read_events_threaded(procs, events, echo, timeout_s)
     sel = selectors.DefaultSelector()
     try:
         for proc in procs:
@@ -272,12 +321,56 @@ def _read_events(
         sel.close()
 
 
+def _read_events_threaded(
+    procs: list[subprocess.Popen[bytes]],
+    events: list[dict[str, object]],
+    echo: Callable[[str], None],
+    timeout_s: float,
+) -> bool:
+    """:func:`_read_events` with a thread per child (Windows cannot select on pipes)."""
+    lines: queue.Queue[tuple[int, bytes | None]] = queue.Queue()
+    for i, proc in enumerate(procs):
+        if proc.stdout is None:
+            raise RuntimeError("child stdout is not a pipe")
+        threading.Thread(target=_pump, args=(i, proc.stdout, lines), daemon=True).start()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            _, line = lines.get(timeout=0.2)
+        except queue.Empty:
+            if procs[0].poll() is not None:
+                return False
+            continue
+        if not line or not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # not ours: a stray print
+        if not isinstance(event, dict):
+            continue
+        events.append(event)
+        text = _format(event)
+        if text:
+            echo(text)
+        if event.get("done"):
+            return True
+    return False
+
+
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
     if procs:
         # demo-claude runs the script and leaves on its own; stop the others after it.
         with contextlib.suppress(subprocess.TimeoutExpired):
             procs[0].wait(timeout=10)
     for proc in procs:
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()  # --stop-on-eof (Windows): the agent closes itself
+    for proc in procs:
+        if proc.stdin is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
     for proc in procs:
@@ -305,6 +398,16 @@ def _leftovers(root: Path) -> str:
         return f"registry unreadable: {exc}"
     pipes_dir = root / "pipes"
     pipes = sorted(p.name for p in pipes_dir.glob("*")) if pipes_dir.exists() else []
+    if _platform.IS_WINDOWS:  # named pipes are no files: ask whether anyone still serves one
+        transport = platform_transport(root, pipes_dir)
+        for name, _ in AGENTS:
+            try:
+                transport.connect(name).close()
+            except AgentOffline:
+                continue
+            except MeshError:
+                pass
+            pipes.append(transport.address(name))
     if entries or pipes:
         return f"LEFT BEHIND: registry entries {sorted(entries)}, pipes {pipes}"
     return "clean (3 processes exited, no pipe or registry entry left)"

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from pipemesh import _platform
 from pipemesh.errors import UsageError
 from pipemesh.observe import COMM_LOG, LATENCY_LOG, log_files
 
@@ -134,7 +135,7 @@ class HistoryIndex:
         try:
             # Create it 0600 ourselves: sqlite would follow the umask (its journal copies
             # the database file's mode).
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | _platform.O_CLOEXEC, 0o600))
             os.chmod(self.path, 0o600)
             self.db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:

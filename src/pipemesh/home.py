@@ -12,7 +12,8 @@ Layout::
 
 The home is found from, in order: an explicit argument (``--home``),
 ``$PIPEMESH_HOME``, ``$XDG_RUNTIME_DIR/pipemesh`` (when that directory is yours
-and private, as the XDG spec requires), or ``<tmp>/pipemesh-<uid>``.
+and private, as the XDG spec requires), or ``<tmp>/pipemesh-<uid>``;
+on Windows ``%LOCALAPPDATA%\\pipemesh`` (its pipes are named pipes, not files).
 
 Why the checks: any process that can write in the home can impersonate every
 agent and read every log, and any user who can *replace the path* to it can
@@ -28,6 +29,10 @@ do the same later, while agents run. So :meth:`MeshHome.open`:
 * creates missing directories (parents included) 0700 whatever the umask;
 * refuses a home that is not yours or is writable by group or others, with
   the ``chmod 700`` fix (like ssh with its keys).
+
+On Windows there are no uids, mode bits or ``O_NOFOLLOW``: the home is created
+with ``mkdir`` and keeps the ACL its parent passes on (``%LOCALAPPDATA%`` admits
+only the user, SYSTEM and Administrators); see docs/windows.md.
 """
 
 from __future__ import annotations
@@ -41,12 +46,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from pipemesh import _platform
 from pipemesh.errors import UsageError
 
 __all__ = ["ENV_HOME", "MeshHome", "default_home"]
 
 ENV_HOME: Final = "PIPEMESH_HOME"
-_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# POSIX only (MeshHome.open takes another path on Windows, which lacks these flags).
+_DIR_FLAGS: Final = (
+    os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | _platform.O_CLOEXEC
+)
 
 
 def _private_dir_ok(path: Path) -> bool:
@@ -57,7 +66,7 @@ def _private_dir_ok(path: Path) -> bool:
         return False
     return (
         stat.S_ISDIR(st.st_mode)
-        and st.st_uid == os.getuid()
+        and st.st_uid == _platform.current_uid()
         and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
     )
 
@@ -67,10 +76,27 @@ def default_home() -> Path:
     explicit = os.environ.get(ENV_HOME)
     if explicit:
         return Path(explicit).expanduser()
+    local = _platform.user_data_dir()  # Windows: %LOCALAPPDATA%, private to the user
+    if local is not None:
+        return local / "pipemesh"
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and Path(runtime).is_absolute() and _private_dir_ok(Path(runtime)):
         return Path(runtime) / "pipemesh"
-    return Path(tempfile.gettempdir()) / f"pipemesh-{os.getuid()}"
+    return Path(tempfile.gettempdir()) / f"pipemesh-{_platform.current_uid()}"
+
+
+def _open_windows(root: Path, subdirs: tuple[Path, ...]) -> None:
+    """Windows: create the home and its subdirectories; access is their inherited ACL."""
+    for path in (root, *subdirs):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            is_dir = path.is_dir()
+        except OSError as exc:
+            raise UsageError(
+                f"cannot create the mesh directory {path}: {exc.strerror}; choose another --home"
+            ) from exc
+        if not is_dir:
+            raise UsageError(f"{path} is not a directory; choose another --home")
 
 
 def _open_dir(name: str, dir_fd: int | None, shown: Path, *, create: bool) -> int:
@@ -179,8 +205,12 @@ class MeshHome:
                 directory above it could be changed by another user.
         """
         made = cls(_resolve(home))
+        subdirs = (made.pipes_dir, made.logs_dir, made.spool_dir, made.names_dir)
+        if _platform.IS_WINDOWS:
+            _open_windows(made.root, subdirs)
+            return made
         with _walk(made.root) as root_fd:
-            for sub in (made.pipes_dir, made.logs_dir, made.spool_dir, made.names_dir):
+            for sub in subdirs:
                 try:
                     fd = _open_dir(sub.name, root_fd, sub, create=True)
                 except OSError as exc:

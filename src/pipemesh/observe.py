@@ -32,7 +32,6 @@ which follows the file across renames by inode.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import threading
@@ -45,6 +44,7 @@ from typing import BinaryIO, Final
 
 import msgspec
 
+from pipemesh import _platform
 from pipemesh.errors import UsageError
 
 __all__ = [
@@ -74,9 +74,16 @@ _LOCK_TIMEOUT_S: Final = 5.0  # log-lock wait before writing unlocked
 # A rotation waits this long for the appenders already inside (new ones queue at the
 # turnstile); past it, a later write rotates instead.
 _ROTATE_WAIT_S: Final = 0.5
+_NEVER: Final = threading.Event()  # a stop that is never set (see _locked_write)
 DEFAULT_MAX_BYTES: Final = 32 * 1024 * 1024
 DEFAULT_KEEP_FILES: Final = 5
-_LOCK_FLAGS: Final = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+_LOCK_FLAGS: Final = (
+    os.O_RDWR
+    | os.O_CREAT
+    | _platform.O_CLOEXEC
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_BINARY", 0)
+)
 ENV_MAX_BYTES: Final = "PIPEMESH_LOG_MAX_BYTES"
 ENV_KEEP_FILES: Final = "PIPEMESH_LOG_KEEP"
 
@@ -378,8 +385,8 @@ class EventLog:
     @staticmethod
     def _open(path: Path) -> int:
         # O_NOFOLLOW: a symlink planted at a log path never redirects the records.
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-        return os.open(path, flags, 0o600)
+        # On Windows the log is opened renamable while open (FILE_SHARE_DELETE).
+        return _platform.open_append(path, nofollow=True)
 
     def _flush(self, batches: list[list[bytes]]) -> None:
         for i, lines in enumerate(batches):
@@ -414,9 +421,13 @@ class EventLog:
         # The turnstile: a rotator waiting for the exclusive lock holds it, so new
         # appenders queue here instead of starving the rotation with shared holds.
         turn_fd = self._turn_fds[i]
-        if _flock(turn_fd, fcntl.LOCK_SH, _LOCK_TIMEOUT_S, self._closing):
-            fcntl.flock(turn_fd, fcntl.LOCK_UN)
-        locked = _flock(lock_fd, fcntl.LOCK_SH, _LOCK_TIMEOUT_S, self._closing)
+        # Windows: appends without the lock can tear (no atomic O_APPEND there), so a
+        # closing writer still waits its turn, within _LOCK_TIMEOUT_S; what close()
+        # cannot wait for is counted in ``dropped``, never torn.
+        stop = _NEVER if _platform.IS_WINDOWS else self._closing
+        if _flock(turn_fd, _platform.LOCK_SH, _LOCK_TIMEOUT_S, stop):
+            _platform.unlock(turn_fd)
+        locked = _flock(lock_fd, _platform.LOCK_SH, _LOCK_TIMEOUT_S, stop)
         try:
             fd = self._fds[i]
             try:
@@ -452,13 +463,13 @@ class EventLog:
             return os.fstat(fd).st_size
         finally:
             if locked:
-                fcntl.flock(lock_fd, fcntl.LOCK_UN)
+                _platform.unlock(lock_fd)
 
     def _cut_back(self, i: int, fd: int, partial: int) -> bool:
         """Truncate our ``partial`` torn bytes off the end of the file, if they still end it."""
         end = os.lseek(fd, 0, os.SEEK_CUR)  # O_APPEND: just past our last write
         # Exclusive, so no one appends between the size check and the truncate.
-        if not _flock(self._lock_fds[i], fcntl.LOCK_EX, _ROTATE_WAIT_S, self._closing):
+        if not _flock(self._lock_fds[i], _platform.LOCK_EX, _ROTATE_WAIT_S, self._closing):
             return False
         try:
             if os.fstat(fd).st_size != end:
@@ -471,17 +482,17 @@ class EventLog:
     def _rotate(self, i: int) -> None:
         """Shift ``x.log`` to ``x.log.1`` (and older ones up) under the exclusive lock."""
         lock_fd, path, turn_fd = self._lock_fds[i], self._paths[i], self._turn_fds[i]
-        if not _flock(turn_fd, fcntl.LOCK_EX, 0.0, self._closing):
+        if not _flock(turn_fd, _platform.LOCK_EX, 0.0, self._closing):
             return  # another writer is rotating this file right now
         try:
             # New appenders now wait at the turnstile; the ones inside finish one write.
-            if _flock(lock_fd, fcntl.LOCK_EX, _ROTATE_WAIT_S, self._closing):
+            if _flock(lock_fd, _platform.LOCK_EX, _ROTATE_WAIT_S, self._closing):
                 try:
                     self._rotate_locked(i, path)
                 finally:
-                    fcntl.flock(lock_fd, fcntl.LOCK_UN)
+                    _platform.unlock(lock_fd)
         finally:
-            fcntl.flock(turn_fd, fcntl.LOCK_UN)
+            _platform.unlock(turn_fd)
 
     def _rotate_locked(self, i: int, path: Path) -> None:
         try:
@@ -535,13 +546,11 @@ def _flock(fd: int, op: int, timeout_s: float, stop: threading.Event) -> bool:
     """
     deadline = time.monotonic() + timeout_s
     while True:
-        try:
-            fcntl.flock(fd, op | fcntl.LOCK_NB)
+        if _platform.try_lock(fd, op):
             return True
-        except BlockingIOError:
-            if time.monotonic() >= deadline or stop.is_set():
-                return False
-            time.sleep(0.001)  # held only around one write or a few renames
+        if time.monotonic() >= deadline or stop.is_set():
+            return False
+        time.sleep(0.001)  # held only around one write or a few renames
 
 
 def _lock_path(path: Path) -> Path:
@@ -605,7 +614,7 @@ class LogTail:
 
     def _open_current(self, *, seek_end: bool = False) -> None:
         try:
-            f = open(self.path, "rb")  # noqa: SIM115 - kept open across calls; closed in close()
+            f = _platform.open_shared_read(self.path)  # kept open; closed in close()
         except FileNotFoundError:
             self._file, self._ino = None, -1
             return
@@ -684,7 +693,7 @@ class LogTail:
 def read_records(path: Path) -> Iterator[dict[str, object]]:
     """Yield the JSON records of one log file, skipping lines that do not parse."""
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed by the with below
+        f = _platform.open_shared_read(path)  # closed by the with below
     except FileNotFoundError:
         return
     with f:

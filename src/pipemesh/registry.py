@@ -19,8 +19,8 @@ entry reads ``inactive`` and senders queue messages for it in its spool (see
 :mod:`pipemesh.spool`); :meth:`Registry.gc` leaves such entries alone.
 
 Liveness is read, not stored: an entry whose pid is gone (or is a zombie, or
-was reused by a newer process, checked with the start time from /proc) reads
-as ``inactive``.
+was reused by a newer process, checked with its start time: from /proc on
+Linux, from psutil on macOS and Windows) reads as ``inactive``.
 
 Name ownership does not rest on the JSON file alone: every live agent holds an
 exclusive ``flock`` on ``<home>/names/<name>.lock`` for its whole life (see
@@ -51,7 +51,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from pipemesh import _locks
+from pipemesh import _locks, _platform
 from pipemesh.errors import NameTaken, RegistryCorrupt, RegistryError, RegistryLockTimeout
 from pipemesh.wire import MAX_BODY_BYTES, is_valid_name
 
@@ -70,6 +70,8 @@ INACTIVE: Final = "inactive"
 NO_PIPE: Final = "no pipe"  # shown by `pipemesh agents`: alive, but its FIFO is gone
 FORMAT_VERSION: Final = 1
 MAX_PID: Final = 2**31 - 1  # pid_t; os.kill() overflows past it
+_O_NOFOLLOW: Final[int] = getattr(os, "O_NOFOLLOW", 0)  # POSIX only: hardening
+_O_NONBLOCK: Final[int] = getattr(os, "O_NONBLOCK", 0)
 MAX_REGISTRY_BYTES: Final = 16 * 1024 * 1024
 _MAX_TEXT: Final = 4096
 _NAME_WAIT_POLL_S: Final = 0.01
@@ -80,46 +82,16 @@ def utc_now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, start time in clock ticks) from /proc, or None where there is no /proc."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return ("X", 0) if os.path.isdir("/proc/self") else None
-    except OSError:
-        return None
-    # The command name may hold spaces and ')'; fields resume after the last ')'.
-    rest = data[data.rfind(b")") + 2 :].split()
-    try:
-        return rest[0].decode("ascii", "replace"), int(rest[19])
-    except (IndexError, ValueError):
-        return None
-
-
 def process_start_time(pid: int) -> int:
-    """Start time of ``pid`` in clock ticks since boot, or 0 if unknown."""
-    st = _proc_stat(pid)
-    return st[1] if st else 0
+    """A value that changes when ``pid`` is reused (its start time), or 0 if unknown."""
+    return _platform.process_start_time(pid)
 
 
 def pid_alive(pid: int, start_time: int = 0) -> bool:
     """True if ``pid`` runs and, when ``start_time`` is known, is the same process."""
     if not 0 < pid <= MAX_PID:
         return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:
-        pass  # alive, owned by someone else
-    st = _proc_stat(pid)
-    if st is None:
-        return True
-    state, started = st
-    if state in ("Z", "X"):
-        return False
-    return not (start_time and started and started != start_time)
+    return _platform.pid_alive(pid, start_time)
 
 
 def _int(data: dict[str, object], key: str, default: int | None, low: int, high: int) -> int:
@@ -285,7 +257,7 @@ class NameLock:
             doc["record"] = record.to_json()
         data = json.dumps(doc).encode()
         with contextlib.suppress(OSError):  # content is advisory; the flock is the claim
-            os.pwrite(self._fd, data, 0)
+            _platform.pwrite(self._fd, data, 0)
             os.ftruncate(self._fd, len(data))
 
     def publish(self, record: AgentRecord, public_pipe: Path | None = None) -> None:
@@ -325,7 +297,9 @@ class NameLock:
             if not self._keep and _locks.is_same_file(fd, self.path):
                 # Unlinked while held: a joiner that opened the old file sees it
                 # is no longer at the path after locking it, and retries.
-                with contextlib.suppress(FileNotFoundError):
+                # Windows refuses to unlink a file open here: the lock file stays
+                # (harmless: the lock itself ends with the close below).
+                with contextlib.suppress(FileNotFoundError, PermissionError):
                     os.unlink(self.path)
         finally:
             os.close(fd)
@@ -334,7 +308,7 @@ class NameLock:
 def _read_claim(fd: int) -> dict[str, object]:
     """The JSON a name lock holder stored, or {} while it is being written."""
     try:
-        data = os.pread(fd, 64 * 1024, 0)
+        data = _platform.pread(fd, 64 * 1024, 0)
         doc = json.loads(data)
     except (OSError, ValueError, RecursionError):
         return {}
@@ -392,7 +366,9 @@ class Registry:
 
     def _load(self) -> dict[str, AgentRecord]:
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+            fd = _platform.open_retrying(
+                self.path, os.O_RDONLY | _platform.O_CLOEXEC | _O_NOFOLLOW | _O_NONBLOCK
+            )
         except FileNotFoundError:
             # Deleted (or never written): the live agents' name locks still say who is here.
             self.skipped = []
@@ -453,7 +429,7 @@ class Registry:
             )
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(tmp, self.path)
+            _platform.replace(tmp, self.path)
         except OSError as exc:
             if tmp:
                 with contextlib.suppress(OSError):

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from pipemesh import _platform
 from pipemesh.errors import SpoolError, SpoolFull
 from pipemesh.registry import pid_alive
 
@@ -47,6 +48,7 @@ __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_MESSAGES", "Spool", "SpoolEntry"]
 DEFAULT_MAX_MESSAGES: Final = 10_000
 DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
 SUFFIX: Final = ".msg"
+_O_FLAGS: Final = _platform.O_CLOEXEC | _platform.O_BINARY
 TMP_PREFIX: Final = ".tmp-"
 _SCAN_TTL_S: Final = 0.25
 
@@ -133,7 +135,7 @@ class Spool:
         tmp = directory / f"{TMP_PREFIX}{os.getpid()}-{seq}-{secrets.token_hex(4)}"
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_FLAGS, 0o600)
             try:
                 view = memoryview(data)
                 while view:

@@ -40,6 +40,7 @@ from typing import Final
 
 import filelock
 
+from pipemesh import _platform
 from pipemesh.errors import MeshError, UsageError
 from pipemesh.wire import Message, validate_name
 
@@ -92,7 +93,7 @@ def _from_json(line: str) -> Message | None:
 
 def _private(path: str, flags: int) -> int:
     """open() opener: files 0600 whatever the umask, and never through a symlink."""
-    return os.open(path, flags | os.O_NOFOLLOW, 0o600)
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o600)
 
 
 def format_messages(msgs: list[Message]) -> str:
@@ -254,12 +255,16 @@ class InboxFile:
             _write_byte(entry.path, b"!")
 
     @contextlib.contextmanager
-    def waiter(self, tag: str = "") -> Iterator[_Waiter]:
+    def waiter(self, tag: str = "") -> Iterator[_Waiter | _PollWaiter]:
         """A FIFO in ``waiters/`` that :meth:`notify` writes to; removed on exit.
 
         ``tag`` starts the FIFO's name, so :meth:`supersede` can find the waiters
-        of one session.
+        of one session. Windows has no FIFOs: the waiter there looks at the inbox
+        every 50 ms.
         """
+        if _platform.IS_WINDOWS:
+            yield _PollWaiter()
+            return
         path = self.waiters_dir / f"{tag}{os.getpid()}-{secrets.token_hex(4)}.fifo"
         try:
             os.mkfifo(path, 0o600)
@@ -312,7 +317,8 @@ class InboxFile:
             return WaitOutcome(self.take(max_count), "message")
         deadline = time.monotonic() + timeout_s
         with self.waiter(tag) as w:
-            self.supersede(tag, w.path)
+            if isinstance(w, _Waiter):  # Windows: no FIFO, so no superseding
+                self.supersede(tag, w.path)
             while True:
                 msgs = self.take(max_count)
                 if msgs:
@@ -358,6 +364,15 @@ class WaitOutcome:
 
     messages: list[Message]
     reason: str
+
+
+class _PollWaiter:
+    """The Windows waiter: a short bounded sleep; the caller then looks at the inbox."""
+
+    def wait(self, timeout_s: float, watch: Sequence[int] = ()) -> str:
+        """Sleep ``timeout_s``, at most 50 ms; ``watch`` is not looked at (no select on pipes)."""
+        time.sleep(min(max(0.0, timeout_s), 0.05))
+        return "timeout"
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,8 @@ import select
 import sys
 from typing import Any, Final
 
+from pipemesh import _platform
+
 __all__ = ["ParentWatch"]
 
 _SHELLS: Final = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox", "fish"})
@@ -77,12 +79,18 @@ class ParentWatch:
     """
 
     def __init__(self, *, init_parent_is_gone: bool = False) -> None:
-        self.initial_ppid = os.getppid()
+        self.initial_ppid = _platform.parent_pid()
         self.fds: list[int] = []
         self._kqueue: Any = None
+        self._parent_started = 0
         self._gone_at_start = init_parent_is_gone and self.initial_ppid == 1
         if self.initial_ppid <= 1:
             return  # started by init or as a container's first process: nothing to watch
+        if _platform.IS_WINDOWS:
+            # No re-parenting and no descriptor to wait on: gone() asks whether the
+            # parent (same pid, same start time) still runs; no select-able fds.
+            self._parent_started = _platform.process_start_time(self.initial_ppid)
+            return
         pids = _watched_pids(self.initial_ppid)
         if pids is None:
             self._gone_at_start = True
@@ -119,6 +127,11 @@ class ParentWatch:
 
     def gone(self) -> bool:
         """True when a watched process has exited (never blocks)."""
+        if _platform.IS_WINDOWS:
+            return self._gone_at_start or (
+                self.initial_ppid > 1
+                and not _platform.pid_alive(self.initial_ppid, self._parent_started)
+            )
         if self._gone_at_start or (self.initial_ppid > 1 and os.getppid() != self.initial_ppid):
             return True
         if not self.fds:

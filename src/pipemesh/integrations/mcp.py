@@ -35,11 +35,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from types import FrameType
 from typing import TYPE_CHECKING, Final, TypeVar
 
 import click
 
+from pipemesh import _platform
 from pipemesh.errors import MeshError
 from pipemesh.home import MeshHome
 from pipemesh.integrations._inbox import InboxFile, format_messages
@@ -359,11 +359,7 @@ def tool_listing_json(server: MCPServer) -> str:
 
 
 def _exit_on_sigterm() -> None:
-    def stop(signum: int, frame: FrameType | None) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, stop)
+    _platform.exit_on_stop_signals()  # SIGTERM, and SIGBREAK on Windows
 
 
 @click.command("mcp")

@@ -54,6 +54,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
+from pipemesh import _platform
 from pipemesh.codec import BINARY, FRAME_KINDS, TEXT, FrameKind
 from pipemesh.errors import (
     MeshError,
@@ -120,7 +121,7 @@ class AgentBase(Receiving):
         agent_name: unique name on the mesh (1-64 of ``A-Z a-z 0-9 _ . -``).
         role: free text shown in the registry (architect, executor, ...).
         home: mesh home directory (default: see :mod:`pipemesh.home`).
-        transport: where frames go (default: FIFOs in the home's ``pipes/``).
+        transport: where frames go (default: FIFOs in ``pipes/``; named pipes on Windows).
         send_timeout_s: how long a send waits on a full pipe.
         max_body_bytes: largest body accepted, sent or received.
         history_limit: messages kept per peer in :meth:`history`.
@@ -474,6 +475,8 @@ class AgentBase(Receiving):
         SIGTERM is only handled where the program has no SIGTERM handler of its
         own; the previous handlers are restored on return.
         """
+        if poll_s is None and _platform.IS_WINDOWS:
+            poll_s = 0.5  # Windows Pythons before 3.13 cannot interrupt a lock wait on Ctrl-C
         with stop_signals(self.close) as stop:
             while not self._stopped.wait(poll_s):
                 pass

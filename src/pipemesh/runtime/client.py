@@ -52,8 +52,8 @@ from pipemesh.runtime.send import (
     SentFields,
 )
 from pipemesh.spool import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Spool
+from pipemesh.transport import platform_transport
 from pipemesh.transport.base import Outbox, Transport
-from pipemesh.transport.fifo import FifoTransport
 from pipemesh.wire import (
     MAX_BODY_BYTES,
     is_valid_id,
@@ -75,7 +75,7 @@ class MeshClient:
     Args:
         agent_name: the FROM of every message sent.
         home: mesh home directory (default: see :mod:`pipemesh.home`).
-        transport: where frames go (default: FIFOs in the home's ``pipes/``).
+        transport: where frames go (default: FIFOs in ``pipes/``; named pipes on Windows).
         send_timeout_s: how long a send waits on a full pipe before SendTimeout.
         max_body_bytes: largest body accepted, in bytes of UTF-8.
         log_messages: write the mesh logs (off for benchmarks of the bare path).
@@ -116,7 +116,9 @@ class MeshClient:
             lock_timeout_s=registry_lock_timeout_s,
         )
         self.transport: Transport = (
-            transport if transport is not None else FifoTransport(self.home.pipes_dir)
+            transport
+            if transport is not None
+            else platform_transport(self.home.root, self.home.pipes_dir)
         )
         self.send_timeout_s = send_timeout_s
         self.max_body_bytes = max_body_bytes

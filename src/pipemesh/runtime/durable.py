@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from pipemesh import _platform
 from pipemesh.errors import MeshError, SpoolError
 from pipemesh.spool import Spool
 
@@ -82,9 +83,7 @@ class HandledLog:
         try:
             Path(directory).mkdir(mode=0o700, parents=True, exist_ok=True)
             torn = self._load()
-            self._fd = os.open(
-                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
-            )
+            self._fd = _platform.open_append(self.path)  # Windows: replaceable while open
             if torn:
                 os.write(self._fd, b"\n")  # end the torn line, so the next one stands alone
         except OSError as exc:
@@ -127,15 +126,24 @@ class HandledLog:
     def _compact(self) -> None:
         tmp = self.path.with_name(f".tmp-{self.path.name}-{os.getpid()}")
         data = "".join(f"{s} {i}\n" for s, i in self.recent).encode("ascii", "replace")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _platform.O_CLOEXEC | _platform.O_BINARY
+        fd = os.open(tmp, flags, 0o600)
         try:
             os.write(fd, data)
         finally:
             os.close(fd)
-        os.replace(tmp, self.path)
-        new_fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        os.close(self._fd)
-        self._fd = new_fd
+        if _platform.IS_WINDOWS:
+            # Windows may refuse to replace a file open here: close it first, reopen after.
+            os.close(self._fd)
+            try:
+                _platform.replace(tmp, self.path)
+            finally:
+                self._fd = _platform.open_append(self.path)
+        else:
+            os.replace(tmp, self.path)
+            new_fd = _platform.open_append(self.path)
+            os.close(self._fd)
+            self._fd = new_fd
         self._records = len(self.recent)
 
     def close(self) -> None:

@@ -103,11 +103,13 @@ def stop_signals(on_stop: Callable[[], None]) -> Iterator[StopInfo]:
         raise Stopped(signum)
 
     try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # Windows adds SIGBREAK: Ctrl-Break, and what closing the console sends.
+        extra = [signal.SIGBREAK] if hasattr(signal, "SIGBREAK") else []
+        for sig in (signal.SIGINT, signal.SIGTERM, *extra):
             current = signal.getsignal(sig)
             if sig == signal.SIGINT and current is not signal.default_int_handler:
                 continue  # the program chose its own SIGINT handling (or ignores it)
-            if sig == signal.SIGTERM and current not in (signal.SIG_DFL, None):
+            if sig != signal.SIGINT and current not in (signal.SIG_DFL, None):
                 continue  # the program handles SIGTERM itself (the CLI does)
             previous[sig] = current
             signal.signal(sig, stop)

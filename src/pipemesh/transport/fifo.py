@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
-import resource
 import select
 import stat
 import threading
@@ -43,6 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from pipemesh import _platform
 from pipemesh.errors import (
     AgentOffline,
     DeliveryError,
@@ -63,8 +62,8 @@ __all__ = [
 ]
 
 DEFAULT_PIPE_SIZE: Final = 256 * 1024
-_F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-_F_GETPIPE_SZ: Final = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+_F_SETPIPE_SZ: Final = 1031  # fcntl.F_SETPIPE_SZ on Linux (fcntl is imported lazily:
+_F_GETPIPE_SZ: Final = 1032  # this module must import on Windows, where it is not used)
 
 
 _POSIX_PIPE_BUF: Final = 512  # the smallest PIPE_BUF POSIX allows
@@ -87,6 +86,8 @@ def platform_pipe_buf(path: Path | str | None = None) -> int:
 def _fd_limit_error(exc: OSError, name: str, path: Path) -> TooManyOpenFiles | None:
     """TooManyOpenFiles for EMFILE/ENFILE, with what to do; None for other errors."""
     if exc.errno == errno.EMFILE:
+        import resource  # noqa: PLC0415 - POSIX only; this module is imported on Windows too
+
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         return TooManyOpenFiles(
             f"cannot open the pipe of {name} at {path}: this process has all its {soft} "
@@ -110,7 +111,7 @@ def _make_fifo(path: Path) -> None:
     except FileNotFoundError:
         pass
     else:
-        if stat.S_ISFIFO(st.st_mode) and st.st_uid == os.getuid():
+        if stat.S_ISFIFO(st.st_mode) and st.st_uid == _platform.current_uid():
             # Reuse the inode: writers that still hold it open keep working,
             # and bytes they left in it (FIFO-FACTS 5) are resynchronised past.
             os.chmod(path, 0o600)
@@ -158,6 +159,8 @@ class FifoInbox:
         self._read_size = max(self.pipe_size, 64 * 1024)
 
     def _set_pipe_size(self, size: int) -> int:
+        import fcntl  # noqa: PLC0415 - POSIX only; see the module docstring
+
         # Raising the size may fail (EPERM once the user's pipe budget is
         # spent, EBUSY if data is buffered); the default size still works.
         with contextlib.suppress(OSError):

@@ -29,7 +29,6 @@ import os
 import re
 import selectors
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -37,8 +36,9 @@ import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
+from pipemesh import _platform
 from pipemesh.errors import MeshError, UsageError
 from pipemesh.runtime.agent import AgentBase
 from pipemesh.wire import Message
@@ -347,8 +347,7 @@ class CliAgent(AgentBase):
         return strip_ansi(parse_output(spec, out.data.decode("utf-8", "replace")))
 
     def _kill(self, proc: subprocess.Popen[bytes]) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        _platform.kill_process_tree(proc.pid)
         try:
             proc.wait(timeout=5.0)
         except subprocess.TimeoutExpired:
@@ -364,8 +363,7 @@ class CliAgent(AgentBase):
         with self._lock:
             running = list(self._running)
         for proc in running:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            _platform.kill_process_tree(proc.pid)
         self._pool.shutdown(wait=True)
         super().close(timeout_s)
 
@@ -421,6 +419,8 @@ def _communicate(
     deadline = time.monotonic() + timeout_s
     if proc.stdin is None or proc.stdout is None or proc.stderr is None:
         raise ValueError("start the process with stdin, stdout and stderr as pipes")
+    if _platform.IS_WINDOWS:
+        return _communicate_threaded(proc, stdin, timeout_s, out, err)
     pending = memoryview(stdin)
     with selectors.DefaultSelector() as sel:
         os.set_blocking(proc.stdin.fileno(), False)
@@ -451,6 +451,45 @@ def _communicate(
                     key.data.add(chunk)
                 else:
                     sel.unregister(key.fileobj)
+    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+    return out, err
+
+
+def _drain(fd: int, into: _Captured) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        while chunk := os.read(fd, 65536):
+            into.add(chunk)
+
+
+def _feed(stream: IO[bytes], data: bytes) -> None:
+    with contextlib.suppress(OSError, ValueError):  # it stopped reading: it may answer anyway
+        stream.write(data)
+    with contextlib.suppress(OSError, ValueError):
+        stream.close()
+
+
+def _communicate_threaded(
+    proc: subprocess.Popen[bytes],
+    stdin: bytes,
+    timeout_s: float,
+    out: _Captured,
+    err: _Captured,
+) -> tuple[_Captured, _Captured]:
+    """:func:`_communicate` with a reader thread per pipe (Windows cannot select on pipes)."""
+    if proc.stdin is None or proc.stdout is None or proc.stderr is None:
+        raise ValueError("start the process with stdin, stdout and stderr as pipes")
+    deadline = time.monotonic() + timeout_s
+    readers = [
+        threading.Thread(target=_drain, args=(proc.stdout.fileno(), out), daemon=True),
+        threading.Thread(target=_drain, args=(proc.stderr.fileno(), err), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True).start()
+    for reader in readers:
+        reader.join(max(0.0, deadline - time.monotonic()))
+        if reader.is_alive():
+            raise subprocess.TimeoutExpired(proc.args, timeout_s)
     proc.wait(timeout=max(0.1, deadline - time.monotonic()))
     return out, err
 

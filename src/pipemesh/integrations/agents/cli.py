@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
 from dataclasses import replace
 from pathlib import Path
-from types import FrameType
 
 import click
 
+from pipemesh import _platform
 from pipemesh.home import MeshHome
 from pipemesh.integrations.agents import claude, codex, command, copilot, gemini, opencode
 from pipemesh.integrations.agents.base import (
@@ -33,11 +32,7 @@ _DEFAULTS = {
 
 
 def _exit_on_sigterm() -> None:
-    def stop(signum: int, frame: FrameType | None) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, stop)
+    _platform.exit_on_stop_signals()  # SIGTERM, and SIGBREAK on Windows
 
 
 def _serve(ctx: click.Context, spec: CliSpec, name: str, role: str, config: str | None) -> None:
