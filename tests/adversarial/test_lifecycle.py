@@ -145,3 +145,27 @@ def test_cli_listen_sigterm_leaves_nothing(mesh_home: Path, spawn: Spawner) -> N
     assert proc.returncode == 143, err
     assert "Traceback" not in err
     assert left_behind(mesh_home, "listener") == []
+
+
+# A stop signal that lands inside AgentBase.__init__, after the exit guard exists but before
+# the router thread runs, is the race CI hit with 'pipemesh listen' (SIGTERM right after the
+# entry appeared): the guard's close() then met a router that was never started.
+STOPPED_IN_INIT = """
+import sys
+from pipemesh.runtime.agent import AgentBase
+
+class StoppedInInit(AgentBase):
+    def _drain_spool(self, *args, **kwargs):
+        raise SystemExit(143)  # as a SIGTERM handler does, before the router starts
+
+StoppedInInit(sys.argv[1], heartbeat_s=0.2)
+"""
+
+
+def test_stop_inside_init_closes_without_traceback(mesh_home: Path, spawn: Spawner) -> None:
+    """Exit during __init__ before the router thread started: no traceback, nothing left."""
+    proc = spawn.python(STOPPED_IN_INIT, "early")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert left_behind(mesh_home, "early") == []

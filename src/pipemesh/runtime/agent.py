@@ -512,7 +512,11 @@ class AgentBase(Receiving):
             self.events.error("unregister_failed", str(exc))
         self.transport.remove(name)
         self._announce(LEAVE)
-        self._router.stop()
+        # None when a signal closed us from the exit guard inside __init__, before the
+        # router existed (the entry and pipes are removed all the same).
+        router: Router | None = getattr(self, "_router", None)
+        if router is not None:
+            router.stop()
         wake, _ = self._encode(
             to=name,
             message="",
@@ -525,7 +529,8 @@ class AgentBase(Receiving):
         # If the pipe is full, the router sees _closing once the dispatcher frees it.
         with contextlib.suppress(MeshError):
             self._self_outbox.write_frames(wake, min(timeout_s, 1.0))
-        self._router.join(timeout_s)
+        if router is not None:
+            router.join(timeout_s)
         if self._unacked is not None:  # sent by handlers while the router drained
             self._spool_unacked(self._unacked)
         self._heartbeat_stop.set()
@@ -538,7 +543,9 @@ class AgentBase(Receiving):
             self._name_lock.stopped(me)  # kept, so a lost registry can be rebuilt with it
         self._name_lock.release()  # after both pipes are gone: a successor's are safe
         self._self_outbox.close()
-        if threading.current_thread() is not self._router.thread:
+        if router is None or router.thread.ident is None:
+            self._stopped.set()  # no router thread will ever set it
+        elif threading.current_thread() is not router.thread:
             self._stopped.set()  # (from a handler: the router sets it once it drained)
         with self._inbox_cond:
             self._inbox_cond.notify_all()

@@ -118,8 +118,8 @@ class Router:
         self._stop_event.set()
 
     def join(self, timeout_s: float) -> bool:
-        """Wait for the thread to end; True if it did."""
-        if threading.current_thread() is not self._thread:
+        """Wait for the thread to end; True if it did (or it never started)."""
+        if self._thread.ident is not None and threading.current_thread() is not self._thread:
             self._thread.join(timeout_s)
         return not self._thread.is_alive()
 
