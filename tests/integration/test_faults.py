@@ -228,7 +228,8 @@ with Peer(f"a{idx}", durable=True, spool_fsync=False, send_timeout_s=30) as me:
 
 
 def test_100_agents_mixed_sizes_reconcile_from_logs(mesh_home: Path, spawn: Spawner) -> None:
-    """100 agents, 64 B..256 KiB, random peers, 10 leave early: sent = received + queued."""
+    """100 agents, 64 B..256 KiB, random peers, 10 send and leave first: sent = received +
+    queued."""
     n, run_s = 100, 8.0
     procs = [
         spawn.python(
@@ -239,14 +240,28 @@ def test_100_agents_mixed_sizes_reconcile_from_logs(mesh_home: Path, spawn: Spaw
     for proc in procs:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read() if proc.stderr else ""
-    for proc in procs:
-        assert proc.stdin is not None
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-    stats = []
-    for proc in procs:
-        assert proc.stdout is not None
-        stats.append(json.loads(proc.stdout.readline()))
+
+    # Two phases, so that some messages are sure to be queued however fast the machine is:
+    # the 10 early leavers send and leave first, then the others send (to them too).
+    def go(group: list[subprocess.Popen[str]]) -> None:
+        for proc in group:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+
+    def stats_of(group: list[subprocess.Popen[str]]) -> list[dict[str, int]]:
+        out = []
+        for proc in group:
+            assert proc.stdout is not None
+            out.append(json.loads(proc.stdout.readline()))
+        return out
+
+    go(procs[:10])
+    stats = stats_of(procs[:10])
+    for proc in procs[:10]:
+        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    go(procs[10:])
+    stats += stats_of(procs[10:])
     for proc in procs[10:]:
         assert proc.stdin is not None
         proc.stdin.write("stop\n")
