@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pipemesh.codec import AnyFrameDecoder
 from pipemesh.errors import DecodeError, MeshError
 from pipemesh.transport.base import Inbox
-from pipemesh.wire import Message, NeedData, Reassembler
+from pipemesh.wire import Frame, Message, Reassembler
 
 __all__ = ["Router"]
 
@@ -79,6 +79,7 @@ class Router:
         self._report = report
         self._decoder = AnyFrameDecoder(max_frame_body_bytes=max_frame_body_bytes)
         self._assembler = Reassembler(max_body_bytes=max_body_bytes)
+        self._max_body_bytes = max_body_bytes
         self._partial_timeout_s = partial_timeout_s
         self._max_queue = max_queue
         self._heap: list[tuple[int, int, Message, int]] = []
@@ -250,32 +251,40 @@ class Router:
                 self._report("parts_expired", str(expired), {})
 
     def _route_frames(self, now_ns: int, now: float) -> None:
-        """Decode, reassemble and route every whole frame the decoder holds."""
-        decoder = self._decoder
+        """Decode and route every whole frame the decoder holds (one call per read).
+
+        A one-part binary frame arrives as its Message already; text frames and
+        parts go through the reassembler; bad frames arrive as their DecodeError.
+        """
         heap = self._heap
-        # Every frame of one read, then stop: an empty buffer needs no NEED_DATA call.
-        while decoder.buffered:
-            try:
-                frame = decoder.next_frame()
-            except DecodeError as exc:
+        route = self._route
+        for item in self._decoder.decode_all(self._max_body_bytes):
+            if item.__class__ is Message:
+                msg = item
+            elif isinstance(item, DecodeError):
                 self.rejected += 1
                 self._report(
-                    "frame_rejected", str(exc), {"offset": exc.offset, "skipped": exc.skipped}
+                    "frame_rejected", str(item), {"offset": item.offset, "skipped": item.skipped}
                 )
                 continue
-            if isinstance(frame, NeedData):
-                break
+            else:
+                frame: Frame = item  # type: ignore[assignment]  # the only other kind
+                try:
+                    whole = self._assembler.add(frame, now)
+                except DecodeError as exc:
+                    self.frames += 1
+                    self.rejected += 1
+                    self._report(
+                        "message_rejected", str(exc), {"from": frame.sender, "id": frame.id}
+                    )
+                    continue
+                if whole is None:
+                    self.frames += 1
+                    continue
+                msg = whole
             self.frames += 1
             try:
-                msg = self._assembler.add(frame, now)
-            except DecodeError as exc:
-                self.rejected += 1
-                self._report("message_rejected", str(exc), {"from": frame.sender, "id": frame.id})
-                continue
-            if msg is None:
-                continue
-            try:
-                if self._route(msg, now_ns):
+                if route(msg, now_ns):
                     heapq.heappush(heap, (-msg.priority, next(self._seq), msg, now_ns))
             except Exception as exc:  # a routing bug must not kill the router
                 self._report(
