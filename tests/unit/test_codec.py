@@ -25,6 +25,7 @@ from pipemesh.codec import (
     _named,
     encode_binary,
     encode_message,
+    encode_whole,
 )
 from pipemesh.errors import DecodeError, EncodeError
 from pipemesh.wire import (
@@ -618,3 +619,16 @@ def streams(draw: st.DrawFn) -> bytes:
 def test_property_decode_all_agrees_with_next_frame(data: bytes, chunk: int, max_body: int) -> None:
     """The router's decode_all gives the same messages and errors, in order, as next_frame."""
     assert via_decode_all(data, chunk, max_body) == via_next_frame(data, chunk, max_body)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(messages())
+def test_property_encode_whole_is_encode_message(m: Message) -> None:
+    """The send hot path's encode_whole writes the bytes encode_message writes for one frame."""
+    body = m.body.encode()
+    frames = encode_msg(BINARY, m, max_frame_bytes=len(body) + 400)
+    whole = encode_whole(
+        m.sender, m.to, m.priority, m.msg_type, m.id, m.sent_ns, m.reply_to, m.ack, body
+    )
+    assert frames == [whole]
+    assert messages_of([whole]) == [m]

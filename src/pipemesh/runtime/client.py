@@ -137,6 +137,11 @@ class MeshClient:
         self._unacked: Unacked | None = None  # AgentBase: sent to durable peers, not yet handled
         self._unacked_lock = threading.Lock()  # makes _unacked once, from any sending thread
         self._valid: set[str] = {agent_name}  # names and types already validated
+        # Per peer, from its cached record: (write binary frames?, its body limit, durable?).
+        # One dict lookup per send; dropped whenever the record may change (_forget,
+        # refresh_peers, join and leave frames).
+        self._routes: dict[str, tuple[bool, int, bool]] = {}
+        self._max_frame = self.transport.max_frame_bytes
         self.sent = 0
 
     # -- peers --
@@ -145,6 +150,7 @@ class MeshClient:
         """Re-read the registry into the peer cache and return it."""
         peers = self.registry.read()
         self._peers = peers
+        self._routes.clear()
         return peers
 
     def peers(self) -> dict[str, AgentRecord]:
@@ -152,7 +158,19 @@ class MeshClient:
         return dict(self._peers)
 
     def _forget(self, name: str) -> None:
+        self._routes.pop(name, None)
         self._outboxes.forget(name)
+
+    def _route_to(self, name: str) -> tuple[bool, int, bool] | None:
+        """The cached route to ``name`` from its peer record (one registry read if unknown)."""
+        rec = self._peers.get(name)
+        if rec is None:
+            rec = self.refresh_peers().get(name)
+            if rec is None:
+                return None
+        route = (self.frames == BINARY and BINARY in rec.frames, rec.max_body_bytes, rec.durable)
+        self._routes[name] = route
+        return route
 
     def _outbox(self, name: str) -> Outbox:
         return self._outboxes.get(name)
@@ -280,13 +298,17 @@ class MeshClient:
         try:
             outbox.write_frames(frames, timeout_s)
         except (PeerGone, TransportClosed):
-            # The reader went away (or restarted): reopen the path once.
-            self._forget(to)
-            try:
-                self._outbox(to).write_frames(frames, timeout_s)
-            except PeerGone:
-                self._forget(to)  # gone for good: do not keep its fd and pipe buffer
-                raise
+            self._write_again(to, frames, timeout_s)
+
+    def _write_again(self, to: str, frames: list[bytes], timeout_s: float) -> None:
+        """After PeerGone or TransportClosed (nothing was written): reopen the path once."""
+        # The reader went away (or restarted).
+        self._forget(to)
+        try:
+            self._outbox(to).write_frames(frames, timeout_s)
+        except PeerGone:
+            self._forget(to)  # gone for good: do not keep its fd and pipe buffer
+            raise
 
     def send_message(
         self,
@@ -406,34 +428,77 @@ class MeshClient:
         queue: bool,
         sync: bool,
     ) -> tuple[str, Delivery, bool]:
-        """The hot path of :meth:`send` and :meth:`send_message` (positional, no result object)."""
-        self._check_name(to_agent)
-        self._check_args(priority, msg_type)
+        """The hot path of :meth:`send` and :meth:`send_message` (positional, no result object).
+
+        To a known peer with valid arguments seen before: one route lookup, one
+        encode (a binary frame, in C), one write; everything else (first sight of a
+        name or type, text frames, parts, durable peers, acks) takes the general path.
+        """
+        valid = self._valid
+        if (
+            self._closed
+            or to_agent not in valid
+            or msg_type not in valid
+            or priority.__class__ is not int
+            or not 0 <= priority <= 3
+        ):
+            self._check_name(to_agent)
+            self._check_args(priority, msg_type)
         if msg_type.startswith(CONTROL_PREFIX):
             raise ValueError(f"message types starting with {CONTROL_PREFIX!r} are reserved")
         if msg_id is None:
-            msg_id = self.next_id()
+            msg_id = f"{self._id_prefix}{next(self._ids):x}"
         elif not is_valid_id(msg_id):
             raise ValueError(f"message id {msg_id!r} is not valid")
         if reply_to and not is_valid_id(reply_to):
             raise ValueError(f"reply_to {reply_to!r} is not a valid message id")
         sent_ns = time.time_ns()
-        frames, size = self._encode(
-            to=to_agent,
-            message=message,
-            priority=priority,
-            msg_type=msg_type,
-            msg_id=msg_id,
-            reply_to=reply_to,
-            sent_ns=sent_ns,
-            ack=ack,
-        )
-        self._check_fits(to_agent, size, msg_id)
+        route = self._routes.get(to_agent)
+        if route is None:
+            route = self._route_to(to_agent)
+        fast = False
+        body = b""
+        if route is not None and route[0] and message.__class__ is str:
+            try:
+                body = message.encode()
+            except UnicodeEncodeError:
+                pass  # the general path below raises the error
+            else:
+                size = len(body)
+                fast = (
+                    size + 400 <= self._max_frame  # one frame, as codec.encode_message decides
+                    and size <= self.max_body_bytes
+                    and size <= route[1]
+                )
+        if fast:
+            frames = [
+                codec.encode_whole(
+                    self.agent_name,
+                    to_agent,
+                    priority,
+                    msg_type,
+                    msg_id,
+                    sent_ns,
+                    reply_to,
+                    ack,
+                    body,
+                )
+            ]
+        else:
+            frames, size = self._encode(
+                to=to_agent,
+                message=message,
+                priority=priority,
+                msg_type=msg_type,
+                msg_id=msg_id,
+                reply_to=reply_to,
+                sent_ns=sent_ns,
+                ack=ack,
+            )
+            self._check_fits(to_agent, size, msg_id)
+            route = self._routes.get(to_agent) or self._route_to(to_agent)
         timeout = self.send_timeout_s if timeout_s is None else timeout_s
-        rec = self._peers.get(to_agent)
-        if rec is None:
-            rec = self.refresh_peers().get(to_agent)  # once per new name: is it durable?
-        durable = queue and rec is not None and rec.durable
+        durable = queue and route is not None and route[2]
         waiter = self._expect_ack(to_agent, msg_id) if ack else None
         acked = False
         # History first: a fast reply must never be recorded before its question.
@@ -446,7 +511,13 @@ class MeshClient:
                 delivery = self._send_durable(to_agent, frames, msg_id, timeout, sync)
             else:
                 try:
-                    self._write(to_agent, frames, timeout)
+                    if fast:  # _write, inline: one frame, never a large body
+                        try:
+                            self._outboxes.get(to_agent).write_frames(frames, timeout)
+                        except (PeerGone, TransportClosed):
+                            self._write_again(to_agent, frames, timeout)
+                    else:
+                        self._write(to_agent, frames, timeout)
                 except (AgentOffline, PeerGone):
                     if not (queue and self._is_durable(to_agent)):
                         raise
@@ -476,14 +547,14 @@ class MeshClient:
         self.sent += 1
         self.events.message(
             "frame_sent" if delivery is Delivery.DELIVERED else "frame_queued",
-            sender=self.agent_name,
-            to=to_agent,
-            msg_type=msg_type,
-            priority=priority,
-            msg_id=msg_id,
-            body=message,
-            reply_to=reply_to,
-            size=size,
+            self.agent_name,
+            to_agent,
+            msg_type,
+            priority,
+            msg_id,
+            message,
+            reply_to,
+            size,
         )
         return msg_id, delivery, acked
 

@@ -245,7 +245,7 @@ class Router:
                 decoder.mark_boundary()
                 self._route_frames(now_ns, now)
                 break
-        if self._assembler.pending and now - self._last_expire > 1.0:
+        if now - self._last_expire > 1.0 and self._assembler.pending:
             self._last_expire = now
             for expired in self._assembler.expire(now, self._partial_timeout_s):
                 self._report("parts_expired", str(expired), {})
