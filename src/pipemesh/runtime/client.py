@@ -64,6 +64,10 @@ from pipemesh.wire import (
 __all__ = ["MeshClient"]
 
 _PRIORITIES: Final = frozenset((0, 1, 2, 3))
+# Enum members as module constants: on Python 3.11 every ``Delivery.X`` lookup goes
+# through EnumType.__getattr__ (~8x a global load), three times per send.
+_DELIVERED: Final = Delivery.DELIVERED
+_QUEUED: Final = Delivery.QUEUED
 
 
 class MeshClient:
@@ -506,7 +510,7 @@ class MeshClient:
         sent = (self.agent_name, to_agent, priority, msg_type, msg_id, message, sent_ns, reply_to)
         self._sent_hook(sent)
         try:
-            delivery = Delivery.DELIVERED
+            delivery = _DELIVERED
             if durable:
                 delivery = self._send_durable(to_agent, frames, msg_id, timeout, sync)
             else:
@@ -522,8 +526,8 @@ class MeshClient:
                     if not (queue and self._is_durable(to_agent)):
                         raise
                     self._queue(to_agent, frames, msg_id)
-                    delivery = Delivery.QUEUED
-            if waiter is not None and delivery is Delivery.DELIVERED:
+                    delivery = _QUEUED
+            if waiter is not None and delivery is _DELIVERED:
                 self._wait_ack(waiter, ack_timeout_s)
                 acked = waiter.is_set()
                 if not acked:
@@ -546,7 +550,7 @@ class MeshClient:
                 self._drop_ack(msg_id)
         self.sent += 1
         self.events.message(
-            "frame_sent" if delivery is Delivery.DELIVERED else "frame_queued",
+            "frame_sent" if delivery is _DELIVERED else "frame_queued",
             self.agent_name,
             to_agent,
             msg_type,

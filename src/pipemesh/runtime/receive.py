@@ -86,7 +86,7 @@ class Receiving(Acknowledging):
             return False
         seen[key] = None
         if len(seen) > self._dedupe_window:
-            seen.popitem(last=False)
+            seen.popitem(False)  # the oldest (positional: keywords cost a parse per call)
         self.received += 1
         body = msg.body
         self.events.message(
