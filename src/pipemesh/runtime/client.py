@@ -19,7 +19,7 @@ import time
 from types import TracebackType
 from typing import Final, Self
 
-from pipemesh import codec
+from pipemesh import codec, wire
 from pipemesh.codec import BINARY, TEXT, FrameKind
 from pipemesh.errors import (
     AckTimeout,
@@ -66,6 +66,7 @@ __all__ = ["MeshClient"]
 _PRIORITIES: Final = frozenset((0, 1, 2, 3))
 # Enum members as module constants: on Python 3.11 every ``Delivery.X`` lookup goes
 # through EnumType.__getattr__ (~8x a global load), three times per send.
+_ID_MATCH: Final = wire._ID_RE.fullmatch  # is_valid_id without its call, for str IDs
 _DELIVERED: Final = Delivery.DELIVERED
 _QUEUED: Final = Delivery.QUEUED
 
@@ -454,7 +455,11 @@ class MeshClient:
             msg_id = f"{self._id_prefix}{next(self._ids):x}"
         elif not is_valid_id(msg_id):
             raise ValueError(f"message id {msg_id!r} is not valid")
-        if reply_to and not is_valid_id(reply_to):
+        if (
+            reply_to
+            and (reply_to.__class__ is not str or _ID_MATCH(reply_to) is None)  # is_valid_id
+            and not is_valid_id(reply_to)
+        ):
             raise ValueError(f"reply_to {reply_to!r} is not a valid message id")
         sent_ns = time.time_ns()
         route = self._routes.get(to_agent)

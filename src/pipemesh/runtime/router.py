@@ -127,6 +127,8 @@ class Router:
     def _run(self) -> None:
         inbox = self._inbox
         heap = self._heap
+        handle = self._handle
+        heappop = heapq.heappop
         # True when a handler ran since the last read: only then can something have
         # arrived that the heap does not hold yet. Right after a blocking read the
         # extra non-blocking read would almost always fail with EAGAIN, and raising
@@ -151,7 +153,8 @@ class Router:
                     data = inbox.read(0)  # pick up what arrived, so priority is honoured
                     if data:
                         self._consume(data)
-                self._handle_next()
+                _, _, msg, received_ns = heappop(heap)  # _handle_next, inline
+                handle(msg, received_ns)
                 stale = True
             self._drain(drain_s=5.0)
         except MeshError as exc:
