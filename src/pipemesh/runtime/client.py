@@ -10,7 +10,6 @@ for a durable recipient keeps them until handled or queues them in its spool
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import secrets
@@ -26,10 +25,8 @@ from pipemesh.errors import (
     AgentOffline,
     DeliveryError,
     EncodeError,
-    MeshError,
     MessageTooLarge,
     PeerGone,
-    SendTimeout,
     TransportClosed,
     UnknownAgent,
 )
@@ -40,12 +37,12 @@ from pipemesh.registry import (
     Registry,
     pid_alive,
 )
+from pipemesh.runtime import broadcast, durable_send
 from pipemesh.runtime.durable import Unacked
 from pipemesh.runtime.outbox import DEFAULT_MAX_OPEN, OutboxCache
 from pipemesh.runtime.send import (
     CONTROL_PREFIX,
     DEFAULT_MSG_TYPE,
-    SPOOLED,
     BroadcastResult,
     Delivery,
     SendResult,
@@ -587,60 +584,25 @@ class MeshClient:
     def _drop_ack(self, msg_id: str) -> None:
         """Forget the ack waiter of ``msg_id`` (AgentBase keeps them)."""
 
-    def _is_durable(self, name: str) -> bool:
-        """True if ``name``'s registry entry is durable (re-read once if not cached so)."""
-        rec = self._peers.get(name)
-        if rec is None or not rec.durable:
-            rec = self.refresh_peers().get(name)
-        return rec is not None and rec.durable
-
     def _unacked_for_send(self) -> Unacked | None:
         """Where messages to durable peers are kept until handled (None: no inbox, sync)."""
         return None
 
+    # The durable sends live in durable_send.py (docs/delivery.md); these are their hooks.
+
+    def _is_durable(self, name: str) -> bool:
+        return durable_send.is_durable(self, name)
+
     def _send_durable(
         self, to: str, frames: list[bytes], msg_id: str, timeout_s: float, sync: bool
     ) -> Delivery:
-        """Send to a durable peer so that its SIGKILL loses nothing (docs/delivery.md)."""
-        data = b"".join(frames)
-        unacked = self._unacked_for_send()
-        if sync or unacked is None:
-            path = self.spool.put(to, data, msg_id)
-            return Delivery.DELIVERED if self._notify_spooled(to, path.name) else Delivery.QUEUED
-        for attempt in (0, 1):
-            unacked.keep(to, msg_id, data)  # before the write: its report may come at once
-            try:
-                self._outbox(to).write_frames(frames, timeout_s)
-                return Delivery.DELIVERED
-            except (AgentOffline, PeerGone, TransportClosed) as exc:
-                unacked.forget(to, msg_id)
-                self._forget(to)
-                # The reader we wrote to is gone: what it had not handled goes to its spool.
-                unacked.move_to_spool(to)
-                if attempt or isinstance(exc, AgentOffline):
-                    break
-            except BaseException:
-                unacked.forget(to, msg_id)
-                raise
-        unacked.move_to_spool(to, (msg_id, data))
-        return Delivery.QUEUED
+        return durable_send.send_durable(self, to, frames, msg_id, timeout_s, sync)
 
     def _notify_spooled(self, to: str, file_name: str = "") -> bool:
-        """Tell ``to`` that its spool has something new; True if it is reading."""
-        try:  # (a cached outbox to a reader that died raises PeerGone: _write reopens it)
-            self._send_control(to, SPOOLED, file_name, min(self.send_timeout_s, 1.0))
-        except MeshError:
-            return False
-        return True
+        return durable_send.notify_spooled(self, to, file_name)
 
     def _queue(self, to: str, frames: list[bytes], msg_id: str) -> None:
-        self.spool.put(to, b"".join(frames), msg_id)
-        # If the agent started reading meanwhile, its start-up drain may have
-        # run before our file existed: tell it to look again. Without a reader
-        # the open fails at once, and the drain at its start will see the file.
-        self._forget(to)
-        with contextlib.suppress(MeshError):
-            self._send_control(to, SPOOLED, "", min(self.send_timeout_s, 1.0))
+        durable_send.queue(self, to, frames, msg_id)
 
     def broadcast_message(
         self,
@@ -660,82 +622,7 @@ class MeshClient:
             MessageTooLarge: the body is over ``max_body_bytes``.
             ValueError: a bad type or priority.
         """
-        self._check_args(priority, msg_type)
-        if msg_type.startswith(CONTROL_PREFIX):
-            raise ValueError(f"message types starting with {CONTROL_PREFIX!r} are reserved")
-        msg_id = self.next_id()
-        sent_ns = time.time_ns()
-        frames, size = self._encode(
-            to="",
-            message=message,
-            priority=priority,
-            msg_type=msg_type,
-            msg_id=msg_id,
-            reply_to="",
-            sent_ns=sent_ns,
-        )
-        binary = None
-        if self.frames == BINARY:  # one more encoding, for the peers that read binary
-            binary, _ = self._encode(
-                to="",
-                message=message,
-                priority=priority,
-                msg_type=msg_type,
-                msg_id=msg_id,
-                reply_to="",
-                sent_ns=sent_ns,
-                kind=BINARY,
-            )
-        result = self._fan_out(frames, timeout_s, msg_id, size, binary)
-        self.sent += 1
-        self.events.message(
-            "frame_sent",
-            sender=self.agent_name,
-            to="",
-            msg_type=msg_type,
-            priority=priority,
-            msg_id=msg_id,
-            body=message,
-            size=size,
-        )
-        for name, error in result.errors.items():
-            self.events.error("send_failed", error, to=name, id=msg_id, type=msg_type)
-        return result
-
-    def _fan_out(
-        self,
-        text: list[bytes],
-        timeout_s: float | None,
-        msg_id: str,
-        size: int = 0,
-        binary: list[bytes] | None = None,
-    ) -> BroadcastResult:
-        timeout = self.send_timeout_s if timeout_s is None else timeout_s
-        result = BroadcastResult(msg_id)
-        for name, rec in list(self._peers.items()):
-            if name == self.agent_name or not (rec.is_active or rec.durable):
-                continue
-            frames = binary if binary is not None and BINARY in rec.frames else text
-            try:
-                if size > rec.max_body_bytes:
-                    self._check_fits(name, size, msg_id)
-                try:
-                    self._write(name, frames, timeout)
-                except (AgentOffline, PeerGone):
-                    if not rec.durable:
-                        raise
-                    self._queue(name, frames, msg_id)
-                    result.outcomes[name] = Delivery.QUEUED
-                    continue
-            except AgentOffline as exc:
-                result.outcomes[name], result.errors[name] = Delivery.OFFLINE, str(exc)
-            except SendTimeout as exc:
-                result.outcomes[name], result.errors[name] = Delivery.TIMEOUT, str(exc)
-            except MeshError as exc:
-                result.outcomes[name], result.errors[name] = Delivery.FAILED, str(exc)
-            else:
-                result.outcomes[name] = Delivery.DELIVERED
-        return result
+        return broadcast.broadcast(self, message, priority, msg_type, timeout_s)
 
     def _send_control(
         self, to: str, msg_type: str, body: str, timeout_s: float, reply_to: str = ""
