@@ -320,8 +320,12 @@ class AnyFrameDecoder(FrameDecoder):
             )
         return NEED_DATA
 
-    def decode_all(self, max_body_bytes: int) -> list[Message | Frame | DecodeError]:
-        """Decode every whole frame the buffer holds, in order; the router's one call per read.
+    def decode_all(
+        self, max_body_bytes: int, data: bytes = b""
+    ) -> list[Message | Frame | DecodeError]:
+        """Feed ``data`` (if any), then decode every whole frame the buffer holds, in order.
+
+        The router's one call per read (``data`` saves it a :meth:`feed` call).
 
         A whole binary frame of a one-part message comes back as its :class:`Message`
         (built once, with no :class:`Frame` in between) when its body is at most
@@ -334,6 +338,12 @@ class AnyFrameDecoder(FrameDecoder):
         """
         out: list[Message | Frame | DecodeError] = []
         buf = self._buf
+        if data:
+            if self._pos:
+                self.feed(data)  # it compacts the buffer first
+            else:
+                self._cut = False
+                buf += data  # in place: the buffer is a bytearray
         while len(buf) > self._pos:
             try:
                 if buf.startswith(MAGIC, self._pos):

@@ -513,8 +513,9 @@ def via_decode_all(data: bytes, chunk: int, max_body: int) -> list[str | Message
     out: list[str | Message] = []
     pieces = [data[i : i + chunk] for i in range(0, len(data), chunk)] if chunk else [data]
     for piece in [*pieces, b""]:
-        dec.feed(piece)
-        for item in dec.decode_all(max_body):
+        if not piece:
+            dec.feed(piece)  # the end of the stream
+        for item in dec.decode_all(max_body, piece):
             if isinstance(item, Message):
                 out.append(item)
             elif isinstance(item, DecodeError):

@@ -232,36 +232,43 @@ class Router:
 
     def _consume(self, data: bytes) -> None:
         decoder = self._decoder
-        decoder.feed(data)
         now_ns = time.time_ns()
         now = time.monotonic()
-        # Bounded: each round either takes new bytes or marks the boundary.
-        for _ in range(16):
-            self._route_frames(now_ns, now)
-            if not decoder.buffered:
-                break  # the common case: the read ended on a frame boundary
-            more = self._inbox.read(0)
-            if more:
-                decoder.feed(more)
-            else:
-                # Nothing more is readable, so the incomplete frame never will be.
-                decoder.mark_boundary()
+        self._route_items(decoder.decode_all(self._max_body_bytes, data), now_ns, now)
+        if decoder.buffered:  # rare: the read ended inside a frame
+            # Bounded: each round either takes new bytes or marks the boundary.
+            for _ in range(16):
+                more = self._inbox.read(0)
+                if more:
+                    decoder.feed(more)
+                else:
+                    # Nothing more is readable, so the incomplete frame never will be.
+                    decoder.mark_boundary()
+                    self._route_frames(now_ns, now)
+                    break
                 self._route_frames(now_ns, now)
-                break
+                if not decoder.buffered:
+                    break
         if now - self._last_expire > 1.0 and self._assembler.pending:
             self._last_expire = now
             for expired in self._assembler.expire(now, self._partial_timeout_s):
                 self._report("parts_expired", str(expired), {})
 
     def _route_frames(self, now_ns: int, now: float) -> None:
-        """Decode and route every whole frame the decoder holds (one call per read).
+        """Decode and route every whole frame the decoder holds."""
+        self._route_items(self._decoder.decode_all(self._max_body_bytes), now_ns, now)
+
+    def _route_items(
+        self, items: list[Message | Frame | DecodeError], now_ns: int, now: float
+    ) -> None:
+        """Route what one decode_all call returned.
 
         A one-part binary frame arrives as its Message already; text frames and
         parts go through the reassembler; bad frames arrive as their DecodeError.
         """
         heap = self._heap
         route = self._route
-        for item in self._decoder.decode_all(self._max_body_bytes):
+        for item in items:
             if item.__class__ is Message:
                 msg = item
             elif isinstance(item, DecodeError):
