@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipemesh import AgentBase, Delivery, Message, MessageTooLarge
+from pipemesh import AgentBase, Delivery, Message, MessageTooLarge, UnknownAgent
 from pipemesh.codec import MAGIC
 from pipemesh.wire import HEADER_START
 from tests.conftest import wait_for
@@ -73,3 +73,15 @@ def test_route_follows_a_peer_that_now_reads_only_text(mesh_home: Path) -> None:
     assert data.startswith(HEADER_START)
     assert MAGIC not in data
     assert b"second" in data
+
+
+def test_a_checked_name_does_not_pass_as_a_message_type(mesh_home: Path) -> None:
+    """A name seen before is still checked as a TYPE, and a type as a name (their rules differ)."""
+    with Keeper("sender") as s, Keeper("peer"):
+        with pytest.raises(UnknownAgent):
+            s.send_message("1agent", "x")  # a valid name (a digit may start it), not a type
+        with pytest.raises(ValueError, match="message type '1agent' is not valid"):
+            s.send_message("peer", "x", msg_type="1agent")
+        s.send_message("peer", "x", msg_type="a..b")  # a valid type, not a valid name
+        with pytest.raises(ValueError, match=r"recipient name 'a\.\.b' is not valid"):
+            s.send_message("a..b", "x")

@@ -138,7 +138,10 @@ class MeshClient:
         self._closed = False
         self._unacked: Unacked | None = None  # AgentBase: sent to durable peers, not yet handled
         self._unacked_lock = threading.Lock()  # makes _unacked once, from any sending thread
-        self._valid: set[str] = {agent_name}  # names and types already validated
+        # Names and types already validated, apart: a valid name need not be a valid
+        # type ("1a", "a..b"), so one set would let either skip the other's check.
+        self._valid_names: set[str] = {agent_name}
+        self._valid_types: set[str] = set()
         # Per peer, from its cached record: (write binary frames?, its body limit, durable?).
         # One dict lookup per send; dropped whenever the record may change (_forget,
         # refresh_peers, join and leave frames).
@@ -281,19 +284,14 @@ class MeshClient:
                 f"priority must be the int 0, 1, 2 or 3, got {priority!r} "
                 f"({type(priority).__name__})"
             )
-        if msg_type not in self._valid:
+        if msg_type not in self._valid_types:
             validate_type(msg_type)
-            self._remember_valid(msg_type)
+            _remember_valid(self._valid_types, msg_type)
 
     def _check_name(self, name: str) -> None:
-        if name not in self._valid:
+        if name not in self._valid_names:
             validate_name(name, "recipient name")
-            self._remember_valid(name)
-
-    def _remember_valid(self, value: str) -> None:
-        if len(self._valid) > 10_000:
-            self._valid.clear()  # bounded: a client sending to endless new names
-        self._valid.add(value)
+            _remember_valid(self._valid_names, name)
 
     def _write(self, to: str, frames: list[bytes], timeout_s: float) -> None:
         outbox = self._outbox(to)
@@ -436,11 +434,10 @@ class MeshClient:
         encode (a binary frame, in C), one write; everything else (first sight of a
         name or type, text frames, parts, durable peers, acks) takes the general path.
         """
-        valid = self._valid
         if (
             self._closed
-            or to_agent not in valid
-            or msg_type not in valid
+            or to_agent not in self._valid_names
+            or msg_type not in self._valid_types
             or priority.__class__ is not int
             or not 0 <= priority <= 3
         ):
@@ -656,3 +653,9 @@ class MeshClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _remember_valid(known: set[str], value: str) -> None:
+    if len(known) > 10_000:
+        known.clear()  # bounded: a client sending to endless new names
+    known.add(value)
