@@ -36,7 +36,7 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 from pipemesh import wire
-from pipemesh.errors import EncodeError
+from pipemesh.errors import DecodeError, EncodeError
 from pipemesh.wire import (
     HEADER_START,
     MAX_PARTS,
@@ -44,6 +44,7 @@ from pipemesh.wire import (
     PIPE_BUF,
     Frame,
     FrameDecoder,
+    Message,
     NeedData,
 )
 
@@ -56,6 +57,7 @@ __all__ = [
     "FrameKind",
     "encode_binary",
     "encode_message",
+    "encode_whole",
 ]
 
 FrameKind = Literal["text", "binary"]
@@ -145,6 +147,7 @@ def _named(error: str) -> str:
 
 
 _DECODE: Final = msgspec.msgpack.Decoder(_Payload).decode
+_ID: Final = wire._ID_RE.fullmatch
 _ENCODE: Final = msgspec.msgpack.Encoder().encode
 
 
@@ -180,6 +183,27 @@ def encode_binary(frame: Frame) -> bytes:
         )
     )
     return _prefix(len(payload)) + payload
+
+
+def encode_whole(
+    sender: str,
+    to: str,
+    priority: int,
+    msg_type: str,
+    msg_id: str,
+    sent_ns: int,
+    reply_to: str,
+    ack: bool,
+    body: bytes,
+) -> bytes:
+    """One binary frame of a one-part message, fields unchecked: the send hot path.
+
+    The caller has checked every field and that the body fits one frame
+    (``len(body) + 400 <= max_frame_bytes``, as :func:`encode_message` decides);
+    the bytes are those :func:`encode_message` makes for the same arguments.
+    """
+    payload = _ENCODE((sender, to, priority, msg_type, msg_id, sent_ns, reply_to, ack, 1, 1, body))
+    return MAGIC + len(payload).to_bytes(4, "big") + payload
 
 
 def encode_message(
@@ -266,7 +290,7 @@ class AnyFrameDecoder(FrameDecoder):
                 (they have been discarded), or the stream ended mid-frame.
         """
         if self._buf.startswith(MAGIC, self._pos):
-            return self._binary_frame()
+            return self._binary(-1)  # type: ignore[return-value]  # -1: never a Message
         return FrameDecoder.next_frame(self)
 
     def _resync_point(self, start: int) -> int:
@@ -296,12 +320,52 @@ class AnyFrameDecoder(FrameDecoder):
             )
         return NEED_DATA
 
-    def _binary_frame(self) -> Frame | NeedData:
+    def decode_all(
+        self, max_body_bytes: int, data: bytes = b""
+    ) -> list[Message | Frame | DecodeError]:
+        """Feed ``data`` (if any), then decode every whole frame the buffer holds, in order.
+
+        The router's one call per read (``data`` saves it a :meth:`feed` call).
+
+        A whole binary frame of a one-part message comes back as its :class:`Message`
+        (built once, with no :class:`Frame` in between) when its body is at most
+        ``max_body_bytes`` and valid UTF-8; every other frame (text frames, parts, a
+        body the :class:`~pipemesh.wire.Reassembler` must refuse) comes back as a
+        :class:`Frame`, for the reassembler, exactly as :meth:`next_frame` returns it.
+        A bad frame comes back as the :class:`DecodeError` that :meth:`next_frame`
+        would raise, in its place; decoding continues after it. Stops at the end of
+        the buffer or at an incomplete frame (kept for the next :meth:`feed`).
+        """
+        out: list[Message | Frame | DecodeError] = []
+        buf = self._buf
+        if data:
+            if self._pos:
+                self.feed(data)  # it compacts the buffer first
+            else:
+                self._cut = False
+                buf += data  # in place: the buffer is a bytearray
+        while len(buf) > self._pos:
+            try:
+                if buf.startswith(MAGIC, self._pos):
+                    item = self._binary(max_body_bytes)
+                else:
+                    item = FrameDecoder.next_frame(self)
+            except DecodeError as exc:
+                out.append(exc)
+                continue
+            if item is NEED_DATA:
+                break
+            out.append(item)  # type: ignore[arg-type]  # not NEED_DATA: checked above
+        return out
+
+    def _binary(self, max_body_bytes: int) -> Message | Frame | NeedData:
+        """The binary frame at the head of the buffer: a Message if it may be one (see
+        :meth:`decode_all`; never with ``max_body_bytes`` -1), else a Frame."""
         buf = self._buf
         pos = self._pos
         if len(buf) - pos < PREFIX_BYTES:
             return self._incomplete(pos, "prefix")
-        length = _LENGTH(buf, pos + len(MAGIC))[0]
+        length = _LENGTH(buf, pos + 4)[0]
         if length > self._max_body + self._max_header:
             raise self._skip(
                 pos,
@@ -316,30 +380,51 @@ class AnyFrameDecoder(FrameDecoder):
             p = _DECODE(bytes(buf[start:end]))  # a copy: a view would pin the buffer
         except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
             raise self._skip(pos, f"binary frame is not valid: {_named(str(exc))}") from None
-        if len(p.body) > self._max_body:
+        body = p.body
+        if len(body) > self._max_body:
             raise self._skip(
                 pos,
-                f"binary frame body of {len(p.body)} bytes is over the limit of "
+                f"binary frame body of {len(body)} bytes is over the limit of "
                 f"{self._max_body} bytes for one frame",
             )
-        reason = _invalid(p)
-        if reason:
-            raise self._skip(pos, f"binary frame is not valid: {reason}")
+        # The checks of _invalid(), inline for the common case: names and type seen
+        # before, IDs checked each time; anything else takes _invalid() for its reason.
+        reply_to = p.reply_to
+        if not (
+            p.sender in _names
+            and (p.to in _names or not p.to)
+            and p.msg_type in _types
+            and _ID(p.id) is not None
+            and (not reply_to or _ID(reply_to) is not None)
+            and p.part <= p.parts
+        ):
+            reason = _invalid(p)
+            if reason:
+                raise self._skip(pos, f"binary frame is not valid: {reason}")
         if end == len(buf):
             buf.clear()  # the common case: the read ended on a frame boundary
             self._offset += end
             self._pos = 0
         else:
             self._pos = end
+        if p.parts == 1 and len(body) <= max_body_bytes:
+            try:
+                text = body.decode()
+            except UnicodeDecodeError:
+                pass  # the Reassembler reports it, as for any frame
+            else:
+                return Message(
+                    p.sender, p.to, p.priority, p.msg_type, p.id, text, p.sent_ns, reply_to, p.ack
+                )
         return Frame(
             p.sender,
             p.to,
             p.priority,
             p.msg_type,
             p.id,
-            p.body,
+            body,
             p.sent_ns,
-            p.reply_to,
+            reply_to,
             p.part,
             p.parts,
             p.ack,

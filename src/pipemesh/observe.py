@@ -191,6 +191,7 @@ class EventLog:
         self._woken = False
         self._closing = threading.Event()
         self._fds: list[int] = []
+        self._inos: list[int] = []  # per file: the inode our fd writes to (fixed while open)
         self._lock_fds: list[int] = []
         self._turn_fds: list[int] = []
         self._paths = [self.logs_dir / name for name in _FILES]
@@ -201,6 +202,7 @@ class EventLog:
                 self.logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
                 for path in self._paths:
                     self._fds.append(self._open(path))
+                    self._inos.append(os.fstat(self._fds[-1]).st_ino)
                     self._lock_fds.append(os.open(_lock_path(path), _LOCK_FLAGS, 0o600))
                     self._turn_fds.append(os.open(_turn_path(path), _LOCK_FLAGS, 0o600))
             except OSError as exc:
@@ -226,7 +228,6 @@ class EventLog:
     def message(
         self,
         event: str,
-        *,
         sender: str,
         to: str,
         msg_type: str,
@@ -236,7 +237,10 @@ class EventLog:
         reply_to: str = "",
         size: int = 0,
     ) -> None:
-        """Record a message event in ``mesh_communication.log``."""
+        """Record a message event in ``mesh_communication.log``.
+
+        The hot path passes the fields positionally, in this order (cheaper than keywords).
+        """
         if self._closed:
             return
         cut = len(body) > self.max_body_chars
@@ -263,7 +267,6 @@ class EventLog:
     def latency(
         self,
         event: str,
-        *,
         sender: str,
         msg_type: str,
         priority: int,
@@ -434,11 +437,12 @@ class EventLog:
                 current = os.stat(path).st_ino
             except FileNotFoundError:
                 current = -1
-            if current != os.fstat(fd).st_ino:
+            if current != self._inos[i]:
                 # Another process rotated (or someone removed) the file: follow the path.
                 self._fds[i] = self._open(path)
                 os.close(fd)
                 fd = self._fds[i]
+                self._inos[i] = os.fstat(fd).st_ino
                 self._torn[i] = False  # a torn line, if any, stays in the old file
             lead = b"\n" if self._torn[i] else b""  # our torn line could not be cut back
             data = lead + data
@@ -460,7 +464,10 @@ class EventLog:
                 raise
             self._torn[i] = False
             written[0] = -1  # all of it (counting lines costs ~4 instructions a byte)
-            return os.fstat(fd).st_size
+            if _platform.IS_WINDOWS:
+                return os.fstat(fd).st_size
+            # The file's size without building a stat result (~10x the cost of lseek).
+            return os.lseek(fd, 0, os.SEEK_END)
         finally:
             if locked:
                 _platform.unlock(lock_fd)
@@ -513,6 +520,7 @@ class EventLog:
                 os.rename(f"{path}.{n}", f"{path}.{n + 1}")
         os.rename(path, f"{path}.1")
         fd, self._fds[i] = self._fds[i], self._open(path)
+        self._inos[i] = os.fstat(self._fds[i]).st_ino
         os.close(fd)
         self.rotations += 1
 

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
+import msgspec
+
 from pipemesh.errors import DecodeError, EncodeError
 
 __all__ = [
@@ -188,9 +190,15 @@ class Frame:
     ack: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(msgspec.Struct, frozen=True, gc=False):
     """A whole message as an agent sees it: the header plus the UTF-8 body text.
+
+    Immutable, compared and hashed by value, with a dataclass-style ``repr``. It is a
+    ``msgspec.Struct`` rather than a frozen dataclass because one is built per message
+    on the hot path: a Struct is built in C (~0.2 us), a frozen dataclass's ``__init__``
+    sets each field through ``object.__setattr__`` in Python (~2.5 us). The only
+    difference for users: copy with changes via ``msgspec.structs.replace``, not
+    ``dataclasses.replace``.
 
     Attributes:
         sender: the seed's ``FROM``.

@@ -25,6 +25,7 @@ from pipemesh.codec import (
     _named,
     encode_binary,
     encode_message,
+    encode_whole,
 )
 from pipemesh.errors import DecodeError, EncodeError
 from pipemesh.wire import (
@@ -474,3 +475,161 @@ def test_property_mutated_binary_frame_never_crashes(body: bytes, where: int, ju
     for frame in drain(dec, len(data) + 20):
         with contextlib.suppress(DecodeError):
             asm.add(frame, 0.0)
+
+
+# -- decode_all: the router's path (a one-part binary frame straight to its Message) --
+
+
+def via_next_frame(data: bytes, chunk: int, max_body: int) -> list[str | Message]:
+    """Messages and error texts, in order, the old way: next_frame, then the Reassembler."""
+    dec = AnyFrameDecoder(max_frame_body_bytes=PIPE_BUF)
+    asm = Reassembler(max_body_bytes=max_body)
+    out: list[str | Message] = []
+    pieces = [data[i : i + chunk] for i in range(0, len(data), chunk)] if chunk else [data]
+    for piece in [*pieces, b""]:
+        dec.feed(piece)
+        for _ in range(len(data) + 10):
+            try:
+                frame = dec.next_frame()
+            except DecodeError as exc:
+                out.append(str(exc))
+                continue
+            if isinstance(frame, NeedData):
+                break
+            try:
+                msg = asm.add(frame, 0.0)
+            except DecodeError as exc:
+                out.append(str(exc))
+                continue
+            if msg is not None:
+                out.append(msg)
+    return out
+
+
+def via_decode_all(data: bytes, chunk: int, max_body: int) -> list[str | Message]:
+    """The same, the router's way: one decode_all per feed, Frames to the Reassembler."""
+    dec = AnyFrameDecoder(max_frame_body_bytes=PIPE_BUF)
+    asm = Reassembler(max_body_bytes=max_body)
+    out: list[str | Message] = []
+    pieces = [data[i : i + chunk] for i in range(0, len(data), chunk)] if chunk else [data]
+    for piece in [*pieces, b""]:
+        if not piece:
+            dec.feed(piece)  # the end of the stream
+        for item in dec.decode_all(max_body, piece):
+            if isinstance(item, Message):
+                out.append(item)
+            elif isinstance(item, DecodeError):
+                out.append(str(item))
+            else:
+                try:
+                    msg = asm.add(item, 0.0)
+                except DecodeError as exc:
+                    out.append(str(exc))
+                    continue
+                if msg is not None:
+                    out.append(msg)
+    return out
+
+
+class TestDecodeAll:
+    def test_a_one_part_binary_frame_is_its_message(self) -> None:
+        """A whole binary frame of a one-part message comes back as the Message itself."""
+        m = Message("alice", "bob", 2, "question", "m1", "hi", 5, "m0", True)
+        dec = AnyFrameDecoder(max_frame_body_bytes=PIPE_BUF)
+        dec.feed(encode_msg(BINARY, m)[0] * 2)
+        assert dec.decode_all(MAX_BODY) == [m, m]
+        assert dec.buffered == 0
+
+    def test_text_frames_and_parts_come_back_as_frames(self) -> None:
+        """Text frames and parts go to the Reassembler, as next_frame returns them."""
+        m = Message("alice", "bob", 1, "question", "m1", "x" * 1500, 5)
+        frames = encode_msg(TEXT, m) + encode_msg(BINARY, m, max_frame_bytes=512)
+        dec = AnyFrameDecoder(max_frame_body_bytes=PIPE_BUF)
+        dec.feed(b"".join(frames))
+        items = dec.decode_all(MAX_BODY)
+        assert len(items) == 1 + 4
+        assert all(isinstance(item, Frame) for item in items)
+
+    def test_a_body_that_is_not_utf8_is_left_to_the_reassembler(self) -> None:
+        """A one-part body that is not UTF-8 comes back as a Frame: the Reassembler reports it."""
+        data = encode_message(BINARY, "alice", "bob", b"\xff\xfe", msg_id="m1")[0]
+        dec = AnyFrameDecoder(max_frame_body_bytes=PIPE_BUF)
+        dec.feed(data)
+        (item,) = dec.decode_all(MAX_BODY)
+        assert isinstance(item, Frame)
+        with pytest.raises(DecodeError, match="not UTF-8"):
+            Reassembler().add(item, 0.0)
+
+    def test_a_body_over_the_message_limit_is_left_to_the_reassembler(self) -> None:
+        """A body over max_body_bytes comes back as a Frame: the Reassembler refuses it."""
+        data = encode_message(BINARY, "alice", "bob", b"x" * 20, msg_id="m1")[0]
+        dec = AnyFrameDecoder(max_frame_body_bytes=PIPE_BUF)
+        dec.feed(data)
+        (item,) = dec.decode_all(10)
+        assert isinstance(item, Frame)
+        with pytest.raises(DecodeError, match="limit is 10"):
+            Reassembler(max_body_bytes=10).add(item, 0.0)
+
+    def test_bad_frames_come_back_as_their_errors_in_place(self) -> None:
+        """A bad frame is the DecodeError next_frame would raise; decoding goes on after it."""
+        good = encode_msg(BINARY, Message("alice", "bob", 1, "question", "m1", "hi"))[0]
+        dec = AnyFrameDecoder(max_frame_body_bytes=PIPE_BUF)
+        dec.feed(good + payload("alice", "bob", 9, *GOOD[3:]) + good)
+        first, error, last = dec.decode_all(MAX_BODY)
+        assert isinstance(error, DecodeError)
+        assert "PRIORITY" in str(error)
+        assert first == last
+        assert isinstance(first, Message)
+
+    def test_an_incomplete_frame_waits_for_more(self) -> None:
+        """decode_all stops at a frame not yet whole and returns it after the next feed."""
+        m = Message("alice", "bob", 1, "question", "m1", "hi")
+        data = encode_msg(BINARY, m)[0]
+        dec = AnyFrameDecoder(max_frame_body_bytes=PIPE_BUF)
+        dec.feed(data + data[:10])
+        assert dec.decode_all(MAX_BODY) == [m]
+        dec.feed(data[10:])
+        assert dec.decode_all(MAX_BODY) == [m]
+        assert dec.decode_all(MAX_BODY) == []
+
+
+MAX_BODY = wire.MAX_BODY_BYTES
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> bytes:
+    """Mixed text and binary frames, parts, bad bodies, bad fields and garbage."""
+    out = []
+    for i, (kind, drawn) in enumerate(
+        draw(st.lists(st.tuples(st.sampled_from(KINDS), messages()), max_size=4))
+    ):
+        m = msgspec.structs.replace(drawn, id=f"u{i}")  # unique IDs: no reassembly clash
+        out += encode_msg(kind, m, draw(st.sampled_from([512, PIPE_BUF])))
+        extra = draw(st.sampled_from(["", "garbage", "not-utf8", "bad-field"]))
+        if extra == "garbage":
+            out.append(draw(st.binary(max_size=40)))
+        elif extra == "not-utf8":
+            out.append(encode_message(kind, m.sender, m.to, b"a\xffb", msg_id=f"n{i}")[0])
+        elif extra == "bad-field":
+            out.append(payload(m.sender, m.to, 7, *GOOD[3:]))
+    return b"".join(out)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(streams(), st.integers(0, 700), st.sampled_from([8, 64, 2000, MAX_BODY]))
+def test_property_decode_all_agrees_with_next_frame(data: bytes, chunk: int, max_body: int) -> None:
+    """The router's decode_all gives the same messages and errors, in order, as next_frame."""
+    assert via_decode_all(data, chunk, max_body) == via_next_frame(data, chunk, max_body)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(messages())
+def test_property_encode_whole_is_encode_message(m: Message) -> None:
+    """The send hot path's encode_whole writes the bytes encode_message writes for one frame."""
+    body = m.body.encode()
+    frames = encode_msg(BINARY, m, max_frame_bytes=len(body) + 400)
+    whole = encode_whole(
+        m.sender, m.to, m.priority, m.msg_type, m.id, m.sent_ns, m.reply_to, m.ack, body
+    )
+    assert frames == [whole]
+    assert messages_of([whole]) == [m]

@@ -506,6 +506,7 @@ class AgentBase(Receiving):
                 me = self._peers.get(name)
                 if me is not None:
                     self._peers[name] = replace(me, status=INACTIVE)
+                    self._routes.pop(name, None)
             else:
                 self.registry.unregister(name, os.getpid())
         except MeshError as exc:

@@ -10,7 +10,6 @@ for a durable recipient keeps them until handled or queues them in its spool
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import secrets
@@ -19,17 +18,15 @@ import time
 from types import TracebackType
 from typing import Final, Self
 
-from pipemesh import codec
+from pipemesh import codec, wire
 from pipemesh.codec import BINARY, TEXT, FrameKind
 from pipemesh.errors import (
     AckTimeout,
     AgentOffline,
     DeliveryError,
     EncodeError,
-    MeshError,
     MessageTooLarge,
     PeerGone,
-    SendTimeout,
     TransportClosed,
     UnknownAgent,
 )
@@ -40,12 +37,12 @@ from pipemesh.registry import (
     Registry,
     pid_alive,
 )
+from pipemesh.runtime import broadcast, durable_send
 from pipemesh.runtime.durable import Unacked
 from pipemesh.runtime.outbox import DEFAULT_MAX_OPEN, OutboxCache
 from pipemesh.runtime.send import (
     CONTROL_PREFIX,
     DEFAULT_MSG_TYPE,
-    SPOOLED,
     BroadcastResult,
     Delivery,
     SendResult,
@@ -64,6 +61,11 @@ from pipemesh.wire import (
 __all__ = ["MeshClient"]
 
 _PRIORITIES: Final = frozenset((0, 1, 2, 3))
+# Enum members as module constants: on Python 3.11 every ``Delivery.X`` lookup goes
+# through EnumType.__getattr__ (~8x a global load), three times per send.
+_ID_MATCH: Final = wire._ID_RE.fullmatch  # is_valid_id without its call, for str IDs
+_DELIVERED: Final = Delivery.DELIVERED
+_QUEUED: Final = Delivery.QUEUED
 
 
 class MeshClient:
@@ -136,7 +138,15 @@ class MeshClient:
         self._closed = False
         self._unacked: Unacked | None = None  # AgentBase: sent to durable peers, not yet handled
         self._unacked_lock = threading.Lock()  # makes _unacked once, from any sending thread
-        self._valid: set[str] = {agent_name}  # names and types already validated
+        # Names and types already validated, apart: a valid name need not be a valid
+        # type ("1a", "a..b"), so one set would let either skip the other's check.
+        self._valid_names: set[str] = {agent_name}
+        self._valid_types: set[str] = set()
+        # Per peer, from its cached record: (write binary frames?, its body limit, durable?).
+        # One dict lookup per send; dropped whenever the record may change (_forget,
+        # refresh_peers, join and leave frames).
+        self._routes: dict[str, tuple[bool, int, bool]] = {}
+        self._max_frame = self.transport.max_frame_bytes
         self.sent = 0
 
     # -- peers --
@@ -145,6 +155,7 @@ class MeshClient:
         """Re-read the registry into the peer cache and return it."""
         peers = self.registry.read()
         self._peers = peers
+        self._routes.clear()
         return peers
 
     def peers(self) -> dict[str, AgentRecord]:
@@ -152,7 +163,19 @@ class MeshClient:
         return dict(self._peers)
 
     def _forget(self, name: str) -> None:
+        self._routes.pop(name, None)
         self._outboxes.forget(name)
+
+    def _route_to(self, name: str) -> tuple[bool, int, bool] | None:
+        """The cached route to ``name`` from its peer record (one registry read if unknown)."""
+        rec = self._peers.get(name)
+        if rec is None:
+            rec = self.refresh_peers().get(name)
+            if rec is None:
+                return None
+        route = (self.frames == BINARY and BINARY in rec.frames, rec.max_body_bytes, rec.durable)
+        self._routes[name] = route
+        return route
 
     def _outbox(self, name: str) -> Outbox:
         return self._outboxes.get(name)
@@ -261,32 +284,31 @@ class MeshClient:
                 f"priority must be the int 0, 1, 2 or 3, got {priority!r} "
                 f"({type(priority).__name__})"
             )
-        if msg_type not in self._valid:
+        if msg_type not in self._valid_types:
             validate_type(msg_type)
-            self._remember_valid(msg_type)
+            _remember_valid(self._valid_types, msg_type)
 
     def _check_name(self, name: str) -> None:
-        if name not in self._valid:
+        if name not in self._valid_names:
             validate_name(name, "recipient name")
-            self._remember_valid(name)
-
-    def _remember_valid(self, value: str) -> None:
-        if len(self._valid) > 10_000:
-            self._valid.clear()  # bounded: a client sending to endless new names
-        self._valid.add(value)
+            _remember_valid(self._valid_names, name)
 
     def _write(self, to: str, frames: list[bytes], timeout_s: float) -> None:
         outbox = self._outbox(to)
         try:
             outbox.write_frames(frames, timeout_s)
         except (PeerGone, TransportClosed):
-            # The reader went away (or restarted): reopen the path once.
-            self._forget(to)
-            try:
-                self._outbox(to).write_frames(frames, timeout_s)
-            except PeerGone:
-                self._forget(to)  # gone for good: do not keep its fd and pipe buffer
-                raise
+            self._write_again(to, frames, timeout_s)
+
+    def _write_again(self, to: str, frames: list[bytes], timeout_s: float) -> None:
+        """After PeerGone or TransportClosed (nothing was written): reopen the path once."""
+        # The reader went away (or restarted).
+        self._forget(to)
+        try:
+            self._outbox(to).write_frames(frames, timeout_s)
+        except PeerGone:
+            self._forget(to)  # gone for good: do not keep its fd and pipe buffer
+            raise
 
     def send_message(
         self,
@@ -406,34 +428,80 @@ class MeshClient:
         queue: bool,
         sync: bool,
     ) -> tuple[str, Delivery, bool]:
-        """The hot path of :meth:`send` and :meth:`send_message` (positional, no result object)."""
-        self._check_name(to_agent)
-        self._check_args(priority, msg_type)
+        """The hot path of :meth:`send` and :meth:`send_message` (positional, no result object).
+
+        To a known peer with valid arguments seen before: one route lookup, one
+        encode (a binary frame, in C), one write; everything else (first sight of a
+        name or type, text frames, parts, durable peers, acks) takes the general path.
+        """
+        if (
+            self._closed
+            or to_agent not in self._valid_names
+            or msg_type not in self._valid_types
+            or priority.__class__ is not int
+            or not 0 <= priority <= 3
+        ):
+            self._check_name(to_agent)
+            self._check_args(priority, msg_type)
         if msg_type.startswith(CONTROL_PREFIX):
             raise ValueError(f"message types starting with {CONTROL_PREFIX!r} are reserved")
         if msg_id is None:
-            msg_id = self.next_id()
+            msg_id = f"{self._id_prefix}{next(self._ids):x}"
         elif not is_valid_id(msg_id):
             raise ValueError(f"message id {msg_id!r} is not valid")
-        if reply_to and not is_valid_id(reply_to):
+        if (
+            reply_to
+            and (reply_to.__class__ is not str or _ID_MATCH(reply_to) is None)  # is_valid_id
+            and not is_valid_id(reply_to)
+        ):
             raise ValueError(f"reply_to {reply_to!r} is not a valid message id")
         sent_ns = time.time_ns()
-        frames, size = self._encode(
-            to=to_agent,
-            message=message,
-            priority=priority,
-            msg_type=msg_type,
-            msg_id=msg_id,
-            reply_to=reply_to,
-            sent_ns=sent_ns,
-            ack=ack,
-        )
-        self._check_fits(to_agent, size, msg_id)
+        route = self._routes.get(to_agent)
+        if route is None:
+            route = self._route_to(to_agent)
+        fast = False
+        body = b""
+        if route is not None and route[0] and message.__class__ is str:
+            try:
+                body = message.encode()
+            except UnicodeEncodeError:
+                pass  # the general path below raises the error
+            else:
+                size = len(body)
+                fast = (
+                    size + 400 <= self._max_frame  # one frame, as codec.encode_message decides
+                    and size <= self.max_body_bytes
+                    and size <= route[1]
+                )
+        if fast:
+            frames = [
+                codec.encode_whole(
+                    self.agent_name,
+                    to_agent,
+                    priority,
+                    msg_type,
+                    msg_id,
+                    sent_ns,
+                    reply_to,
+                    ack,
+                    body,
+                )
+            ]
+        else:
+            frames, size = self._encode(
+                to=to_agent,
+                message=message,
+                priority=priority,
+                msg_type=msg_type,
+                msg_id=msg_id,
+                reply_to=reply_to,
+                sent_ns=sent_ns,
+                ack=ack,
+            )
+            self._check_fits(to_agent, size, msg_id)
+            route = self._routes.get(to_agent) or self._route_to(to_agent)
         timeout = self.send_timeout_s if timeout_s is None else timeout_s
-        rec = self._peers.get(to_agent)
-        if rec is None:
-            rec = self.refresh_peers().get(to_agent)  # once per new name: is it durable?
-        durable = queue and rec is not None and rec.durable
+        durable = queue and route is not None and route[2]
         waiter = self._expect_ack(to_agent, msg_id) if ack else None
         acked = False
         # History first: a fast reply must never be recorded before its question.
@@ -441,18 +509,24 @@ class MeshClient:
         sent = (self.agent_name, to_agent, priority, msg_type, msg_id, message, sent_ns, reply_to)
         self._sent_hook(sent)
         try:
-            delivery = Delivery.DELIVERED
+            delivery = _DELIVERED
             if durable:
                 delivery = self._send_durable(to_agent, frames, msg_id, timeout, sync)
             else:
                 try:
-                    self._write(to_agent, frames, timeout)
+                    if fast:  # _write, inline: one frame, never a large body
+                        try:
+                            self._outboxes.get(to_agent).write_frames(frames, timeout)
+                        except (PeerGone, TransportClosed):
+                            self._write_again(to_agent, frames, timeout)
+                    else:
+                        self._write(to_agent, frames, timeout)
                 except (AgentOffline, PeerGone):
                     if not (queue and self._is_durable(to_agent)):
                         raise
                     self._queue(to_agent, frames, msg_id)
-                    delivery = Delivery.QUEUED
-            if waiter is not None and delivery is Delivery.DELIVERED:
+                    delivery = _QUEUED
+            if waiter is not None and delivery is _DELIVERED:
                 self._wait_ack(waiter, ack_timeout_s)
                 acked = waiter.is_set()
                 if not acked:
@@ -475,15 +549,15 @@ class MeshClient:
                 self._drop_ack(msg_id)
         self.sent += 1
         self.events.message(
-            "frame_sent" if delivery is Delivery.DELIVERED else "frame_queued",
-            sender=self.agent_name,
-            to=to_agent,
-            msg_type=msg_type,
-            priority=priority,
-            msg_id=msg_id,
-            body=message,
-            reply_to=reply_to,
-            size=size,
+            "frame_sent" if delivery is _DELIVERED else "frame_queued",
+            self.agent_name,
+            to_agent,
+            msg_type,
+            priority,
+            msg_id,
+            message,
+            reply_to,
+            size,
         )
         return msg_id, delivery, acked
 
@@ -507,60 +581,25 @@ class MeshClient:
     def _drop_ack(self, msg_id: str) -> None:
         """Forget the ack waiter of ``msg_id`` (AgentBase keeps them)."""
 
-    def _is_durable(self, name: str) -> bool:
-        """True if ``name``'s registry entry is durable (re-read once if not cached so)."""
-        rec = self._peers.get(name)
-        if rec is None or not rec.durable:
-            rec = self.refresh_peers().get(name)
-        return rec is not None and rec.durable
-
     def _unacked_for_send(self) -> Unacked | None:
         """Where messages to durable peers are kept until handled (None: no inbox, sync)."""
         return None
 
+    # The durable sends live in durable_send.py (docs/delivery.md); these are their hooks.
+
+    def _is_durable(self, name: str) -> bool:
+        return durable_send.is_durable(self, name)
+
     def _send_durable(
         self, to: str, frames: list[bytes], msg_id: str, timeout_s: float, sync: bool
     ) -> Delivery:
-        """Send to a durable peer so that its SIGKILL loses nothing (docs/delivery.md)."""
-        data = b"".join(frames)
-        unacked = self._unacked_for_send()
-        if sync or unacked is None:
-            path = self.spool.put(to, data, msg_id)
-            return Delivery.DELIVERED if self._notify_spooled(to, path.name) else Delivery.QUEUED
-        for attempt in (0, 1):
-            unacked.keep(to, msg_id, data)  # before the write: its report may come at once
-            try:
-                self._outbox(to).write_frames(frames, timeout_s)
-                return Delivery.DELIVERED
-            except (AgentOffline, PeerGone, TransportClosed) as exc:
-                unacked.forget(to, msg_id)
-                self._forget(to)
-                # The reader we wrote to is gone: what it had not handled goes to its spool.
-                unacked.move_to_spool(to)
-                if attempt or isinstance(exc, AgentOffline):
-                    break
-            except BaseException:
-                unacked.forget(to, msg_id)
-                raise
-        unacked.move_to_spool(to, (msg_id, data))
-        return Delivery.QUEUED
+        return durable_send.send_durable(self, to, frames, msg_id, timeout_s, sync)
 
     def _notify_spooled(self, to: str, file_name: str = "") -> bool:
-        """Tell ``to`` that its spool has something new; True if it is reading."""
-        try:  # (a cached outbox to a reader that died raises PeerGone: _write reopens it)
-            self._send_control(to, SPOOLED, file_name, min(self.send_timeout_s, 1.0))
-        except MeshError:
-            return False
-        return True
+        return durable_send.notify_spooled(self, to, file_name)
 
     def _queue(self, to: str, frames: list[bytes], msg_id: str) -> None:
-        self.spool.put(to, b"".join(frames), msg_id)
-        # If the agent started reading meanwhile, its start-up drain may have
-        # run before our file existed: tell it to look again. Without a reader
-        # the open fails at once, and the drain at its start will see the file.
-        self._forget(to)
-        with contextlib.suppress(MeshError):
-            self._send_control(to, SPOOLED, "", min(self.send_timeout_s, 1.0))
+        durable_send.queue(self, to, frames, msg_id)
 
     def broadcast_message(
         self,
@@ -580,82 +619,7 @@ class MeshClient:
             MessageTooLarge: the body is over ``max_body_bytes``.
             ValueError: a bad type or priority.
         """
-        self._check_args(priority, msg_type)
-        if msg_type.startswith(CONTROL_PREFIX):
-            raise ValueError(f"message types starting with {CONTROL_PREFIX!r} are reserved")
-        msg_id = self.next_id()
-        sent_ns = time.time_ns()
-        frames, size = self._encode(
-            to="",
-            message=message,
-            priority=priority,
-            msg_type=msg_type,
-            msg_id=msg_id,
-            reply_to="",
-            sent_ns=sent_ns,
-        )
-        binary = None
-        if self.frames == BINARY:  # one more encoding, for the peers that read binary
-            binary, _ = self._encode(
-                to="",
-                message=message,
-                priority=priority,
-                msg_type=msg_type,
-                msg_id=msg_id,
-                reply_to="",
-                sent_ns=sent_ns,
-                kind=BINARY,
-            )
-        result = self._fan_out(frames, timeout_s, msg_id, size, binary)
-        self.sent += 1
-        self.events.message(
-            "frame_sent",
-            sender=self.agent_name,
-            to="",
-            msg_type=msg_type,
-            priority=priority,
-            msg_id=msg_id,
-            body=message,
-            size=size,
-        )
-        for name, error in result.errors.items():
-            self.events.error("send_failed", error, to=name, id=msg_id, type=msg_type)
-        return result
-
-    def _fan_out(
-        self,
-        text: list[bytes],
-        timeout_s: float | None,
-        msg_id: str,
-        size: int = 0,
-        binary: list[bytes] | None = None,
-    ) -> BroadcastResult:
-        timeout = self.send_timeout_s if timeout_s is None else timeout_s
-        result = BroadcastResult(msg_id)
-        for name, rec in list(self._peers.items()):
-            if name == self.agent_name or not (rec.is_active or rec.durable):
-                continue
-            frames = binary if binary is not None and BINARY in rec.frames else text
-            try:
-                if size > rec.max_body_bytes:
-                    self._check_fits(name, size, msg_id)
-                try:
-                    self._write(name, frames, timeout)
-                except (AgentOffline, PeerGone):
-                    if not rec.durable:
-                        raise
-                    self._queue(name, frames, msg_id)
-                    result.outcomes[name] = Delivery.QUEUED
-                    continue
-            except AgentOffline as exc:
-                result.outcomes[name], result.errors[name] = Delivery.OFFLINE, str(exc)
-            except SendTimeout as exc:
-                result.outcomes[name], result.errors[name] = Delivery.TIMEOUT, str(exc)
-            except MeshError as exc:
-                result.outcomes[name], result.errors[name] = Delivery.FAILED, str(exc)
-            else:
-                result.outcomes[name] = Delivery.DELIVERED
-        return result
+        return broadcast.broadcast(self, message, priority, msg_type, timeout_s)
 
     def _send_control(
         self, to: str, msg_type: str, body: str, timeout_s: float, reply_to: str = ""
@@ -689,3 +653,9 @@ class MeshClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _remember_valid(known: set[str], value: str) -> None:
+    if len(known) > 10_000:
+        known.clear()  # bounded: a client sending to endless new names
+    known.add(value)

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pipemesh.codec import AnyFrameDecoder
 from pipemesh.errors import DecodeError, MeshError
 from pipemesh.transport.base import Inbox
-from pipemesh.wire import Message, NeedData, Reassembler
+from pipemesh.wire import Frame, Message, Reassembler
 
 __all__ = ["Router"]
 
@@ -79,6 +79,7 @@ class Router:
         self._report = report
         self._decoder = AnyFrameDecoder(max_frame_body_bytes=max_frame_body_bytes)
         self._assembler = Reassembler(max_body_bytes=max_body_bytes)
+        self._max_body_bytes = max_body_bytes
         self._partial_timeout_s = partial_timeout_s
         self._max_queue = max_queue
         self._heap: list[tuple[int, int, Message, int]] = []
@@ -126,6 +127,8 @@ class Router:
     def _run(self) -> None:
         inbox = self._inbox
         heap = self._heap
+        handle = self._handle
+        heappop = heapq.heappop
         # True when a handler ran since the last read: only then can something have
         # arrived that the heap does not hold yet. Right after a blocking read the
         # extra non-blocking read would almost always fail with EAGAIN, and raising
@@ -150,7 +153,8 @@ class Router:
                     data = inbox.read(0)  # pick up what arrived, so priority is honoured
                     if data:
                         self._consume(data)
-                self._handle_next()
+                _, _, msg, received_ns = heappop(heap)  # _handle_next, inline
+                handle(msg, received_ns)
                 stale = True
             self._drain(drain_s=5.0)
         except MeshError as exc:
@@ -228,54 +232,69 @@ class Router:
 
     def _consume(self, data: bytes) -> None:
         decoder = self._decoder
-        decoder.feed(data)
         now_ns = time.time_ns()
         now = time.monotonic()
-        # Bounded: each round either takes new bytes or marks the boundary.
-        for _ in range(16):
-            self._route_frames(now_ns, now)
-            if not decoder.buffered:
-                break  # the common case: the read ended on a frame boundary
-            more = self._inbox.read(0)
-            if more:
-                decoder.feed(more)
-            else:
-                # Nothing more is readable, so the incomplete frame never will be.
-                decoder.mark_boundary()
+        self._route_items(decoder.decode_all(self._max_body_bytes, data), now_ns, now)
+        if decoder.buffered:  # rare: the read ended inside a frame
+            # Bounded: each round either takes new bytes or marks the boundary.
+            for _ in range(16):
+                more = self._inbox.read(0)
+                if more:
+                    decoder.feed(more)
+                else:
+                    # Nothing more is readable, so the incomplete frame never will be.
+                    decoder.mark_boundary()
+                    self._route_frames(now_ns, now)
+                    break
                 self._route_frames(now_ns, now)
-                break
-        if self._assembler.pending and now - self._last_expire > 1.0:
+                if not decoder.buffered:
+                    break
+        if now - self._last_expire > 1.0 and self._assembler.pending:
             self._last_expire = now
             for expired in self._assembler.expire(now, self._partial_timeout_s):
                 self._report("parts_expired", str(expired), {})
 
     def _route_frames(self, now_ns: int, now: float) -> None:
-        """Decode, reassemble and route every whole frame the decoder holds."""
-        decoder = self._decoder
+        """Decode and route every whole frame the decoder holds."""
+        self._route_items(self._decoder.decode_all(self._max_body_bytes), now_ns, now)
+
+    def _route_items(
+        self, items: list[Message | Frame | DecodeError], now_ns: int, now: float
+    ) -> None:
+        """Route what one decode_all call returned.
+
+        A one-part binary frame arrives as its Message already; text frames and
+        parts go through the reassembler; bad frames arrive as their DecodeError.
+        """
         heap = self._heap
-        # Every frame of one read, then stop: an empty buffer needs no NEED_DATA call.
-        while decoder.buffered:
-            try:
-                frame = decoder.next_frame()
-            except DecodeError as exc:
+        route = self._route
+        for item in items:
+            if item.__class__ is Message:
+                msg = item
+            elif isinstance(item, DecodeError):
                 self.rejected += 1
                 self._report(
-                    "frame_rejected", str(exc), {"offset": exc.offset, "skipped": exc.skipped}
+                    "frame_rejected", str(item), {"offset": item.offset, "skipped": item.skipped}
                 )
                 continue
-            if isinstance(frame, NeedData):
-                break
+            else:
+                frame: Frame = item  # type: ignore[assignment]  # the only other kind
+                try:
+                    whole = self._assembler.add(frame, now)
+                except DecodeError as exc:
+                    self.frames += 1
+                    self.rejected += 1
+                    self._report(
+                        "message_rejected", str(exc), {"from": frame.sender, "id": frame.id}
+                    )
+                    continue
+                if whole is None:
+                    self.frames += 1
+                    continue
+                msg = whole
             self.frames += 1
             try:
-                msg = self._assembler.add(frame, now)
-            except DecodeError as exc:
-                self.rejected += 1
-                self._report("message_rejected", str(exc), {"from": frame.sender, "id": frame.id})
-                continue
-            if msg is None:
-                continue
-            try:
-                if self._route(msg, now_ns):
+                if route(msg, now_ns):
                     heapq.heappush(heap, (-msg.priority, next(self._seq), msg, now_ns))
             except Exception as exc:  # a routing bug must not kill the router
                 self._report(

@@ -219,7 +219,7 @@ class FifoOutbox:
         # One message's parts go out together: the lock keeps a concurrent
         # close() from freeing the fd under us (parts may interleave with
         # other processes' parts anyway; the reader reassembles by ID).
-        if not self._lock.acquire(timeout=max(timeout_s, 0.0)):
+        if not self._lock.acquire(True, max(timeout_s, 0.0)):  # positional: no keyword parse
             raise SendTimeout(
                 f"another thread kept the pipe to {self.name} busy for {timeout_s:g}s",
                 agent_id=self.name,
