@@ -172,7 +172,7 @@ def encode_binary(frame: Frame) -> bytes:
     wire._check_frame(frame)
     if frame.sent_ns > MAX_TS:
         raise EncodeError(f"TS must be at most 2**63-1 in a binary frame, got {frame.sent_ns}")
-    fields = (
+    fields: tuple[object, ...] = (
         frame.sender,
         frame.to,
         int(frame.priority),

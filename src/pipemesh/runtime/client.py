@@ -11,11 +11,13 @@ for a durable recipient keeps them until handled or queues them in its spool
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Final, Self
 
@@ -40,6 +42,7 @@ from pipemesh.registry import (
     Registry,
     pid_alive,
 )
+from pipemesh.runtime import bodies
 from pipemesh.runtime.durable import Unacked
 from pipemesh.runtime.outbox import DEFAULT_MAX_OPEN, OutboxCache
 from pipemesh.runtime.send import (
@@ -54,6 +57,7 @@ from pipemesh.runtime.send import (
 from pipemesh.spool import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Spool
 from pipemesh.transport import platform_transport
 from pipemesh.transport.base import Outbox, Transport
+from pipemesh.transport.fifo import FifoTransport
 from pipemesh.wire import (
     MAX_BODY_BYTES,
     is_valid_id,
@@ -138,6 +142,14 @@ class MeshClient:
         self._unacked_lock = threading.Lock()  # makes _unacked once, from any sending thread
         self._valid: set[str] = {agent_name}  # names and types already validated
         self.sent = 0
+        # Large bodies: a body file in the home and one small frame, to peers that take
+        # them, on FIFOs only (a Windows pipe message has no size limit): runtime/bodies.py.
+        self._bodies: bodies.BodyStore | None = (
+            bodies.BodyStore(self.home.bodies_dir)
+            if isinstance(self.transport, FifoTransport)
+            else None
+        )
+        self.body_file_min_bytes = bodies.DEFAULT_MIN_BYTES
 
     # -- peers --
 
@@ -229,6 +241,11 @@ class MeshClient:
                 if rec is None:  # a name not yet known: one registry read, as _check_fits does
                     rec = self.refresh_peers().get(to)
             kind = BINARY if rec is not None and BINARY in rec.frames else TEXT
+        if len(body) >= self.body_file_min_bytes and to and self._bodies is not None:
+            # -- hook: large body -> body file reference (runtime/bodies.py) --
+            ref = self._body_ref(kind, to, body, msg_id, priority, msg_type, sent_ns, reply_to, ack)
+            if ref is not None:
+                return ref, len(body)
         try:
             frames = codec.encode_message(
                 kind,
@@ -247,6 +264,89 @@ class MeshClient:
         except EncodeError as exc:
             raise ValueError(str(exc)) from None
         return frames, len(body)
+
+    def _body_ref(
+        self,
+        kind: FrameKind,
+        to: str,
+        body: bytes,
+        msg_id: str,
+        priority: int,
+        msg_type: str,
+        sent_ns: int,
+        reply_to: str,
+        ack: bool,
+    ) -> bodies.BodyRef | None:
+        """The body file reference for ``to`` if it takes body files, else None."""
+        rec = self._peers.get(to)
+        if rec is None:
+            rec = self.refresh_peers().get(to)
+        if to and (rec is None or bodies.CAPABILITY not in rec.frames):
+            return None
+        make_inline = functools.partial(
+            codec.encode_message,
+            kind,
+            self.agent_name,
+            to,
+            body,
+            msg_id=msg_id,
+            priority=priority,
+            msg_type=msg_type,
+            sent_ns=sent_ns,
+            reply_to=reply_to,
+            max_frame_bytes=self.transport.max_frame_bytes,
+            check=False,
+            ack=ack,
+        )
+        try:
+            return bodies.reference(
+                kind,
+                self.agent_name,
+                to,
+                body,
+                msg_id=msg_id,
+                priority=priority,
+                msg_type=msg_type,
+                sent_ns=sent_ns,
+                reply_to=reply_to,
+                ack=ack,
+                make_inline=make_inline,
+            )
+        except EncodeError as exc:
+            raise ValueError(str(exc)) from None
+
+    def _write_body(
+        self,
+        to: str,
+        ref: bodies.BodyRef,
+        timeout_s: float,
+        write: Callable[[str, list[bytes], float], None],
+    ) -> None:
+        """Write ``ref``'s body file for ``to``, then the frame with ``write``.
+
+        A file that cannot be written means ``PART`` frames instead (reported
+        ``body_file_failed``); a frame that cannot be written removes the file.
+        """
+        store = self._bodies
+        try:
+            if store is None:  # (a BodyRef is only made with a store)
+                raise OSError("this transport takes no body files")
+            path = store.put(to, ref)
+        except OSError as exc:
+            self.events.error(
+                "body_file_failed",
+                f"cannot write the body file of {ref.msg_id} for {to} "
+                f"({exc.strerror or exc}); sent as {len(ref.body)} bytes of PART frames instead",
+                to=to,
+                id=ref.msg_id,
+            )
+            write(to, ref.inline(), timeout_s)
+            return
+        try:
+            write(to, list(ref), timeout_s)
+        except BaseException:
+            store.discard(path)
+            raise
 
     def _check_args(self, priority: int, msg_type: str) -> None:
         if self._closed:
@@ -276,6 +376,9 @@ class MeshClient:
         self._valid.add(value)
 
     def _write(self, to: str, frames: list[bytes], timeout_s: float) -> None:
+        if type(frames) is bodies.BodyRef:  # hook: the body goes in a body file first
+            self._write_body(to, frames, timeout_s, self._write)
+            return
         outbox = self._outbox(to)
         try:
             outbox.write_frames(frames, timeout_s)
@@ -522,7 +625,7 @@ class MeshClient:
         self, to: str, frames: list[bytes], msg_id: str, timeout_s: float, sync: bool
     ) -> Delivery:
         """Send to a durable peer so that its SIGKILL loses nothing (docs/delivery.md)."""
-        data = b"".join(frames)
+        data = b"".join(bodies.inline(frames))  # hook: a kept copy carries its body
         unacked = self._unacked_for_send()
         if sync or unacked is None:
             path = self.spool.put(to, data, msg_id)
@@ -530,7 +633,10 @@ class MeshClient:
         for attempt in (0, 1):
             unacked.keep(to, msg_id, data)  # before the write: its report may come at once
             try:
-                self._outbox(to).write_frames(frames, timeout_s)
+                if type(frames) is bodies.BodyRef:  # hook: the body goes in a body file first
+                    self._write_body(to, frames, timeout_s, self._write_once)
+                else:
+                    self._outbox(to).write_frames(frames, timeout_s)
                 return Delivery.DELIVERED
             except (AgentOffline, PeerGone, TransportClosed) as exc:
                 unacked.forget(to, msg_id)
@@ -545,6 +651,9 @@ class MeshClient:
         unacked.move_to_spool(to, (msg_id, data))
         return Delivery.QUEUED
 
+    def _write_once(self, to: str, frames: list[bytes], timeout_s: float) -> None:
+        self._outbox(to).write_frames(frames, timeout_s)
+
     def _notify_spooled(self, to: str, file_name: str = "") -> bool:
         """Tell ``to`` that its spool has something new; True if it is reading."""
         try:  # (a cached outbox to a reader that died raises PeerGone: _write reopens it)
@@ -554,7 +663,7 @@ class MeshClient:
         return True
 
     def _queue(self, to: str, frames: list[bytes], msg_id: str) -> None:
-        self.spool.put(to, b"".join(frames), msg_id)
+        self.spool.put(to, b"".join(bodies.inline(frames)), msg_id)  # hook: never a reference
         # If the agent started reading meanwhile, its start-up drain may have
         # run before our file existed: tell it to look again. Without a reader
         # the open fails at once, and the drain at its start will see the file.
@@ -606,7 +715,31 @@ class MeshClient:
                 sent_ns=sent_ns,
                 kind=BINARY,
             )
-        result = self._fan_out(frames, timeout_s, msg_id, size, binary)
+        refs = None
+        if size >= self.body_file_min_bytes and self._bodies is not None:
+            # -- hook: one body file per receiver that takes them (runtime/bodies.py) --
+            body = message.encode("utf-8")
+            kinds: tuple[tuple[FrameKind, list[bytes]], ...] = (
+                (TEXT, frames),
+                (BINARY, binary or frames),
+            )
+            refs = {
+                kind: bodies.reference(
+                    kind,
+                    self.agent_name,
+                    "",
+                    body,
+                    msg_id=msg_id,
+                    priority=priority,
+                    msg_type=msg_type,
+                    sent_ns=sent_ns,
+                    reply_to="",
+                    ack=False,
+                    make_inline=functools.partial(list, inline_frames),
+                )
+                for kind, inline_frames in kinds
+            }
+        result = self._fan_out(frames, timeout_s, msg_id, size, binary, refs)
         self.sent += 1
         self.events.message(
             "frame_sent",
@@ -629,6 +762,7 @@ class MeshClient:
         msg_id: str,
         size: int = 0,
         binary: list[bytes] | None = None,
+        refs: dict[FrameKind, bodies.BodyRef] | None = None,
     ) -> BroadcastResult:
         timeout = self.send_timeout_s if timeout_s is None else timeout_s
         result = BroadcastResult(msg_id)
@@ -636,6 +770,8 @@ class MeshClient:
             if name == self.agent_name or not (rec.is_active or rec.durable):
                 continue
             frames = binary if binary is not None and BINARY in rec.frames else text
+            if refs is not None and bodies.CAPABILITY in rec.frames:  # hook: body file
+                frames = refs[BINARY if frames is binary else TEXT]
             try:
                 if size > rec.max_body_bytes:
                     self._check_fits(name, size, msg_id)

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pipemesh.codec import AnyFrameDecoder
 from pipemesh.errors import DecodeError, MeshError
 from pipemesh.transport.base import Inbox
-from pipemesh.wire import Message, NeedData, Reassembler
+from pipemesh.wire import Frame, Message, NeedData, Reassembler
 
 __all__ = ["Router"]
 
@@ -56,6 +56,9 @@ class Router:
         max_queue: messages held for the handler before reading pauses.
         partial_timeout_s: parts of a message older than this are dropped.
         on_exit: called on the router thread when it ends, for whatever reason.
+        take_body: reads the body file a ``FILE`` frame refers to and returns the
+            whole message, or raises DecodeError (runtime/bodies.py); None: such
+            frames are rejected.
     """
 
     def __init__(
@@ -71,8 +74,10 @@ class Router:
         partial_timeout_s: float = 30.0,
         name: str = "router",
         on_exit: Callable[[], None] = lambda: None,
+        take_body: Callable[[Frame], Message] | None = None,
     ) -> None:
         self._on_exit = on_exit
+        self._take_body = take_body
         self._inbox = inbox
         self._route = route
         self._handle = handle
@@ -267,7 +272,11 @@ class Router:
                 break
             self.frames += 1
             try:
-                msg = self._assembler.add(frame, now)
+                msg: Message | None
+                if frame.file_bytes and self._take_body is not None:  # hook: body file
+                    msg = self._take_body(frame)
+                else:
+                    msg = self._assembler.add(frame, now)
             except DecodeError as exc:
                 self.rejected += 1
                 self._report("message_rejected", str(exc), {"from": frame.sender, "id": frame.id})
