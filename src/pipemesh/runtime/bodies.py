@@ -60,12 +60,12 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 from pipemesh import _platform, codec
 from pipemesh.codec import FrameKind
 from pipemesh.errors import DecodeError
-from pipemesh.wire import Frame, Message
+from pipemesh.wire import Frame, Message, is_valid_name
 
 __all__ = [
     "CAPABILITY",
@@ -166,7 +166,7 @@ class BodyStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._uid = os.getuid()
+        self._uid = _platform.current_uid()  # None on Windows, where no store is made
         self._grabs = itertools.count()  # unique names for recycled files this process takes
         self._buf = bytearray()  # the reader's buffer (router thread only), reused
 
@@ -353,12 +353,39 @@ class BodyStore:
                 removed += 1
         return removed
 
-    def receivers(self) -> list[str]:
-        """Names that have a body directory (for ``pipemesh gc``)."""
+    def sweep_unowned(self, try_name: Callable[[str], _Releasable | None]) -> dict[str, int]:
+        """``pipemesh gc``: empty and remove the body directories of names nobody holds.
+
+        Args:
+            try_name: takes a name's lock if no live agent holds it (never waits),
+                else returns None (``Registry._try_name``).
+
+        Returns:
+            receiver name -> body files removed, for the directories removed.
+        """
+        removed: dict[str, int] = {}
         try:
-            return sorted(os.listdir(self.root))
+            names = sorted(os.listdir(self.root))
         except OSError:
-            return []
+            return removed
+        for name in names:
+            if not is_valid_name(name):
+                continue
+            lock = try_name(name)
+            if lock is None:
+                continue  # a live agent reads (or is about to read) this directory
+            try:
+                count = self.sweep(name)
+                with contextlib.suppress(OSError):
+                    os.rmdir(self.root / name)
+                removed[name] = count
+            finally:
+                lock.release()
+        return removed
+
+
+class _Releasable(Protocol):
+    def release(self) -> None: ...
 
 
 def _read_into(fd: int, buf: bytearray, size: int) -> int:
