@@ -239,8 +239,8 @@ class BodyStore:
 
     @staticmethod
     def discard(path: Path) -> None:
-        """Remove a body file that will not be read (a failed send)."""
-        with contextlib.suppress(FileNotFoundError):
+        """Remove a body file that will not be read (a directory or a vanished file stays)."""
+        with contextlib.suppress(OSError):
             os.unlink(path)
 
     # -- receiver --
@@ -266,7 +266,7 @@ class BodyStore:
             self.discard(path)
             raise DecodeError(
                 f"{what} has a body file of {size} bytes, limit is {max_body_bytes}; "
-                "file removed, message dropped"
+                "message dropped"
             )
         try:
             fd = os.open(path, _READ_FLAGS)
@@ -279,7 +279,7 @@ class BodyStore:
             self.discard(path)
             raise DecodeError(
                 f"{what}: its body file {path} cannot be opened without following a link "
-                f"({exc.strerror}); removed, message dropped"
+                f"({exc.strerror}); message dropped"
             ) from None
         try:
             st = os.fstat(fd)
@@ -294,15 +294,18 @@ class BodyStore:
                 problem = f"holds {st.st_size} bytes, the frame says FILE:{size}"
             if problem:
                 self.discard(path)
-                raise DecodeError(
-                    f"{what}: its body file {path} {problem}; removed, message dropped"
-                )
+                raise DecodeError(f"{what}: its body file {path} {problem}; message dropped")
             if size <= RECYCLE_MAX_BYTES:
                 if len(self._buf) < size:
                     self._buf = bytearray(size)
                 data: bytes | memoryview = memoryview(self._buf)[: _read_into(fd, self._buf, size)]
             else:
                 data = _read_all(fd, size)
+        except OSError as exc:
+            self.discard(path)
+            raise DecodeError(
+                f"{what}: its body file {path} cannot be read ({exc.strerror}); message dropped"
+            ) from None
         finally:
             os.close(fd)
         if len(data) == size and size <= RECYCLE_MAX_BYTES:
