@@ -246,3 +246,16 @@ def test_threshold_and_off_switch(mesh_home: Path) -> None:
         assert rx.receive(30).body == "p" * 200  # type: ignore[union-attr]
         assert rx._router.frames - before == 1
         assert errors_of(mesh_home, "message_rejected") == []
+
+
+def test_recycled_files_stay_within_the_budget(mesh_home: Path) -> None:
+    """Six senders of 1 MiB: the receiver keeps at most RECYCLE_BUDGET_BYTES of used files."""
+    size = bodies.RECYCLE_MAX_BYTES
+    with AgentBase("rx", home=mesh_home, heartbeat_s=0, log_messages=False) as rx:
+        for k in range(6):
+            with MeshClient(f"s{k}", home=mesh_home, log_messages=False) as client:
+                client.send_message("rx", str(k) * size)
+            assert rx.receive(30).body == str(k) * size  # type: ignore[union-attr]
+        kept = [n for n in os.listdir(mesh_home / "bodies" / "rx") if n.startswith(".free-")]
+        assert len(kept) * size <= bodies.RECYCLE_BUDGET_BYTES
+        assert sorted(kept) == [f".free-s{k}" for k in range(6 - len(kept), 6)]  # the newest

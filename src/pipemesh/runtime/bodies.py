@@ -39,7 +39,10 @@ instead of unlinking it, and that sender's next body file to it reuses the
 file (one atomic rename to its message's name, so one taker only; never over
 an unread body file of the same name): overwriting pages that exist costs no
 allocation. The reader checks a reused file exactly as a fresh one. At most one such file is
-kept per (receiver, sender); sweeps remove them with the rest.
+kept per (receiver, sender), of at most :data:`RECYCLE_MAX_BYTES`, and at most
+:data:`RECYCLE_BUDGET_BYTES` per receiver (it removes its least recently
+used ones past that; it counts a file a sender took meanwhile too, so it
+never keeps more); sweeps remove them with the rest.
 
 Sweeps, so a SIGKILL leaks nothing for long: an agent removes every file in
 its own ``bodies/<name>/`` when it starts (holding its name lock, before it is
@@ -58,6 +61,7 @@ import errno
 import itertools
 import os
 import stat
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Protocol
@@ -78,11 +82,14 @@ __all__ = [
 CAPABILITY: Final = "file"
 """What a registry record's ``frames`` lists when its agent takes body files."""
 
-DEFAULT_MIN_BYTES: Final = 16 * 1024
+DEFAULT_MIN_BYTES: Final = 48 * 1024
 """Smallest body sent as a body file (see BENCHMARKS.md, "large bodies")."""
 
-RECYCLE_MAX_BYTES: Final = 2 * 1024 * 1024
+RECYCLE_MAX_BYTES: Final = 1024 * 1024
 """Largest body file kept for reuse (``.free-<sender>``): see "Recycling" in the docstring."""
+
+RECYCLE_BUDGET_BYTES: Final = 4 * 1024 * 1024
+"""Bytes of recycled files one receiver keeps at most (the least recently used go first)."""
 
 _NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
 _REUSE_FLAGS: Final = os.O_WRONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | _platform.O_CLOEXEC
@@ -169,6 +176,8 @@ class BodyStore:
         self._uid = _platform.current_uid()  # None on Windows, where no store is made
         self._grabs = itertools.count()  # unique names for recycled files this process takes
         self._buf = bytearray()  # the reader's buffer (router thread only), reused
+        self._free: OrderedDict[str, int] = OrderedDict()  # reader: sender -> recycled bytes
+        self._free_bytes = 0
 
     def path(self, receiver: str, sender: str, msg_id: str) -> Path:
         """Where the body of ``msg_id`` from ``sender`` to ``receiver`` is kept."""
@@ -309,10 +318,7 @@ class BodyStore:
         finally:
             os.close(fd)
         if len(data) == size and size <= RECYCLE_MAX_BYTES:
-            try:  # keep its pages for this sender's next body file (see "Recycling")
-                os.rename(path, path.parent / f".free-{frame.sender}")
-            except OSError:
-                self.discard(path)
+            self._recycle(path, frame.sender, size)
         else:
             self.discard(path)
         if len(data) != size:
@@ -337,6 +343,20 @@ class BodyStore:
             frame.reply_to,
             frame.ack,
         )
+
+    def _recycle(self, path: Path, sender: str, size: int) -> None:
+        """Keep a read body file as ``.free-<sender>``, within the budget (see "Recycling")."""
+        try:
+            os.rename(path, path.parent / f".free-{sender}")  # replaces an older one
+        except OSError:
+            self.discard(path)
+            return
+        self._free_bytes += size - self._free.pop(sender, 0)
+        self._free[sender] = size
+        while self._free_bytes > RECYCLE_BUDGET_BYTES:
+            oldest, kept = self._free.popitem(last=False)
+            self._free_bytes -= kept
+            self.discard(path.parent / f".free-{oldest}")
 
     def sweep(self, receiver: str) -> int:
         """Remove every body file addressed to ``receiver``; return how many.
