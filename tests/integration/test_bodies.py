@@ -11,11 +11,12 @@ import hashlib
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
 
-from pipemesh import AgentBase, MeshClient
+from pipemesh import AgentBase, MeshClient, Message, SendTimeout
 from pipemesh.runtime import bodies
 from tests.conftest import Spawner, run_cli, wait_for
 
@@ -259,3 +260,49 @@ def test_recycled_files_stay_within_the_budget(mesh_home: Path) -> None:
         kept = [n for n in os.listdir(mesh_home / "bodies" / "rx") if n.startswith(".free-")]
         assert len(kept) * size <= bodies.RECYCLE_BUDGET_BYTES
         assert sorted(kept) == [f".free-s{k}" for k in range(6 - len(kept), 6)]  # the newest
+
+
+class Gated(AgentBase):
+    """Blocks in its handler (so its router reads nothing) until ``gate`` is set."""
+
+    def __init__(self, *args: object, **kw: object) -> None:
+        self.gate = threading.Event()
+        self.got: list[str] = []
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+
+    def on_message_received(self, msg: Message) -> None:
+        self.gate.wait(60)
+        self.got.append(msg.id)
+
+
+def test_stalled_reader_collects_few_body_files(mesh_home: Path) -> None:
+    """A reader that stops reading: past a few unread body files, senders use PART frames."""
+    with (
+        Gated("rx", home=mesh_home, heartbeat_s=0, log_messages=False) as rx,
+        AgentBase("tx", home=mesh_home, heartbeat_s=0, log_messages=False) as tx,
+    ):
+        tx.send_message("rx", "stall")  # the router blocks in its handler from here on
+        sent: list[str] = []
+
+        def flood() -> None:
+            for i in range(500):
+                sent.append(tx.send_message("rx", f"{i:05d}" + "w" * BIG, timeout_s=0.5))
+
+        with pytest.raises(SendTimeout):
+            flood()
+        ref, _ = tx._encode(
+            to="rx",
+            message="w" * BIG,
+            priority=1,
+            msg_type="response",
+            msg_id=sent[-1],
+            reply_to="",
+            sent_ns=1,
+        )
+        waiting = body_files(mesh_home, "rx")
+        assert len(waiting) <= bodies.MAX_UNREAD_BYTES // len(ref[0]) + 1
+        assert len(sent) > len(waiting)  # the rest went as PART frames and filled the pipe
+        rx.gate.set()
+        wait_for(lambda: len(rx.got) == len(sent) + 1, timeout_s=60)
+        assert rx.got[1:] == sent
+        wait_for(lambda: body_files(mesh_home, "rx") == [], timeout_s=10)

@@ -44,6 +44,14 @@ kept per (receiver, sender), of at most :data:`RECYCLE_MAX_BYTES`, and at most
 used ones past that; it counts a file a sender took meanwhile too, so it
 never keeps more); sweeps remove them with the rest.
 
+Backlog: a reader that stops reading would otherwise collect one body file
+per send (its pipe fills with small reference frames only after thousands),
+so a sender writes a body file only while the recipient's pipe holds at most
+:data:`MAX_UNREAD_BYTES` unread bytes (``FIONREAD``); past that it writes
+``PART`` frames, which wait for room in the pipe like any message. Unread
+body files per receiver therefore stay at ``MAX_UNREAD_BYTES`` / (the size of
+one reference frame, 50-200 bytes) plus one per concurrent sender.
+
 Sweeps, so a SIGKILL leaks nothing for long: an agent removes every file in
 its own ``bodies/<name>/`` when it starts (holding its name lock, before it is
 registered, so no sender can address it yet) and after its router stopped on
@@ -84,6 +92,10 @@ CAPABILITY: Final = "file"
 
 DEFAULT_MIN_BYTES: Final = 48 * 1024
 """Smallest body sent as a body file (see BENCHMARKS.md, "large bodies")."""
+
+MAX_UNREAD_BYTES: Final = 1024
+"""A sender writes a body file only while the recipient's pipe holds at most this many
+unread bytes (5-20 reference frames of 50-200 bytes); past it, PART frames (see "Backlog")."""
 
 RECYCLE_MAX_BYTES: Final = 1024 * 1024
 """Largest body file kept for reuse (``.free-<sender>``): see "Recycling" in the docstring."""

@@ -57,7 +57,7 @@ from pipemesh.runtime.send import (
 from pipemesh.spool import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Spool
 from pipemesh.transport import platform_transport
 from pipemesh.transport.base import Outbox, Transport
-from pipemesh.transport.fifo import FifoTransport
+from pipemesh.transport.fifo import FifoOutbox, FifoTransport
 from pipemesh.wire import (
     MAX_BODY_BYTES,
     is_valid_id,
@@ -66,6 +66,7 @@ from pipemesh.wire import (
 )
 
 __all__ = ["MeshClient"]
+
 
 _PRIORITIES: Final = frozenset((0, 1, 2, 3))
 
@@ -328,9 +329,15 @@ class MeshClient:
         ``body_file_failed``); a frame that cannot be written removes the file.
         """
         store = self._bodies
+        outbox = self._outbox(to)
+        if store is None or (
+            isinstance(outbox, FifoOutbox) and outbox.unread_bytes() > bodies.MAX_UNREAD_BYTES
+        ):
+            # Its reader is behind: PART frames wait for room in the pipe, so unread body
+            # files stay few (a stalled reader could otherwise collect one per send).
+            write(to, ref.inline(), timeout_s)
+            return
         try:
-            if store is None:  # (a BodyRef is only made with a store)
-                raise OSError("this transport takes no body files")
             path = store.put(to, ref)
         except OSError as exc:
             self.events.error(
