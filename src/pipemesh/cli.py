@@ -730,10 +730,10 @@ def gc(state: _State) -> None:
     removed, and a live agent's removed pipe is put back. Safe while agents
     join and leave: nothing of a live agent is ever removed.
     """
-    report = state.registry().repair()
+    registry = state.registry()
+    report = registry.repair()
     removed = report.removed
     # Body files addressed to agents that are gone (runtime/bodies.py): nobody reads them.
-    registry = state.registry()
     bodies_removed = BodyStore(state.home().bodies_dir).sweep_unowned(registry._try_name)
     if state.as_json:
         _print_json(

@@ -67,7 +67,6 @@ from pipemesh.wire import (
 
 __all__ = ["MeshClient"]
 
-
 _PRIORITIES: Final = frozenset((0, 1, 2, 3))
 
 
@@ -282,7 +281,7 @@ class MeshClient:
         rec = self._peers.get(to)
         if rec is None:
             rec = self.refresh_peers().get(to)
-        if to and (rec is None or bodies.CAPABILITY not in rec.frames):
+        if rec is None or bodies.CAPABILITY not in rec.frames:
             return None
         make_inline = functools.partial(
             codec.encode_message,
