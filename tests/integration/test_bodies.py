@@ -93,7 +93,7 @@ def test_body_file_is_private_and_in_the_expected_place(mesh_home: Path) -> None
         )
         assert isinstance(ref, bodies.BodyRef)
         assert tx._bodies is not None
-        path = tx._bodies.put("rx", ref)
+        path = Path(tx._bodies.put("rx", ref))
         assert path == mesh_home / "bodies" / "rx" / "tx.m-1"
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
         assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700

@@ -185,33 +185,35 @@ class BodyStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._root = str(root)  # paths are built as text: pathlib costs microseconds a join
         self._uid = _platform.current_uid()  # None on Windows, where no store is made
         self._grabs = itertools.count()  # unique names for recycled files this process takes
         self._buf = bytearray()  # the reader's buffer (router thread only), reused
         self._free: OrderedDict[str, int] = OrderedDict()  # reader: sender -> recycled bytes
         self._free_bytes = 0
 
-    def path(self, receiver: str, sender: str, msg_id: str) -> Path:
+    def path(self, receiver: str, sender: str, msg_id: str) -> str:
         """Where the body of ``msg_id`` from ``sender`` to ``receiver`` is kept."""
-        return self.root / receiver / f"{sender}.{msg_id}"
+        return f"{self._root}/{receiver}/{sender}.{msg_id}"
 
     # -- sender --
 
-    def put(self, receiver: str, ref: BodyRef) -> Path:
+    def put(self, receiver: str, ref: BodyRef) -> str:
         """Write ``ref``'s body to ``receiver``'s body file; return its path.
 
         Raises:
             OSError: the file cannot be written (disk full, it exists already,
                 the directory is not a private directory of ours); nothing is left.
         """
-        path = self.path(receiver, ref.sender, ref.msg_id)
-        fd = self._reuse(path, ref.sender)
+        directory = f"{self._root}/{receiver}"
+        path = f"{directory}/{ref.sender}.{ref.msg_id}"
+        fd = self._reuse(path, directory, ref.sender)
         reused = fd >= 0
         if not reused:
             try:
                 fd = os.open(path, _WRITE_FLAGS, 0o600)
             except FileNotFoundError:
-                self._make_dir(path.parent)
+                self._make_dir(directory)
                 fd = os.open(path, _WRITE_FLAGS, 0o600)
         try:
             view = memoryview(ref.body)
@@ -229,12 +231,12 @@ class BodyStore:
         os.close(fd)
         return path
 
-    def _reuse(self, path: Path, sender: str) -> int:
+    def _reuse(self, path: str, directory: str, sender: str) -> int:
         """Take ``sender``'s recycled file in ``path``'s directory as ``path``; its fd or -1."""
         if os.path.lexists(path):
             return -1  # an unread body file of the same ID (a retry): O_EXCL decides
         try:
-            os.rename(path.parent / f".free-{sender}", path)  # atomic: one taker only
+            os.rename(f"{directory}/.free-{sender}", path)  # atomic: one taker only
         except OSError:
             return -1  # none (or no directory yet): a fresh file
         try:
@@ -243,7 +245,7 @@ class BodyStore:
             self.discard(path)
             return -1
 
-    def _make_dir(self, directory: Path) -> None:
+    def _make_dir(self, directory: str) -> None:
         with contextlib.suppress(FileExistsError):
             os.mkdir(directory, 0o700)  # 0700 & ~umask is never wider
         st = os.lstat(directory)
@@ -259,7 +261,7 @@ class BodyStore:
             )
 
     @staticmethod
-    def discard(path: Path) -> None:
+    def discard(path: str | Path) -> None:
         """Remove a body file that will not be read (a directory or a vanished file stays)."""
         with contextlib.suppress(OSError):
             os.unlink(path)
@@ -281,7 +283,8 @@ class BodyStore:
                 f"{what} refers to a body file but is addressed to {frame.to}, not {receiver}; "
                 "message dropped"
             )
-        path = self.path(receiver, frame.sender, frame.id)
+        directory = f"{self._root}/{receiver}"
+        path = f"{directory}/{frame.sender}.{frame.id}"
         size = frame.file_bytes
         if size > max_body_bytes:
             self.discard(path)
@@ -330,7 +333,7 @@ class BodyStore:
         finally:
             os.close(fd)
         if len(data) == size and size <= RECYCLE_MAX_BYTES:
-            self._recycle(path, frame.sender, size)
+            self._recycle(path, directory, frame.sender, size)
         else:
             self.discard(path)
         if len(data) != size:
@@ -356,10 +359,10 @@ class BodyStore:
             frame.ack,
         )
 
-    def _recycle(self, path: Path, sender: str, size: int) -> None:
+    def _recycle(self, path: str, directory: str, sender: str, size: int) -> None:
         """Keep a read body file as ``.free-<sender>``, within the budget (see "Recycling")."""
         try:
-            os.rename(path, path.parent / f".free-{sender}")  # replaces an older one
+            os.rename(path, f"{directory}/.free-{sender}")  # replaces an older one
         except OSError:
             self.discard(path)
             return
@@ -368,7 +371,7 @@ class BodyStore:
         while self._free_bytes > RECYCLE_BUDGET_BYTES:
             oldest, kept = self._free.popitem(last=False)
             self._free_bytes -= kept
-            self.discard(path.parent / f".free-{oldest}")
+            self.discard(f"{directory}/.free-{oldest}")
 
     def sweep(self, receiver: str) -> int:
         """Remove every body file addressed to ``receiver``; return how many.
