@@ -43,6 +43,7 @@ from pipemesh.observe import (
 )
 from pipemesh.registry import NO_PIPE, AgentRecord, Registry
 from pipemesh.runtime.agent import DEFAULT_MSG_TYPE, AgentBase, Delivery, MeshClient
+from pipemesh.runtime.bodies import BodyStore
 from pipemesh.wire import Message, is_valid_name
 
 __all__ = ["cli", "main"]
@@ -729,8 +730,11 @@ def gc(state: _State) -> None:
     removed, and a live agent's removed pipe is put back. Safe while agents
     join and leave: nothing of a live agent is ever removed.
     """
-    report = state.registry().repair()
+    registry = state.registry()
+    report = registry.repair()
     removed = report.removed
+    # Body files addressed to agents that are gone (runtime/bodies.py): nobody reads them.
+    bodies_removed = BodyStore(state.home().bodies_dir).sweep_unowned(registry._try_name)
     if state.as_json:
         _print_json(
             {
@@ -741,6 +745,7 @@ def gc(state: _State) -> None:
                 "no_pipe": report.no_pipe,
                 "skipped": report.skipped,
                 "moved_aside": str(report.moved_aside) if report.moved_aside else None,
+                "body_files_removed": bodies_removed,
             }
         )
         return
@@ -755,6 +760,11 @@ def gc(state: _State) -> None:
         lines.append("removed: " + ", ".join(f"{r.name} (pid {r.pid})" for r in removed))
     if report.pipes_removed:
         lines.append("removed orphan pipes of: " + ", ".join(report.pipes_removed))
+    if any(bodies_removed.values()):
+        lines.append(
+            "removed body files of agents that are gone: "
+            + ", ".join(f"{n} ({c})" for n, c in bodies_removed.items() if c)
+        )
     if report.pipes_restored:
         lines.append("put back the pipe of: " + ", ".join(report.pipes_restored))
     if report.no_pipe:

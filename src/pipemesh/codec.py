@@ -8,11 +8,15 @@ speed"). A binary frame is::
     LEN           4 bytes, big-endian: length of the payload that follows
     payload       one MessagePack array:
                   [from, to, priority, type, id, ts, re, ack, part, parts, body]
+                  or, for a body kept in a body file, 12 elements:
+                  [..., parts, b"", file_bytes]
 
 ``from``/``to``/``type``/``id``/``re`` are strings under the text frame's rules
 (``to`` and ``re`` may be empty), ``priority`` 0..3, ``ts`` nanoseconds,
 ``ack`` a bool, ``part``/``parts`` the ``PART i/n`` of a multi-part message
 (1/1 for a whole one) and ``body`` a MessagePack ``bin`` of this part's bytes.
+An optional 12th element ``file_bytes`` (the text frame's ``FILE``) says the
+body is in a body file of that size, not in the frame (docs/frames.md).
 ``LEN`` is capped at ``max_frame_body_bytes + max_header_bytes`` of the
 decoder, and the decoded body at ``max_frame_body_bytes``: the text limits.
 Trailing array elements a later version appends are ignored.
@@ -56,6 +60,7 @@ __all__ = [
     "AnyFrameDecoder",
     "FrameKind",
     "encode_binary",
+    "encode_frame",
     "encode_message",
     "encode_whole",
 ]
@@ -95,6 +100,7 @@ class _Payload(msgspec.Struct, array_like=True, frozen=True, gc=False):
     part: _Part
     parts: _Part
     body: bytes
+    file_bytes: _Ts = 0
 
 
 _KNOWN_MAX: Final = 4096
@@ -130,6 +136,8 @@ def _invalid(p: _Payload) -> str:
         return f"RE {p.reply_to!r} is not a valid message id"
     if p.part > p.parts:
         return f"PART {p.part}/{p.parts} is not i/n with 1 <= i <= n"
+    if p.file_bytes and (p.body or p.parts != 1):
+        return f"FILE {p.file_bytes} comes with a body of {len(p.body)} bytes or parts"
     return ""
 
 
@@ -142,7 +150,7 @@ def _named(error: str) -> str:
     index = where.removesuffix("]`")
     if not sep or not index.isdigit():
         return error
-    names = (*_FIELD_NAMES, "body")
+    names = (*_FIELD_NAMES, "body", "FILE")
     return f"{head} in {names[int(index)] if int(index) < len(names) else 'the payload'}"
 
 
@@ -167,21 +175,22 @@ def encode_binary(frame: Frame) -> bytes:
     wire._check_frame(frame)
     if frame.sent_ns > MAX_TS:
         raise EncodeError(f"TS must be at most 2**63-1 in a binary frame, got {frame.sent_ns}")
-    payload = _ENCODE(
-        (
-            frame.sender,
-            frame.to,
-            int(frame.priority),
-            frame.msg_type,
-            frame.id,
-            frame.sent_ns,
-            frame.reply_to,
-            bool(frame.ack),
-            frame.part,
-            frame.parts,
-            frame.body,
-        )
+    fields: tuple[object, ...] = (
+        frame.sender,
+        frame.to,
+        int(frame.priority),
+        frame.msg_type,
+        frame.id,
+        frame.sent_ns,
+        frame.reply_to,
+        bool(frame.ack),
+        frame.part,
+        frame.parts,
+        frame.body,
     )
+    if frame.file_bytes:  # (at most 2**63-1: _check_frame)
+        fields = (*fields, frame.file_bytes)
+    payload = _ENCODE(fields)
     return _prefix(len(payload)) + payload
 
 
@@ -204,6 +213,15 @@ def encode_whole(
     """
     payload = _ENCODE((sender, to, priority, msg_type, msg_id, sent_ns, reply_to, ack, 1, 1, body))
     return MAGIC + len(payload).to_bytes(4, "big") + payload
+
+
+def encode_frame(kind: FrameKind, frame: Frame) -> bytes:
+    """Encode one frame as ``kind`` (for example a body-file reference, ``file_bytes`` > 0).
+
+    Raises:
+        EncodeError: a header field cannot be carried by the format.
+    """
+    return encode_binary(frame) if kind == BINARY else wire.encode(frame)
 
 
 def encode_message(
@@ -397,6 +415,7 @@ class AnyFrameDecoder(FrameDecoder):
             and _ID(p.id) is not None
             and (not reply_to or _ID(reply_to) is not None)
             and p.part <= p.parts
+            and not p.file_bytes
         ):
             reason = _invalid(p)
             if reason:
@@ -407,7 +426,7 @@ class AnyFrameDecoder(FrameDecoder):
             self._pos = 0
         else:
             self._pos = end
-        if p.parts == 1 and len(body) <= max_body_bytes:
+        if p.parts == 1 and not p.file_bytes and len(body) <= max_body_bytes:
             try:
                 text = body.decode()
             except UnicodeDecodeError:
@@ -428,4 +447,5 @@ class AnyFrameDecoder(FrameDecoder):
             p.part,
             p.parts,
             p.ack,
+            p.file_bytes,
         )

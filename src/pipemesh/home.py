@@ -8,6 +8,7 @@ Layout::
     <home>/pipes/<name>.private       each agent's heartbeat/status FIFO
     <home>/logs/mesh_*.log            JSON Lines logs (see observe.py)
     <home>/spool/<name>/*.msg         messages queued for durable agents (see spool.py)
+    <home>/bodies/<name>/<from>.<id>  large bodies sent out of band (see runtime/bodies.py)
     <home>/names/<name>.lock          flock each live agent holds on its name (see registry.py)
 
 The home is found from, in order: an explicit argument (``--home``),
@@ -205,7 +206,7 @@ class MeshHome:
                 directory above it could be changed by another user.
         """
         made = cls(_resolve(home))
-        subdirs = (made.pipes_dir, made.logs_dir, made.spool_dir, made.names_dir)
+        subdirs = (made.pipes_dir, made.logs_dir, made.spool_dir, made.names_dir, made.bodies_dir)
         if _platform.IS_WINDOWS:
             _open_windows(made.root, subdirs)
             return made
@@ -253,6 +254,11 @@ class MeshHome:
     def spool_dir(self) -> Path:
         """Directory of the durable agents' spools."""
         return self.root / "spool"
+
+    @property
+    def bodies_dir(self) -> Path:
+        """Directory of large bodies handed over out of band (runtime/bodies.py)."""
+        return self.root / "bodies"
 
     def public_pipe(self, name: str) -> Path:
         """Path of ``name``'s inbox FIFO."""

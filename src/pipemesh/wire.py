@@ -12,6 +12,10 @@ The frame is the seed's readable text frame, with a few extra header fields::
 * ``RE`` (optional) is the ID of the message this one answers.
 * ``ACK:1`` (optional) asks the receiver for a ``mesh.ack`` control frame
   (``RE`` = this ID) once its handler has taken the message.
+* ``FILE`` (optional, bytes) says the body is not in the frame (``LEN:0``) but in
+  a file of that size in the mesh home, at a path the *reader* derives from
+  (its own name, ``FROM``, ``ID``); the runtime reads it (docs/frames.md). This
+  module never does: :class:`Reassembler` refuses such a frame.
 * ``PART`` (optional, ``i/n``) marks one part of a message split into parts.
   A FIFO write is atomic only up to PIPE_BUF (4096 B on Linux, 512 B on macOS),
   so the FIFO transport writes every message as parts of at most its platform's
@@ -49,6 +53,7 @@ from pipemesh.errors import DecodeError, EncodeError
 __all__ = [
     "END_MARKER",
     "MAX_BODY_BYTES",
+    "MAX_FILE_BYTES",
     "MAX_HEADER_BYTES",
     "NEED_DATA",
     "PART_COST_BYTES",
@@ -79,6 +84,9 @@ MAX_BODY_BYTES: Final = 16 * 1024 * 1024
 
 MAX_PARTS: Final = 1 << 20
 """Upper bound on the part count a header may announce."""
+
+MAX_FILE_BYTES: Final = (1 << 63) - 1
+"""Upper bound on a ``FILE`` size (the reader's ``max_body_bytes`` is the real cap)."""
 
 PART_COST_BYTES: Final = 256
 """What each held part counts against ``max_pending_bytes`` on top of its body.
@@ -188,6 +196,7 @@ class Frame:
     part: int = 1
     parts: int = 1
     ack: bool = False
+    file_bytes: int = 0  # FILE: the body (this many bytes) is in a body file; body is b""
 
 
 class Message(msgspec.Struct, frozen=True, gc=False):
@@ -247,6 +256,13 @@ def _check_frame(frame: Frame) -> None:
         raise EncodeError(f"TS must be >= 0, got {frame.sent_ns}")
     if not 1 <= frame.part <= frame.parts <= MAX_PARTS:
         raise EncodeError(f"PART {frame.part}/{frame.parts} is out of range")
+    if frame.file_bytes and (
+        not 0 < frame.file_bytes <= MAX_FILE_BYTES or frame.body or frame.parts != 1
+    ):
+        raise EncodeError(
+            f"FILE {frame.file_bytes} needs 1..2**63-1, an empty body and no PART "
+            f"(got a body of {len(frame.body)} bytes, PART {frame.part}/{frame.parts})"
+        )
 
 
 def _header(frame: Frame, body_len: int, part: int, parts: int) -> bytes:
@@ -260,6 +276,8 @@ def _header(frame: Frame, body_len: int, part: int, parts: int) -> bytes:
         text += "|ACK:1"
     if parts != 1:
         text += f"|PART:{part}/{parts}"
+    if frame.file_bytes:
+        text += f"|FILE:{frame.file_bytes}"
     return (text + "]\n").encode("ascii")
 
 
@@ -454,9 +472,22 @@ class FrameDecoder:
         body = self._take_body(pos, end + len(HEADER_END), header[5])
         if body is None:
             return NEED_DATA
-        sender, to, priority, msg_type, msg_id, _, sent_ns, reply_to, part, parts, ack = header
+        sender, to, priority, msg_type, msg_id, _, sent_ns, reply_to, part, parts, ack, file_b = (
+            header
+        )
         return Frame(
-            sender, to, priority, msg_type, msg_id, body, sent_ns, reply_to, part, parts, ack
+            sender,
+            to,
+            priority,
+            msg_type,
+            msg_id,
+            body,
+            sent_ns,
+            reply_to,
+            part,
+            parts,
+            ack,
+            file_b,
         )
 
     def _take_body(self, pos: int, body_start: int, length: int) -> bytes | None:
@@ -525,7 +556,7 @@ class FrameDecoder:
 
     def _parse_header(
         self, raw: bytes
-    ) -> tuple[str, str, int, str, str, int, int, str, int, int, bool]:
+    ) -> tuple[str, str, int, str, str, int, int, str, int, int, bool, int]:
         try:
             text = raw.decode("ascii")
         except UnicodeDecodeError:
@@ -567,7 +598,28 @@ class FrameDecoder:
             if not 1 <= part <= parts:
                 raise DecodeError(f"PART {fields['PART'][:20]!r} is not i/n with 1 <= i <= n")
         ack = fields.get("ACK", "") == "1"
-        return sender, to, priority, msg_type, msg_id, length, sent_ns, reply_to, part, parts, ack
+        file_bytes = 0
+        if "FILE" in fields:
+            file_bytes = _small_int(fields["FILE"], "FILE", MAX_FILE_BYTES)
+            if file_bytes == 0 or length or parts != 1:
+                raise DecodeError(
+                    f"FILE:{file_bytes} needs a size of at least 1, LEN:0 and no PART "
+                    f"(got LEN:{length}, PART {part}/{parts})"
+                )
+        return (
+            sender,
+            to,
+            priority,
+            msg_type,
+            msg_id,
+            length,
+            sent_ns,
+            reply_to,
+            part,
+            parts,
+            ack,
+            file_bytes,
+        )
 
 
 def _small_int(text: str, key: str, limit: int) -> int:
@@ -634,6 +686,12 @@ class Reassembler:
                 part does not match the other parts of its message.
         """
         if frame.parts == 1:
+            if frame.file_bytes:
+                raise DecodeError(
+                    f"message {frame.id} from {frame.sender} keeps its {frame.file_bytes}-byte "
+                    "body in a body file (FILE), which only an agent's router reads; "
+                    "message dropped"
+                )
             return _to_message(frame, frame.body, self.max_body_bytes)
         key = (frame.sender, frame.id)
         partial = self._pending.get(key)

@@ -141,6 +141,12 @@ def test_bench_quick_json_has_every_mesh_row(quick_report: dict[str, Any]) -> No
     expected = [
         *[("ping-pong", t, size) for size in PING_PONG_SIZES for t in ("mesh", "mesh-ask")],
         ("ping-pong", "mesh-nolog", 64),
+        *[  # large bodies: the PART-frame path body files replace, and no logs
+            ("ping-pong", t, size)
+            for size in PING_PONG_SIZES
+            if size >= 64 * 1024
+            for t in ("mesh-parts", "mesh-nolog")
+        ],
         *[(regime, t, 64) for regime in REGIMES for t in ("mesh", "mesh-ask")],
         *[(f"ping-pong-{QUICK_IDLE_AGENTS}-idle", "mesh", size) for size in PING_PONG_SIZES],
         *[(f"fan-in-{n}", "mesh", size) for n in QUICK_FAN_IN_SENDERS for size in FAN_IN_SIZES],

@@ -120,7 +120,10 @@ def test_sender_killed_mid_large_message(mesh_home: Path, spawn: Spawner) -> Non
         sink.gate.clear()
         control.send_message("sink", "gate")
         assert sink.entered.wait(10)
-        big = spawn.python(SENDER, "7", "1", str(8 * 1024 * 1024))
+        # PART frames (a body file would not fill the pipe): the path this test is about.
+        parts_only = SENDER.replace(" as c:\n", " as c:\n    c.body_file_min_bytes = 1 << 62\n")
+        assert parts_only != SENDER
+        big = spawn.python(parts_only, "7", "1", str(8 * 1024 * 1024))
         pipe = mesh_home / "pipes" / "sink.public"
         # The handler is blocked, so the pipe fills with parts of the big message.
         wait_for(lambda: pipe_fill(pipe) >= 128 * 1024, timeout_s=30)

@@ -56,7 +56,7 @@ def test_agents_advertise_and_use_the_binary_frame(mesh_home: Path) -> None:
     Keeper("bin_store", durable=True, spool_fsync=False).close()
     Keeper("text_store", durable=True, spool_fsync=False, frames="text").close()
     records = registry(mesh_home).read()
-    assert records["bin_store"].frames == ("text", "binary")
+    assert records["bin_store"].frames == ("text", "binary", "file")  # file: body files
     assert records["text_store"].frames == ("text",)
     big = "é" * 5000  # 10,000 bytes: three parts of at most PIPE_BUF
     with Keeper("sender") as s:

@@ -24,6 +24,7 @@ from pipemesh.codec import (
     FrameKind,
     _named,
     encode_binary,
+    encode_frame,
     encode_message,
     encode_whole,
 )
@@ -135,8 +136,8 @@ class TestLayout:
         assert len(encode_msg(BINARY, m)[0]) < len(encode_msg(TEXT, m)[0])
 
     def test_trailing_fields_of_a_later_version_are_ignored(self) -> None:
-        """Forward compatibility: extra array elements after the body are skipped."""
-        (frame,) = decode_all(payload(*GOOD, "future", 42))
+        """Forward compatibility: extra array elements after the body (and FILE) are skipped."""
+        (frame,) = decode_all(payload(*GOOD, 0, "future", 42))
         assert frame.body == b"hi"
         assert frame.sender == "alice"
 
@@ -220,7 +221,9 @@ class TestDecode:
             ((*GOOD[:8], 1, MAX_PARTS + 1, b""), f"<= {MAX_PARTS} in PART"),
             ((*GOOD[:10], "text"), "got `str` in body"),
             (GOOD[:10], "at least length 11"),
-            ((*GOOD[:10], b"x", {"a": {"b": [1]}}), "#ok"),
+            ((*GOOD[:10], b"x", 0, {"a": {"b": [1]}}), "#ok"),
+            ((*GOOD[:10], b"x", "big"), "got `str` in FILE"),
+            ((*GOOD[:10], b"x", 5), "FILE 5 comes with a body of 1 bytes"),
             (({"nested": 1}, *GOOD[1:]), "got `object` in FROM"),
         ],
     )
@@ -540,6 +543,15 @@ class TestDecodeAll:
         assert dec.decode_all(MAX_BODY) == [m, m]
         assert dec.buffered == 0
 
+    @pytest.mark.parametrize("kind", ["text", "binary"])
+    def test_a_body_file_reference_comes_back_as_a_frame(self, kind: FrameKind) -> None:
+        """A FILE frame (empty body, one part) is never taken for a Message with an empty
+        body: it comes back as its Frame, for the router's body-file hook."""
+        ref = Frame("alice", "bob", 1, "t", "m1", b"", 5, file_bytes=70_000)
+        dec = AnyFrameDecoder(max_frame_body_bytes=PIPE_BUF)
+        dec.feed(encode_frame(kind, ref))
+        assert dec.decode_all(MAX_BODY) == [ref]
+
     def test_text_frames_and_parts_come_back_as_frames(self) -> None:
         """Text frames and parts go to the Reassembler, as next_frame returns them."""
         m = Message("alice", "bob", 1, "question", "m1", "x" * 1500, 5)
@@ -633,3 +645,124 @@ def test_property_encode_whole_is_encode_message(m: Message) -> None:
     )
     assert frames == [whole]
     assert messages_of([whole]) == [m]
+
+
+# -- FILE: a body kept in a body file (docs/frames.md), both kinds --
+
+file_sizes = st.integers(1, wire.MAX_FILE_BYTES)
+
+
+@st.composite
+def file_frames(draw: st.DrawFn) -> Frame:
+    m = draw(messages())
+    return Frame(
+        m.sender,
+        m.to,
+        m.priority,
+        m.msg_type,
+        m.id,
+        b"",
+        m.sent_ns,
+        m.reply_to,
+        ack=m.ack,
+        file_bytes=draw(file_sizes),
+    )
+
+
+def encode_kind(kind: FrameKind, frame: Frame) -> bytes:
+    return encode_frame(kind, frame)
+
+
+class TestFileField:
+    def test_text_header_carries_file_and_len_0(self) -> None:
+        """A text reference frame is the usual header with LEN:0 and FILE:<bytes>."""
+        data = encode_frame(TEXT, Frame("alice", "bob", 1, "t", "m1", b"", 5, file_bytes=70000))
+        assert data == b"[FROM:alice|TO:bob|PRIORITY:1|TYPE:t|ID:m1|LEN:0|TS:5|FILE:70000]\n" + (
+            wire.TRAILER
+        )
+
+    def test_binary_frame_has_a_twelfth_element(self) -> None:
+        """A binary reference frame appends file_bytes after an empty body."""
+        data = encode_frame(BINARY, Frame("alice", "bob", 1, "t", "m1", b"", file_bytes=9))
+        assert msgspec.msgpack.decode(data[8:])[10:] == [b"", 9]
+        plain = encode_frame(BINARY, Frame("alice", "bob", 1, "t", "m1", b"x"))
+        assert len(msgspec.msgpack.decode(plain[8:])) == 11  # unchanged without FILE
+
+    @pytest.mark.parametrize("kind", KINDS)
+    @pytest.mark.parametrize(
+        "frame",
+        [
+            Frame("a", "b", 1, "t", "m", b"x", file_bytes=3),
+            Frame("a", "b", 1, "t", "m", b"", part=1, parts=2, file_bytes=3),
+            Frame("a", "b", 1, "t", "m", b"", file_bytes=-1),
+            Frame("a", "b", 1, "t", "m", b"", file_bytes=wire.MAX_FILE_BYTES + 1),
+        ],
+    )
+    def test_encode_refuses_file_with_body_parts_or_bad_size(
+        self, kind: FrameKind, frame: Frame
+    ) -> None:
+        """FILE needs 1..2**63-1, an empty body and no PART."""
+        with pytest.raises(EncodeError, match="FILE"):
+            encode_frame(kind, frame)
+
+    @pytest.mark.parametrize(
+        ("header", "reason"),
+        [
+            ("LEN:0|TS:0|FILE:0", "FILE:0 needs a size of at least 1"),
+            ("LEN:1|TS:0|FILE:7", "got LEN:1"),
+            ("LEN:0|TS:0|PART:1/2|FILE:7", "PART 1/2"),
+            ("LEN:0|TS:0|FILE:x", "FILE 'x' is not a non-negative integer"),
+            (f"LEN:0|TS:0|FILE:{1 << 63}", "FILE 9223372036854775808 is over its limit"),
+        ],
+    )
+    def test_text_decoder_refuses_bad_file_fields(self, header: str, reason: str) -> None:
+        """A bad FILE is a DecodeError naming it; the next frame still arrives."""
+        body = b"x" if "LEN:1" in header else b""
+        bad = f"[FROM:a|TO:b|PRIORITY:1|TYPE:t|ID:m|{header}]\n".encode() + body + wire.TRAILER
+        errors: list[str] = []
+        frames = decode_all(bad + payload(*GOOD), errors=errors)
+        assert [f.body for f in frames] == [b"hi"]
+        assert len(errors) == 1
+        assert reason in errors[0]
+
+    def test_binary_decoder_refuses_file_with_parts(self) -> None:
+        """file_bytes with PART i/n > 1 is not a valid binary frame."""
+        errors: list[str] = []
+        frames = decode_all(payload(*GOOD[:8], 1, 2, b"", 5) + payload(*GOOD), errors=errors)
+        assert [f.body for f in frames] == [b"hi"]
+        assert "FILE 5 comes with" in errors[0]
+
+    def test_reassembler_refuses_a_file_frame(self) -> None:
+        """Only an agent's router resolves a body file; the sans-IO reassembler says so."""
+        with pytest.raises(DecodeError, match="body in a body file"):
+            Reassembler().add(Frame("a", "b", 1, "t", "m", b"", file_bytes=4), 0.0)
+
+    def test_named_field_after_body(self) -> None:
+        """msgspec's position 11 is the FILE element."""
+        assert _named("Expected `int` - at `$[11]`") == "Expected `int` in FILE"
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(KINDS), file_frames()), min_size=1, max_size=4))
+def test_property_file_frames_round_trip(items: list[tuple[FrameKind, Frame]]) -> None:
+    """decode(encode(f)) == f for reference frames of both kinds, one stream."""
+    data = b"".join(encode_kind(kind, f) for kind, f in items)
+    assert decode_all(data) == [f for _, f in items]
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(st.sampled_from(KINDS), file_frames()), min_size=1, max_size=4),
+    st.integers(1, 200),
+)
+def test_property_file_frames_in_chunks(items: list[tuple[FrameKind, Frame]], chunk: int) -> None:
+    """Reference frames fed in arbitrary chunk sizes give the same frames."""
+    data = b"".join(encode_kind(kind, f) for kind, f in items)
+    assert decode_all(data, chunk=chunk) == [f for _, f in items]
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(file_frames())
+def test_property_file_frame_differential(frame: Frame) -> None:
+    """The same reference frame through the text and the binary encoder decodes equal."""
+    assert decode_all(encode_frame(TEXT, frame)) == decode_all(encode_frame(BINARY, frame))

@@ -33,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> MeshArgs:
     parser.add_argument(
         "--agent-sender", action="store_true", help="fan-in senders are AgentBase agents"
     )
+    parser.add_argument(
+        "--parts", action="store_true", help="large bodies as PART frames, never body files"
+    )
     ns = parser.parse_args(argv)
     return MeshArgs(
         role=ns.role,
@@ -51,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> MeshArgs:
         cpu=ns.cpu,
         durable=ns.durable,
         agent_sender=ns.agent_sender,
+        parts=ns.parts,
     )
 
 

@@ -103,6 +103,11 @@ class MeshArgs:
     durable: bool = False
     agent_sender: bool = False
     cpu: int = -1
+    parts: bool = False  # large bodies as PART frames, never body files (the old path)
+
+
+NO_BODY_FILES: Final = 1 << 62
+"""``body_file_min_bytes`` that keeps every body in PART frames (``--parts``)."""
 
 
 def run_mesh_worker(args: MeshArgs) -> int:
@@ -131,6 +136,8 @@ class _Echo(AgentBase):
 
 def _echo(args: MeshArgs) -> None:
     agent = _Echo(args.name, "bench-echo", args.home, log_messages=args.log)
+    if args.parts:
+        agent.body_file_min_bytes = NO_BODY_FILES
     signal_ready(args.ready_fd)
     _block_forever(agent)
 
@@ -197,6 +204,8 @@ def _wait_for_peers(agent: MeshClient, complete: Callable[[set[str]], bool]) -> 
 
 def _ping(args: MeshArgs) -> None:
     agent = _Pinger(args.name, "bench-ping", args.home, log_messages=args.log)
+    if args.parts:
+        agent.body_file_min_bytes = NO_BODY_FILES
     _wait_for_peers(agent, lambda active: args.peer in active)
     signal_ready(args.ready_fd)
     wait_go(args.go_fd)

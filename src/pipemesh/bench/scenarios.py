@@ -92,6 +92,9 @@ MESH: Final = "mesh"
 MESH_ASK: Final = "mesh-ask"
 MESH_NO_LOG: Final = "mesh-nolog"
 MESH_DURABLE: Final = "mesh-durable"
+#: Large bodies: the old path (PART frames, no body files) and the body file path without
+#: logs, same run (BENCHMARKS.md, "Large bodies out of band").
+MESH_PARTS: Final = "mesh-parts"
 
 #: How long idle agents must stay without CPU time before their CPU is sampled.
 _SETTLE_S: Final = 10.0
@@ -424,6 +427,19 @@ def mesh_scenarios(config: BenchConfig) -> list[Scenario]:
             regimes=True,
         )
     )
+    # Large bodies (body files since issue 10): the PART-frame path they replace, and
+    # the body file path without logs (the body is logged once per hop when logs are on).
+    out += [
+        Scenario(
+            "ping-pong", transport, plan.size_bytes, run, plan.count, plan.warmup, regimes=True
+        )
+        for plan in config.ping_pong
+        if plan.size_bytes >= 64 * 1024
+        for transport, run in (
+            (MESH_PARTS, partial(_mesh_ping_pong, role=ROLE_PING, parts=True)),
+            (MESH_NO_LOG, partial(_mesh_ping_pong, role=ROLE_PING, log=False)),
+        )
+    ]
     # The issue-10 goals: the mesh (handler loop, and the public-API shape with ask())
     # in each pinned regime, against the raw FIFO pinned the same way.
     out += [
@@ -518,12 +534,13 @@ def _mesh_ping_pong(
     log: bool = True,
     n_idle: int = 0,
     cpus: tuple[int | None, int | None] = _NO_CPUS,
+    parts: bool = False,
 ) -> Measurement:
     """Echo agent B and measuring agent A (handler loop or ``ask``), maybe among idle agents.
 
     With `cpus`, B (and its threads) is pinned to the first and A to the second.
     """
-    flags = () if log else ("--no-log",)
+    flags = (*(() if log else ("--no-log",)), *(("--parts",) if parts else ()))
     idle = [
         ctx.pool.spawn(f"idle-{i}", _mesh_spec(ctx, ROLE_IDLE, f"idle-{i}")) for i in range(n_idle)
     ]

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import threading
@@ -67,6 +68,7 @@ from pipemesh.registry import (
     process_start_time,
     utc_now_iso,
 )
+from pipemesh.runtime import bodies
 from pipemesh.runtime.client import MeshClient
 from pipemesh.runtime.durable import ACK_INTERVAL_S, HandledLog
 from pipemesh.runtime.lifecycle import ExitGuard, stop_signals
@@ -273,6 +275,11 @@ class AgentBase(Receiving):
             partial_timeout_s=partial_timeout_s,
             name=f"pipemesh-router-{agent_name}",
             on_exit=self._router_exited,  # run_forever returns, so `with` closes the agent
+            take_body=(
+                functools.partial(self._bodies.take, agent_name, max_body_bytes)
+                if self._bodies is not None
+                else None
+            ),
         )
         self._router.idle_delay_s = ACK_INTERVAL_S
         # Before the first pipe read: what waited in the spool goes first.
@@ -306,6 +313,8 @@ class AgentBase(Receiving):
         self._name_lock = self.registry.lock_name(name)
         inbox: Inbox | None = None
         try:
+            if self._bodies is not None:  # a previous run's body files: nobody will read them
+                self._bodies.sweep(name)
             with self.registry.transaction() as records:
                 self.registry.check_available(records, name)
                 self.registry.sweep(records, skip=name)  # dead entries whose names are free
@@ -323,7 +332,7 @@ class AgentBase(Receiving):
                     pid_start=process_start_time(pid),
                     durable=self.durable,
                     max_body_bytes=self.max_body_bytes,
-                    frames=FRAME_KINDS if self.frames == BINARY else (TEXT,),
+                    frames=self._frames_read(),
                 )
                 fifo = self.transport if isinstance(self.transport, FifoTransport) else None
                 self._name_lock.publish(me, fifo.path(name) if fifo else None)
@@ -349,6 +358,12 @@ class AgentBase(Receiving):
                 ) from exc
             raise
         return inbox
+
+    def _frames_read(self) -> tuple[str, ...]:
+        """What the registry record advertises: frame kinds, and body files on FIFOs."""
+        if self.frames != BINARY:
+            return (TEXT,)  # readable by hand: no binary frames, no body files
+        return (*FRAME_KINDS, bodies.CAPABILITY) if self._bodies is not None else FRAME_KINDS
 
     def _announce(self, kind: str) -> None:
         me = self._peers.get(self.agent_name)
@@ -532,6 +547,8 @@ class AgentBase(Receiving):
             self._self_outbox.write_frames(wake, min(timeout_s, 1.0))
         if router is not None:
             router.join(timeout_s)
+            if self._bodies is not None and not router.thread.is_alive():
+                self._bodies.sweep(name)  # frames never read: their files go too
         if self._unacked is not None:  # sent by handlers while the router drained
             self._spool_unacked(self._unacked)
         self._heartbeat_stop.set()

@@ -9,11 +9,13 @@ outcome is in the :class:`~pipemesh.runtime.send.BroadcastResult`.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import TYPE_CHECKING
 
-from pipemesh.codec import BINARY
+from pipemesh.codec import BINARY, TEXT, FrameKind
 from pipemesh.errors import AgentOffline, MeshError, PeerGone, SendTimeout
+from pipemesh.runtime import bodies
 from pipemesh.runtime.send import CONTROL_PREFIX, BroadcastResult, Delivery
 
 if TYPE_CHECKING:
@@ -52,7 +54,31 @@ def broadcast(
             sent_ns=sent_ns,
             kind=BINARY,
         )
-    result = fan_out(client, frames, timeout_s, msg_id, size, binary)
+    refs = None
+    if size >= client.body_file_min_bytes and client._bodies is not None:
+        # One body file per receiver that takes them (runtime/bodies.py).
+        body = message.encode("utf-8")
+        kinds: tuple[tuple[FrameKind, list[bytes]], ...] = (
+            (TEXT, frames),
+            (BINARY, binary or frames),
+        )
+        refs = {
+            kind: bodies.reference(
+                kind,
+                client.agent_name,
+                "",
+                body,
+                msg_id=msg_id,
+                priority=priority,
+                msg_type=msg_type,
+                sent_ns=sent_ns,
+                reply_to="",
+                ack=False,
+                make_inline=functools.partial(list, inline_frames),
+            )
+            for kind, inline_frames in kinds
+        }
+    result = fan_out(client, frames, timeout_s, msg_id, size, binary, refs)
     client.sent += 1
     client.events.message(
         "frame_sent",
@@ -76,6 +102,7 @@ def fan_out(
     msg_id: str,
     size: int = 0,
     binary: list[bytes] | None = None,
+    refs: dict[FrameKind, bodies.BodyRef] | None = None,
 ) -> BroadcastResult:
     """Write ``text`` (or ``binary``, to peers that read it) to every other peer; each outcome."""
     timeout = client.send_timeout_s if timeout_s is None else timeout_s
@@ -84,6 +111,8 @@ def fan_out(
         if name == client.agent_name or not (rec.is_active or rec.durable):
             continue
         frames = binary if binary is not None and BINARY in rec.frames else text
+        if refs is not None and bodies.CAPABILITY in rec.frames:  # a body file
+            frames = refs[BINARY if frames is binary else TEXT]
         try:
             if size > rec.max_body_bytes:
                 client._check_fits(name, size, msg_id)

@@ -10,11 +10,13 @@ for a durable recipient keeps them until handled or queues them in its spool
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Final, Self
 
@@ -37,7 +39,7 @@ from pipemesh.registry import (
     Registry,
     pid_alive,
 )
-from pipemesh.runtime import broadcast, durable_send
+from pipemesh.runtime import bodies, broadcast, durable_send
 from pipemesh.runtime.durable import Unacked
 from pipemesh.runtime.outbox import DEFAULT_MAX_OPEN, OutboxCache
 from pipemesh.runtime.send import (
@@ -51,6 +53,7 @@ from pipemesh.runtime.send import (
 from pipemesh.spool import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Spool
 from pipemesh.transport import platform_transport
 from pipemesh.transport.base import Outbox, Transport
+from pipemesh.transport.fifo import FifoOutbox, FifoTransport
 from pipemesh.wire import (
     MAX_BODY_BYTES,
     is_valid_id,
@@ -148,6 +151,14 @@ class MeshClient:
         self._routes: dict[str, tuple[bool, int, bool]] = {}
         self._max_frame = self.transport.max_frame_bytes
         self.sent = 0
+        # Large bodies: a body file in the home and one small frame, to peers that take
+        # them, on FIFOs only (a Windows pipe message has no size limit): runtime/bodies.py.
+        self._bodies: bodies.BodyStore | None = (
+            bodies.BodyStore(self.home.bodies_dir)
+            if isinstance(self.transport, FifoTransport)
+            else None
+        )
+        self.body_file_min_bytes = bodies.DEFAULT_MIN_BYTES
 
     # -- peers --
 
@@ -252,6 +263,11 @@ class MeshClient:
                 if rec is None:  # a name not yet known: one registry read, as _check_fits does
                     rec = self.refresh_peers().get(to)
             kind = BINARY if rec is not None and BINARY in rec.frames else TEXT
+        if len(body) >= self.body_file_min_bytes and to and self._bodies is not None:
+            # -- hook: large body -> body file reference (runtime/bodies.py) --
+            ref = self._body_ref(kind, to, body, msg_id, priority, msg_type, sent_ns, reply_to, ack)
+            if ref is not None:
+                return ref, len(body)
         try:
             frames = codec.encode_message(
                 kind,
@@ -270,6 +286,95 @@ class MeshClient:
         except EncodeError as exc:
             raise ValueError(str(exc)) from None
         return frames, len(body)
+
+    def _body_ref(
+        self,
+        kind: FrameKind,
+        to: str,
+        body: bytes,
+        msg_id: str,
+        priority: int,
+        msg_type: str,
+        sent_ns: int,
+        reply_to: str,
+        ack: bool,
+    ) -> bodies.BodyRef | None:
+        """The body file reference for ``to`` if it takes body files, else None."""
+        rec = self._peers.get(to)
+        if rec is None:
+            rec = self.refresh_peers().get(to)
+        if rec is None or bodies.CAPABILITY not in rec.frames:
+            return None
+        make_inline = functools.partial(
+            codec.encode_message,
+            kind,
+            self.agent_name,
+            to,
+            body,
+            msg_id=msg_id,
+            priority=priority,
+            msg_type=msg_type,
+            sent_ns=sent_ns,
+            reply_to=reply_to,
+            max_frame_bytes=self.transport.max_frame_bytes,
+            check=False,
+            ack=ack,
+        )
+        try:
+            return bodies.reference(
+                kind,
+                self.agent_name,
+                to,
+                body,
+                msg_id=msg_id,
+                priority=priority,
+                msg_type=msg_type,
+                sent_ns=sent_ns,
+                reply_to=reply_to,
+                ack=ack,
+                make_inline=make_inline,
+            )
+        except EncodeError as exc:
+            raise ValueError(str(exc)) from None
+
+    def _write_body(
+        self,
+        to: str,
+        ref: bodies.BodyRef,
+        timeout_s: float,
+        write: Callable[[str, list[bytes], float], None],
+    ) -> None:
+        """Write ``ref``'s body file for ``to``, then the frame with ``write``.
+
+        A file that cannot be written means ``PART`` frames instead (reported
+        ``body_file_failed``); a frame that cannot be written removes the file.
+        """
+        store = self._bodies
+        outbox = self._outbox(to)
+        if store is None or (
+            isinstance(outbox, FifoOutbox) and outbox.unread_bytes() > bodies.MAX_UNREAD_BYTES
+        ):
+            # Its reader is behind: PART frames wait for room in the pipe, so unread body
+            # files stay few (a stalled reader could otherwise collect one per send).
+            write(to, ref.inline(), timeout_s)
+            return
+        try:
+            path = store.put(to, ref)
+        except OSError as exc:
+            self.events.error(
+                "body_file_failed",
+                f"cannot write the body file of {ref.msg_id} for {to} "
+                f"({exc.strerror or exc}); sent as {len(ref.body)} bytes of PART frames instead",
+                to=to,
+                id=ref.msg_id,
+            )
+            write(to, ref.inline(), timeout_s)
+            return
+        try:
+            write(to, list(ref), timeout_s)
+        except BaseException:
+            store.discard(path)
+            raise
 
     def _check_args(self, priority: int, msg_type: str) -> None:
         if self._closed:
@@ -294,6 +399,9 @@ class MeshClient:
             _remember_valid(self._valid_names, name)
 
     def _write(self, to: str, frames: list[bytes], timeout_s: float) -> None:
+        if type(frames) is bodies.BodyRef:  # hook: the body goes in a body file first
+            self._write_body(to, frames, timeout_s, self._write)
+            return
         outbox = self._outbox(to)
         try:
             outbox.write_frames(frames, timeout_s)
@@ -472,6 +580,7 @@ class MeshClient:
                     size + 400 <= self._max_frame  # one frame, as codec.encode_message decides
                     and size <= self.max_body_bytes
                     and size <= route[1]
+                    and size < self.body_file_min_bytes  # (48 KiB unless lowered)
                 )
         if fast:
             frames = [
@@ -594,6 +703,9 @@ class MeshClient:
         self, to: str, frames: list[bytes], msg_id: str, timeout_s: float, sync: bool
     ) -> Delivery:
         return durable_send.send_durable(self, to, frames, msg_id, timeout_s, sync)
+
+    def _write_once(self, to: str, frames: list[bytes], timeout_s: float) -> None:
+        self._outbox(to).write_frames(frames, timeout_s)
 
     def _notify_spooled(self, to: str, file_name: str = "") -> bool:
         return durable_send.notify_spooled(self, to, file_name)

@@ -12,6 +12,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from pipemesh.errors import AgentOffline, MeshError, PeerGone, TransportClosed
+from pipemesh.runtime import bodies
 from pipemesh.runtime.send import SPOOLED, Delivery
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ def send_durable(
     client: MeshClient, to: str, frames: list[bytes], msg_id: str, timeout_s: float, sync: bool
 ) -> Delivery:
     """Send to a durable peer so that its SIGKILL loses nothing (docs/delivery.md)."""
-    data = b"".join(frames)
+    data = b"".join(bodies.inline(frames))  # a kept copy carries its body, never a reference
     unacked = client._unacked_for_send()
     if sync or unacked is None:
         path = client.spool.put(to, data, msg_id)
@@ -40,7 +41,10 @@ def send_durable(
     for attempt in (0, 1):
         unacked.keep(to, msg_id, data)  # before the write: its report may come at once
         try:
-            client._outbox(to).write_frames(frames, timeout_s)
+            if type(frames) is bodies.BodyRef:  # the body goes in a body file first
+                client._write_body(to, frames, timeout_s, client._write_once)
+            else:
+                client._outbox(to).write_frames(frames, timeout_s)
             return Delivery.DELIVERED
         except (AgentOffline, PeerGone, TransportClosed) as exc:
             unacked.forget(to, msg_id)
@@ -67,7 +71,7 @@ def notify_spooled(client: MeshClient, to: str, file_name: str = "") -> bool:
 
 def queue(client: MeshClient, to: str, frames: list[bytes], msg_id: str) -> None:
     """Put ``frames`` in ``to``'s spool (it is durable and not reading), then tell it."""
-    client.spool.put(to, b"".join(frames), msg_id)
+    client.spool.put(to, b"".join(bodies.inline(frames)), msg_id)  # never a reference
     # If the agent started reading meanwhile, its start-up drain may have
     # run before our file existed: tell it to look again. Without a reader
     # the open fails at once, and the drain at its start will see the file.

@@ -56,6 +56,9 @@ class Router:
         max_queue: messages held for the handler before reading pauses.
         partial_timeout_s: parts of a message older than this are dropped.
         on_exit: called on the router thread when it ends, for whatever reason.
+        take_body: reads the body file a ``FILE`` frame refers to and returns the
+            whole message, or raises DecodeError (runtime/bodies.py); None: such
+            frames are rejected.
     """
 
     def __init__(
@@ -71,8 +74,10 @@ class Router:
         partial_timeout_s: float = 30.0,
         name: str = "router",
         on_exit: Callable[[], None] = lambda: None,
+        take_body: Callable[[Frame], Message] | None = None,
     ) -> None:
         self._on_exit = on_exit
+        self._take_body = take_body
         self._inbox = inbox
         self._route = route
         self._handle = handle
@@ -279,8 +284,12 @@ class Router:
                 continue
             else:
                 frame: Frame = item  # type: ignore[assignment]  # the only other kind
+                whole: Message | None
                 try:
-                    whole = self._assembler.add(frame, now)
+                    if frame.file_bytes and self._take_body is not None:  # hook: body file
+                        whole = self._take_body(frame)
+                    else:
+                        whole = self._assembler.add(frame, now)
                 except DecodeError as exc:
                     self.frames += 1
                     self.rejected += 1

@@ -35,6 +35,7 @@ import errno
 import os
 import select
 import stat
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -259,6 +260,18 @@ class FifoOutbox:
                         ) from exc
         finally:
             self._lock.release()
+
+    def unread_bytes(self) -> int:
+        """Bytes written to the pipe and not read yet (FIONREAD; 0 if it cannot be told)."""
+        import fcntl  # noqa: PLC0415 - POSIX only; see the module docstring
+        import termios  # noqa: PLC0415
+
+        buf = bytearray(4)
+        try:
+            fcntl.ioctl(self._fd, termios.FIONREAD, buf)
+        except (OSError, ValueError):  # closed meanwhile, or a platform without it
+            return 0
+        return int.from_bytes(buf, sys.byteorder)
 
     def close(self) -> None:
         """Close the fd; idempotent and safe while another thread writes."""
