@@ -103,14 +103,17 @@ _LAZY: Final[dict[str, str]] = {
 }
 
 
-def __getattr__(name: str) -> object:
-    """Import a public name on first use (PEP 562); later uses find it in the module."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pipemesh' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+if not TYPE_CHECKING:  # hidden from type checkers: they see the imports above, and a
+    # module __getattr__ would make them accept any name (a typo would type-check)
+
+    def __getattr__(name: str) -> object:
+        """Import a public name on first use (PEP 562); later uses find it in the module."""
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module 'pipemesh' has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value
+        return value
 
 
 def __dir__() -> list[str]:
