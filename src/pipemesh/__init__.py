@@ -14,6 +14,9 @@ Quick start::
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Final
+
 from pipemesh.errors import (
     AckTimeout,
     AgentOffline,
@@ -38,10 +41,12 @@ from pipemesh.errors import (
     UsageError,
     WireError,
 )
-from pipemesh.home import MeshHome
-from pipemesh.registry import AgentRecord, Registry
-from pipemesh.runtime import AgentBase, BroadcastResult, Delivery, MeshClient, SendResult
-from pipemesh.wire import Message, Priority
+
+if TYPE_CHECKING:  # the same names, imported on first use at run time (see __getattr__)
+    from pipemesh.home import MeshHome
+    from pipemesh.registry import AgentRecord, Registry
+    from pipemesh.runtime import AgentBase, BroadcastResult, Delivery, MeshClient, SendResult
+    from pipemesh.wire import Message, Priority
 
 __version__ = "0.1.0"
 
@@ -80,3 +85,36 @@ __all__ = [
     "WireError",
     "__version__",
 ]
+
+# Where each lazily imported name lives. The runtime, registry and wire modules take tens of
+# milliseconds to import, and a CLI command such as 'pipemesh history' needs none of them:
+# importing them only when a name is first used keeps the CLI's start-up short (issue 13).
+_LAZY: Final[dict[str, str]] = {
+    "MeshHome": "pipemesh.home",
+    "AgentRecord": "pipemesh.registry",
+    "Registry": "pipemesh.registry",
+    "AgentBase": "pipemesh.runtime",
+    "BroadcastResult": "pipemesh.runtime",
+    "Delivery": "pipemesh.runtime",
+    "MeshClient": "pipemesh.runtime",
+    "SendResult": "pipemesh.runtime",
+    "Message": "pipemesh.wire",
+    "Priority": "pipemesh.wire",
+}
+
+
+if not TYPE_CHECKING:  # hidden from type checkers: they see the imports above, and a
+    # module __getattr__ would make them accept any name (a typo would type-check)
+
+    def __getattr__(name: str) -> object:
+        """Import a public name on first use (PEP 562); later uses find it in the module."""
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module 'pipemesh' has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -26,12 +26,12 @@ from typing import Any, Final, Protocol
 
 import click
 
+from pipemesh._logfiles import COMM_LOG
 from pipemesh._term import Screen, Segment, safe
 from pipemesh.clock import format_stamp
 from pipemesh.errors import UsageError
 from pipemesh.history_index import HistoryIndex, clean_record
 from pipemesh.home import MeshHome
-from pipemesh.observe import COMM_LOG
 
 __all__ = ["Query", "clean_record", "history", "parse_time", "search", "thread"]
 

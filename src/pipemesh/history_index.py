@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from pipemesh import _platform
+from pipemesh._logfiles import COMM_LOG, LATENCY_LOG, log_files
 from pipemesh.errors import UsageError
-from pipemesh.observe import COMM_LOG, LATENCY_LOG, log_files
 
 __all__ = ["INDEX_FILE", "HistoryIndex", "IndexUpdate", "causal_order", "clean_record"]
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +82,8 @@ def default_home() -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and Path(runtime).is_absolute() and _private_dir_ok(Path(runtime)):
         return Path(runtime) / "pipemesh"
+    import tempfile  # noqa: PLC0415 - the last resort; not imported by every CLI start
+
     return Path(tempfile.gettempdir()) / f"pipemesh-{_platform.current_uid()}"
 
 

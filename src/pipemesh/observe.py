@@ -45,6 +45,7 @@ from typing import BinaryIO, Final
 import msgspec
 
 from pipemesh import _platform
+from pipemesh._logfiles import COMM_LOG, ERRORS_LOG, LATENCY_LOG, log_files
 from pipemesh.errors import UsageError
 
 __all__ = [
@@ -63,9 +64,6 @@ __all__ = [
     "read_records",
 ]
 
-COMM_LOG: Final = "mesh_communication.log"
-LATENCY_LOG: Final = "mesh_latency.log"
-ERRORS_LOG: Final = "mesh_errors.log"
 _FILES: Final = (COMM_LOG, LATENCY_LOG, ERRORS_LOG)
 # Records per write. Encoding 256 records in C holds the GIL for less time than
 # formatting 64 lines in Python did; the write then releases it.
@@ -567,21 +565,6 @@ def _lock_path(path: Path) -> Path:
 
 def _turn_path(path: Path) -> Path:
     return path.with_name(path.name + ".turn")
-
-
-def log_files(path: Path) -> list[Path]:
-    """``path`` and its rotated files that exist, oldest first (``x.log.N`` ... ``x.log``)."""
-    rotated: list[tuple[int, Path]] = []
-    prefix = path.name + "."
-    with contextlib.suppress(FileNotFoundError):
-        for entry in path.parent.iterdir():
-            suffix = entry.name[len(prefix) :] if entry.name.startswith(prefix) else ""
-            if suffix.isdigit():
-                rotated.append((int(suffix), entry))
-    out = [p for _, p in sorted(rotated, reverse=True)]
-    if path.exists():
-        out.append(path)
-    return out
 
 
 def read_log(path: Path) -> Iterator[dict[str, object]]:

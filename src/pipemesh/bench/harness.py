@@ -1,4 +1,8 @@
-"""Benchmark harness: worker processes, scenario registry, statistics, table and JSON output.
+"""Benchmark harness: scenarios, generic runs, statistics, and the run itself.
+
+Its worker processes live in `pipemesh.bench._pool` and its table and JSON output in
+`pipemesh.bench._report`; this module re-exports their names, so everything the harness
+offers is importable from here.
 
 The harness runs every scenario's endpoints as separate worker processes and turns what
 they measured into rows of one table. It knows nothing about any transport: the baselines
@@ -41,24 +45,68 @@ the caller's callback. Workers and temporary directories never outlive a scenari
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import platform
-import select
-import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final, Literal
 
+from pipemesh.bench._pool import Worker, WorkerFailed, WorkerPool, WorkerSpec, rss_bytes
 from pipemesh.bench._proto import KIND_ROUND_TRIP, WorkerResult
+from pipemesh.bench._report import (
+    BenchReport,
+    BenchRow,
+    MachineInfo,
+    Status,
+    format_size,
+    format_table,
+    machine_info,
+    usable_cpus,
+)
 from pipemesh.errors import UsageError
+
+# The processes (`_pool`) and the report (`_report`) live in their own modules; their names
+# are part of this module's interface too.
+__all__ = [
+    "CROSS_CORE",
+    "FLOOR_TRANSPORT",
+    "FULL_FAN_IN",
+    "FULL_PING_PONG",
+    "QUICK_FAN_IN",
+    "QUICK_PING_PONG",
+    "SAME_CORE",
+    "BenchConfig",
+    "BenchReport",
+    "BenchRow",
+    "MachineInfo",
+    "Measurement",
+    "Scenario",
+    "ScenarioContext",
+    "SizePlan",
+    "Status",
+    "Unavailable",
+    "Worker",
+    "WorkerFailed",
+    "WorkerPool",
+    "WorkerSpec",
+    "add_ratios",
+    "format_size",
+    "format_table",
+    "machine_info",
+    "percentile",
+    "rss_bytes",
+    "run_bench",
+    "run_fan_in",
+    "run_ping_pong",
+    "run_scenario",
+    "select_scenarios",
+    "summarize",
+    "usable_cpus",
+]
 
 #: The transport whose ping-pong p50 is the floor every ``ratio`` is measured against.
 FLOOR_TRANSPORT: Final = "raw-fifo"
@@ -68,9 +116,6 @@ FLOOR_TRANSPORT: Final = "raw-fifo"
 #: ``regimes`` also gets its p50 over these (``x_same_core``, ``x_cross_core``).
 SAME_CORE: Final = "ping-pong-same-core"
 CROSS_CORE: Final = "ping-pong-cross-core"
-
-#: Seconds to wait for a killed worker to be reaped before giving up on it.
-_REAP_TIMEOUT_S: Final = 5.0
 
 #: Extra seconds a measuring worker gets past its own time limit (warm-up, result file).
 _GRACE_S: Final = 15.0
@@ -285,202 +330,6 @@ class ScenarioContext:
         )
 
 
-# --------------------------------------------------------------------------- processes
-
-
-class WorkerFailed(Exception):
-    """A worker exited badly, or did not get ready or finish in time.
-
-    Internal to the bench: `run_scenario` turns it into an error row, so it never escapes
-    `run_bench` (which is why it is not part of `pipemesh.errors`).
-    """
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSpec:
-    """How to start one worker: ``python -m module *args`` plus inherited fds."""
-
-    module: str
-    args: tuple[str, ...]
-    pass_fds: tuple[int, ...] = ()
-
-
-@dataclass(slots=True)
-class Worker:
-    """A started worker process and the files that hold its output."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    stderr_path: Path
-    out_path: Path | None
-
-    def stderr_tail(self, max_chars: int = 400) -> str:
-        """The end of the worker's stderr, one line, for an error row."""
-        try:
-            text = self.stderr_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return " | ".join(text.strip().splitlines())[-max_chars:]
-
-    def result(self) -> WorkerResult:
-        """The result file the worker wrote.
-
-        Raises:
-            WorkerFailed: the worker wrote no result.
-        """
-        if self.out_path is None or not self.out_path.exists():
-            raise WorkerFailed(f"worker {self.name} exited without writing a result")
-        return WorkerResult.load(str(self.out_path))
-
-
-class WorkerPool:
-    """Starts one scenario's processes and guarantees they are all killed and reaped.
-
-    Workers started with `spawn` share two pipes: a ready pipe they write one byte to, and
-    a go pipe whose EOF starts them all at once (see `pipemesh.bench._proto`).
-    """
-
-    def __init__(self, workdir: Path) -> None:
-        self._workdir = workdir
-        self._workers: list[Worker] = []
-        self._ready_seen = 0  # ready bytes read from the pipe
-        self._ready_claimed = 0  # of those, how many a wait_ready call has accounted for
-        self._ready_r, self._ready_w = os.pipe()
-        self._go_r, self._go_w = os.pipe()
-        self._closed = False
-
-    def __enter__(self) -> WorkerPool:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def spawn(self, name: str, spec: WorkerSpec, *, measuring: bool = False) -> Worker:
-        """Start a protocol worker; a measuring worker also gets ``--out``."""
-        out_path = self._workdir / f"{name}.json" if measuring else None
-        argv = [
-            sys.executable,
-            "-m",
-            spec.module,
-            *spec.args,
-            "--ready-fd",
-            str(self._ready_w),
-            "--go-fd",
-            str(self._go_r),
-        ]
-        if out_path is not None:
-            argv += ["--out", str(out_path)]
-        fds = (self._ready_w, self._go_r, *spec.pass_fds)
-        return self._start(name, argv, fds, out_path)
-
-    def spawn_command(self, name: str, argv: Sequence[str]) -> Worker:
-        """Start a helper process that does not speak the protocol (e.g. ``redis-server``)."""
-        return self._start(name, list(argv), (), None)
-
-    def _start(
-        self, name: str, argv: list[str], fds: tuple[int, ...], out_path: Path | None
-    ) -> Worker:
-        if self._closed:
-            raise WorkerFailed(f"worker pool closed; cannot start {name}")
-        stdout_path = self._workdir / f"{name}.stdout"
-        stderr_path = self._workdir / f"{name}.stderr"
-        with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, pass_fds=fds
-            )
-        worker = Worker(name, proc, stderr_path, out_path)
-        self._workers.append(worker)
-        return worker
-
-    def discard(self, worker: Worker) -> None:
-        """Kill and reap `worker` now and stop watching it (a failed helper start)."""
-        if worker.proc.poll() is None:
-            worker.proc.kill()
-        try:
-            worker.proc.wait(timeout=_REAP_TIMEOUT_S)
-        finally:
-            self._workers.remove(worker)
-
-    def wait_ready(self, count: int, timeout_s: float) -> None:
-        """Block until `count` more workers have signalled ready, and claim those signals.
-
-        Each call claims its own signals, so a scenario can start groups one after the
-        other (say 100 idle agents, then a ping-pong pair) and wait for each group.
-
-        Raises:
-            WorkerFailed: a worker exited badly first, or the timeout passed.
-        """
-        target = self._ready_claimed + count
-        deadline = time.monotonic() + timeout_s
-        while self._ready_seen < target:
-            self._check_alive()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise WorkerFailed(
-                    f"{self._ready_seen - self._ready_claimed} of {count} workers ready "
-                    f"after {timeout_s:.0f}s"
-                )
-            # The pool itself holds the ready pipe's write end, so the read never sees
-            # EOF; the short select timeout is only there to notice a crashed worker.
-            readable, _, _ = select.select([self._ready_r], [], [], min(remaining, 0.05))
-            if readable:
-                self._ready_seen += len(os.read(self._ready_r, 4096))
-        self._ready_claimed = target
-
-    def go(self) -> None:
-        """Start every worker blocked on the go pipe (they all see EOF at once).
-
-        There is one go per pool: a worker started after it finds the pipe closed and
-        starts at once.
-        """
-        if self._go_w >= 0:
-            os.close(self._go_w)
-            self._go_w = -1
-
-    def wait_exit(self, worker: Worker, timeout_s: float) -> None:
-        """Wait for `worker` to exit 0.
-
-        Raises:
-            WorkerFailed: it exited non-zero or is still running after `timeout_s`.
-        """
-        try:
-            code = worker.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired as exc:
-            raise WorkerFailed(
-                f"worker {worker.name} still running after {timeout_s:.0f}s"
-            ) from exc
-        if code != 0:
-            raise WorkerFailed(f"worker {worker.name} exited {code}: {worker.stderr_tail()}")
-
-    def _check_alive(self) -> None:
-        for worker in self._workers:
-            code = worker.proc.poll()
-            if code is not None and code != 0:
-                raise WorkerFailed(f"worker {worker.name} exited {code}: {worker.stderr_tail()}")
-
-    def close(self) -> None:
-        """Kill every worker still running, reap all of them, close the pipes (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            for worker in self._workers:
-                if worker.proc.poll() is None:
-                    worker.proc.kill()
-            for worker in self._workers:
-                try:
-                    worker.proc.wait(timeout=_REAP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    # SIGKILL was sent; a process stuck in uninterruptible sleep is the
-                    # kernel's to finish. Nothing more we can do without hanging the run.
-                    continue
-        finally:
-            for fd in (self._ready_r, self._ready_w, self._go_r, self._go_w):
-                if fd >= 0:
-                    os.close(fd)
-            self._ready_r = self._ready_w = self._go_r = self._go_w = -1
-
-
 # --------------------------------------------------------------------------- generic runs
 
 
@@ -532,192 +381,7 @@ def run_fan_in(
     return Measurement.from_result(rx.result())
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident set size of process `pid` (Linux ``/proc/<pid>/status`` VmRSS), in bytes.
-
-    Raises:
-        OSError: the process is gone or /proc is not readable.
-    """
-    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise OSError(f"no VmRSS line in /proc/{pid}/status; is it a kernel thread?")
-
-
-# --------------------------------------------------------------------------- rows and report
-
-
-Status = Literal["ok", "unavailable", "error"]
-
-
-@dataclass(frozen=True, slots=True)
-class BenchRow:
-    """One line of the table; latencies in microseconds, one-way.
-
-    ``ratio`` is this row's p50 divided by the raw-FIFO p50 of the same (floor) scenario
-    and body size measured in the same run (throughput rows: the floor's msgs/s over this
-    row's). ``x_same_core`` / ``x_cross_core``: p50 over the raw-FIFO ping-pong p50 of the
-    same size pinned to one core / across two cores, same run. ``note`` holds the reason
-    for an ``unavailable`` or ``error`` status.
-    """
-
-    key: str
-    scenario: str
-    transport: str
-    size_bytes: int | None
-    status: Status
-    n: int = 0
-    p50_us: float | None = None
-    p90_us: float | None = None
-    p99_us: float | None = None
-    max_us: float | None = None
-    msgs_per_s: float | None = None
-    ratio: float | None = None
-    note: str = ""
-    extra: dict[str, float] = field(default_factory=dict)
-    x_same_core: float | None = None
-    x_cross_core: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class MachineInfo:
-    """The facts a reader needs to compare two runs.
-
-    ``cpus`` are the CPUs this process may run on (``os.sched_getaffinity``); the pinned
-    rows use the first (same core) and the first two (cross core).
-    """
-
-    cores: int
-    cpu: str
-    kernel: str
-    python: str
-    versions: dict[str, str]
-    cpus: list[int] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class BenchReport:
-    """The outcome of `run_bench`: machine facts, rows in run order, total duration."""
-
-    machine: MachineInfo
-    rows: list[BenchRow]
-    duration_s: float
-    quick: bool
-    load_start: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    load_end: tuple[float, float, float] = (0.0, 0.0, 0.0)
-
-    @property
-    def is_ok(self) -> bool:
-        """True when no row failed (unavailable rows are not failures)."""
-        return all(row.status != "error" for row in self.rows)
-
-    def to_json(self) -> str:
-        """The report as a JSON object: ``machine``, ``duration_s``, ``quick``, ``rows``."""
-        return json.dumps(asdict(self), indent=2)
-
-    def format_table(self) -> str:
-        """The report as an aligned text table with a header line of machine facts."""
-        return format_table(self)
-
-
-_COLUMNS: Final = (
-    "scenario",
-    "transport",
-    "size",
-    "n",
-    "p50_us",
-    "p90_us",
-    "p99_us",
-    "max_us",
-    "msgs_per_s",
-    "ratio",
-    "x_same",
-    "x_cross",
-    "note",
-)
-_LEFT_ALIGNED: Final = frozenset({"scenario", "transport", "note"})
-
-
-def format_size(size_bytes: int, *, compact: bool = False) -> str:
-    """``64 B``, ``4 KiB``, ``1 MiB`` (``64B``... when `compact`)."""
-    sep = "" if compact else " "
-    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if size_bytes >= scale and size_bytes % scale == 0:
-            return f"{size_bytes // scale}{sep}{unit}"
-    return f"{size_bytes}{sep}B"
-
-
-def _cells(row: BenchRow) -> list[str]:
-    def us(value: float | None) -> str:
-        return "-" if value is None else f"{value:.1f}"
-
-    note = row.note or ", ".join(f"{k}={v:.6g}" for k, v in row.extra.items())
-    if row.status == "unavailable":
-        note = f"unavailable: {row.note}"
-    elif row.status == "error":
-        note = f"error: {row.note}"
-    return [
-        row.scenario,
-        row.transport,
-        "-" if row.size_bytes is None else format_size(row.size_bytes),
-        str(row.n) if row.status != "unavailable" else "-",
-        us(row.p50_us),
-        us(row.p90_us),
-        us(row.p99_us),
-        us(row.max_us),
-        "-" if row.msgs_per_s is None else f"{row.msgs_per_s:.0f}",
-        "-" if row.ratio is None else f"{row.ratio:.2f}",
-        "-" if row.x_same_core is None else f"{row.x_same_core:.2f}",
-        "-" if row.x_cross_core is None else f"{row.x_cross_core:.2f}",
-        note,
-    ]
-
-
-def _pinning(cpus: Sequence[int]) -> str:
-    if not cpus:
-        return "pinned rows: CPU affinity unknown"
-    if len(cpus) == 1:
-        return (
-            f"this machine has one core (cpu {cpus[0]}): same-core rows pinned to it,"
-            " cross-core rows unavailable"
-        )
-    return f"pinned rows: same core = cpu {cpus[0]}, cross core = cpus {cpus[0]} and {cpus[1]}"
-
-
-def _load(load: Sequence[float]) -> str:
-    return "/".join(f"{v:.1f}" for v in load)
-
-
-def format_table(report: BenchReport) -> str:
-    """Render `report` as text: machine header, column header, one line per row."""
-    m = report.machine
-    versions = ", ".join(f"{k} {v}" for k, v in m.versions.items())
-    header = [
-        f"# pipemesh bench ({'quick: numbers are not meaningful' if report.quick else 'full'})"
-        f" - {m.cores} cores ({m.cpu}), Linux {m.kernel}, Python {m.python}",
-        f"# {versions}" if versions else "#",
-        "# one-way latency in us (ping-pong: round trip / 2; fan-in: send stamp to receipt,"
-        " queueing included); msgs_per_s: messages delivered per second (a round trip is 2;"
-        " fan-in: middle 80% of receipts);"
-        " ratio = p50 / raw-fifo p50 of the same scenario and size in this run"
-        " (fan-in: raw-fifo msgs/s / msgs/s);"
-        " x_same / x_cross = p50 / raw-fifo ping-pong p50 of the same size pinned to one core"
-        " / across two cores in this run;"
-        f" took {report.duration_s:.0f}s",
-        f"# {_pinning(m.cpus)}; load average (1/5/15 min) {_load(report.load_start)} at the"
-        f" start, {_load(report.load_end)} at the end",
-    ]
-    grid = [list(_COLUMNS), *(_cells(row) for row in report.rows)]
-    widths = [max(len(line[i]) for line in grid) for i in range(len(_COLUMNS))]
-    lines = []
-    for line in grid:
-        cells = [
-            cell.ljust(width) if name in _LEFT_ALIGNED else cell.rjust(width)
-            for cell, width, name in zip(line, widths, _COLUMNS, strict=True)
-        ]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join([*header, *lines]) + "\n"
+# --------------------------------------------------------------------------- statistics
 
 
 def percentile(sorted_values: Sequence[float], pct: float) -> float:
@@ -767,56 +431,6 @@ def _error_row(scenario: Scenario, note: str, status: Status = "error") -> Bench
 
 
 # --------------------------------------------------------------------------- running
-
-
-def machine_info() -> MachineInfo:
-    """Cores, CPU model, kernel, Python, and the versions of the baseline engines."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass  # not Linux, or /proc not mounted: platform's answer stands
-    versions: dict[str, str] = {}
-    from importlib import metadata  # noqa: PLC0415  # only needed for this header
-
-    for dist in ("pyzmq", "redis"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = "not installed"
-    redis_server = shutil.which("redis-server")
-    if redis_server is not None:
-        try:
-            out = subprocess.run(
-                [redis_server, "--version"], capture_output=True, text=True, timeout=10, check=False
-            ).stdout
-            versions["redis-server"] = next(
-                (p[2:] for p in out.split() if p.startswith("v=")), out.strip()
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            versions["redis-server"] = "unknown"
-    else:
-        versions["redis-server"] = "not installed"
-    return MachineInfo(
-        cores=os.cpu_count() or 0,
-        cpu=cpu,
-        kernel=platform.release(),
-        python=f"{platform.python_version()} ({platform.python_implementation()})",
-        versions=versions,
-        cpus=usable_cpus(),
-    )
-
-
-def usable_cpus() -> list[int]:
-    """The CPUs this process may run on, ascending (``os.sched_getaffinity``)."""
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return list(range(os.cpu_count() or 1))
 
 
 def select_scenarios(config: BenchConfig, scenarios: Sequence[Scenario]) -> list[Scenario]:
