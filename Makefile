@@ -13,7 +13,7 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) -U "pip>=25.1"
-	$(PIP) -e ".[mcp,monitor,plot,bench]" --group dev
+	$(PIP) -e ".[mcp,monitor,plot,bench,gateway]" --group dev
 	@touch $(STAMP) $(CORE_STAMP)
 
 # The core only (click, filelock, rich): all the demo needs.

@@ -879,3 +879,6 @@ cli.add_command(doctor_command)
 cli.add_command(_history)
 cli.add_command(_monitor)
 cli.add_command(bench_command)
+from pipemesh.gateway.cli import gateway_command  # noqa: E402
+
+cli.add_command(gateway_command)

@@ -1,0 +1,756 @@
+"""The gateway process: one per host, between the local mesh and a NATS server.
+
+Outbound, it reads the FIFOs of the ``name@host`` entries (:mod:`.remote`) and
+publishes each whole message as one binary frame (:mod:`pipemesh.codec`) on
+the target's subject (:mod:`.subjects`); inbound, it checks each frame from
+NATS, rewrites its FROM to ``sender@origin-host`` and writes it into the local
+agent's pipe, so replies, acks and reports route back the same way. Durable
+targets go through a JetStream stream (de-duplicated by message id) and are
+acknowledged only once delivered durably here. See docs/gateway.md.
+
+Local-to-local traffic never passes here. The gateway opens no listening
+socket: its only connection is the outbound one to NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import json
+import os
+import ssl
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import nats
+import nats.errors
+import nats.js.api
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from pipemesh import codec
+from pipemesh.codec import BINARY, TEXT, AnyFrameDecoder, FrameKind
+from pipemesh.errors import DecodeError, MeshError, PeerGone, TransportClosed, UsageError
+from pipemesh.gateway import subjects
+from pipemesh.gateway.config import GatewayConfig
+from pipemesh.gateway.remote import RemoteAgent, RemoteTable, remote_name, split_remote
+from pipemesh.home import MeshHome
+from pipemesh.observe import EventLog
+from pipemesh.registry import AgentRecord, Registry
+from pipemesh.runtime.send import ACK, CONTROL_PREFIX, HANDLED
+from pipemesh.spool import Spool
+from pipemesh.transport.base import Outbox
+from pipemesh.transport.fifo import FifoTransport
+from pipemesh.wire import NEED_DATA, Frame, Message, Reassembler, is_valid_name
+
+__all__ = ["Gateway", "GatewayStats"]
+
+HEARTBEAT_S: Final = 1.0
+MAX_HEARTBEAT_BYTES: Final = 1024 * 1024
+_WRITE_TIMEOUT_S: Final = 2.0
+_QUEUE_MAX: Final = 4096
+_BROADCAST_MEMORY: Final = 4096
+_PENDING_MAX: Final = 100_000
+
+
+@dataclass(slots=True)
+class GatewayStats:
+    """Counters, for tests, the log and the bench."""
+
+    published: int = 0
+    published_durable: int = 0
+    delivered: int = 0
+    spooled: int = 0
+    dropped: int = 0
+    js_acked: int = 0
+    reasons: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+class Gateway:
+    """Bridge the mesh in ``home`` to the other hosts on a NATS server.
+
+    Args:
+        nats_url: the NATS server (``nats://host:4222``, ``tls://...``).
+        mesh: the mesh name shared by the gateways that bridge together.
+        host: this host's name (default: the machine's host name).
+        home: the local mesh home.
+        config: credentials (:func:`pipemesh.gateway.config.load_config`).
+        heartbeat_s: how often this host's agents are announced.
+        host_timeout_s: a host silent this long is unreachable (default 4 heartbeats).
+        ack_wait_s: how long JetStream waits for a durable delivery's ack before re-delivering.
+    """
+
+    def __init__(
+        self,
+        nats_url: str,
+        *,
+        mesh: str = "default",
+        host: str | None = None,
+        home: MeshHome | None = None,
+        config: GatewayConfig | None = None,
+        heartbeat_s: float = HEARTBEAT_S,
+        host_timeout_s: float | None = None,
+        ack_wait_s: float = 10.0,
+    ) -> None:
+        host = host or os.uname().nodename.split(".")[0]
+        for what, value in (("mesh", mesh), ("host", host)):
+            try:
+                subjects.host_token(value)
+            except ValueError as exc:
+                raise UsageError(f"--{what}: {exc}") from None
+        self.nats_url = nats_url
+        self.mesh = mesh
+        self.host = host
+        self.home = home or MeshHome.open()
+        self.config = config or GatewayConfig()
+        self.heartbeat_s = heartbeat_s
+        self.host_timeout_s = host_timeout_s or 4 * heartbeat_s + 1.0
+        self.ack_wait_s = ack_wait_s
+        self.stats = GatewayStats()
+        self.events = EventLog(self.home.logs_dir, f"gateway@{host}")
+        self.registry = Registry(
+            self.home.registry_path,
+            self.home.lock_path,
+            names_dir=self.home.names_dir,
+            pipes_dir=self.home.pipes_dir,
+        )
+        self.transport = FifoTransport(self.home.pipes_dir)
+        self.spool = Spool(self.home.spool_dir)
+        self.remote = RemoteTable(self.home, self._from_reader, self._reader_error)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._nc: NatsClient | None = None
+        self._js: Any = None
+        self._outq: asyncio.Queue[tuple[str, Message]] = asyncio.Queue(_QUEUE_MAX)
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gw-write")
+        self._outboxes: dict[str, Outbox] = {}
+        self._local: dict[str, AgentRecord] = {}
+        self._seen_hosts: dict[str, float] = {}
+        self._host_agents: dict[str, list[RemoteAgent]] = {}
+        self._broadcasts: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
+        # (local agent, sender@host, id) -> the JetStream message acked once it reports handled
+        self._pending: dict[tuple[str, str, str], Msg] = {}
+        self._ids = 0
+        self._stop = asyncio.Event()
+        self.connected = threading.Event()
+
+    # -- logging --
+
+    def _log(self, text: str) -> None:
+        print(f"pipemesh gateway {self.host}: {text}", file=sys.stderr, flush=True)
+
+    def _drop(self, reason: str, detail: str) -> None:
+        self.stats.dropped += 1
+        self.stats.reasons[reason] += 1
+        self.events.error("gateway_dropped", f"{reason}: {detail}")
+        self._log(f"dropped ({reason}): {detail}")
+
+    # -- running --
+
+    def run(self) -> None:
+        """Run until SIGINT/SIGTERM (the CLI) or :meth:`stop`."""
+        asyncio.run(self.main())
+
+    def stop(self) -> None:
+        """Ask a running gateway to stop (thread-safe)."""
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._stop.set)
+
+    async def main(self) -> None:
+        """The gateway's life: connect, bridge, and clean up at the end."""
+        self._loop = asyncio.get_running_loop()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await self._connect()
+            if self._stop.is_set():
+                return
+            tasks = [
+                asyncio.create_task(self._heartbeats()),
+                asyncio.create_task(self._outbound()),
+                asyncio.create_task(self._durable_inbound()),
+                asyncio.create_task(self._drain_spools()),
+            ]
+            await self._stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await asyncio.get_running_loop().run_in_executor(None, self.remote.close)
+            if self._nc is not None:
+                with contextlib.suppress(Exception):
+                    await self._nc.drain()
+            self._writer.shutdown(wait=True)
+            for outbox in self._outboxes.values():
+                with contextlib.suppress(MeshError):
+                    outbox.close()
+            self.events.close()
+
+    def _tls(self) -> ssl.SSLContext | None:
+        cfg = self.config
+        if not (cfg.tls_ca or cfg.tls_cert or self.nats_url.startswith("tls://")):
+            return None
+        ctx = ssl.create_default_context(cafile=cfg.tls_ca or None)
+        if cfg.tls_cert:
+            ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+        return ctx
+
+    async def _connect(self) -> None:
+        """Connect to NATS, retrying until it answers or the gateway is stopped."""
+        cfg = self.config
+        options: dict[str, Any] = {
+            "name": f"pipemesh-gateway-{self.host}",
+            "allow_reconnect": True,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.5,
+            "connect_timeout": 2,
+            "ping_interval": 2,
+            "max_outstanding_pings": 2,
+            "disconnected_cb": self._on_disconnect,
+            "reconnected_cb": self._on_reconnect,
+            "error_cb": self._on_error,
+        }
+        if cfg.user:
+            options["user"], options["password"] = cfg.user, cfg.password
+        if cfg.token:
+            options["token"] = cfg.token
+        if cfg.nkey_seed_file:
+            options["nkeys_seed"] = cfg.nkey_seed_file
+        tls = self._tls()
+        if tls is not None:
+            options["tls"] = tls
+        warned = False
+        while not self._stop.is_set():
+            try:
+                self._nc = await nats.connect(self.nats_url, **options)
+                break
+            except (OSError, nats.errors.Error, TimeoutError) as exc:
+                if not warned:
+                    self._log(f"cannot reach NATS at {self.nats_url} ({exc!r}); retrying")
+                    warned = True
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 1.0)
+        if self._nc is None:
+            return
+        nc = self._nc
+        self.remote.max_body_cap = max(1024, nc.max_payload - 4096)
+        self._js = nc.jetstream(timeout=5.0)
+        await self._ensure_stream()
+        await nc.subscribe(subjects.heartbeat_all(self.mesh), cb=self._on_heartbeat)
+        await nc.subscribe(subjects.inbound_direct(self.mesh, self.host), cb=self._on_direct)
+        await nc.subscribe(subjects.inbound_broadcasts(self.mesh), cb=self._on_broadcast)
+        self.connected.set()
+        self._log(f"connected to {self.nats_url} as host {self.host} in mesh {self.mesh}")
+
+    async def _ensure_stream(self) -> None:
+        config = nats.js.api.StreamConfig(
+            name=subjects.stream_name(self.mesh),
+            subjects=[subjects.stream_subjects(self.mesh)],
+            storage=nats.js.api.StorageType.FILE,
+            duplicate_window=120.0,
+        )
+        try:
+            await self._js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            await self._js.update_stream(config)
+
+    async def _on_disconnect(self) -> None:
+        self.connected.clear()
+        self._log("lost NATS; remote agents read inactive until it returns")
+        await asyncio.get_running_loop().run_in_executor(None, self.remote.set_all_unreachable)
+        self._seen_hosts.clear()
+
+    async def _on_reconnect(self) -> None:
+        self.connected.set()
+        self._log("NATS is back")
+
+    async def _on_error(self, exc: Exception) -> None:
+        self.events.error("gateway_nats_error", repr(exc)[:300])
+
+    # -- heartbeats: our agents out, theirs in --
+
+    async def _heartbeats(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                local = await loop.run_in_executor(None, self._read_local)
+            except MeshError as exc:
+                self._log(f"cannot read the registry: {exc}")
+                local = self._local
+            self._local = local
+            doc = {
+                "v": 1,
+                "agents": {
+                    name: {
+                        "active": rec.is_active,
+                        "durable": rec.durable,
+                        "role": rec.role[:200],
+                        "max_body_bytes": rec.max_body_bytes,
+                    }
+                    for name, rec in local.items()
+                    if rec.is_active or rec.durable
+                },
+            }
+            nc = self._nc
+            if nc is not None and nc.is_connected:
+                with contextlib.suppress(nats.errors.Error):
+                    await nc.publish(
+                        subjects.heartbeat(self.mesh, self.host), json.dumps(doc).encode()
+                    )
+            now = time.monotonic()
+            for host, seen in list(self._seen_hosts.items()):
+                if now - seen > self.host_timeout_s:
+                    del self._seen_hosts[host]
+                    self._log(f"host {host} is silent; its agents read inactive")
+                    agents = self._host_agents.get(host, [])
+                    await loop.run_in_executor(None, self._update_host, host, agents, False)
+            await asyncio.sleep(self.heartbeat_s)
+
+    def _read_local(self) -> dict[str, AgentRecord]:
+        return {n: r for n, r in self.registry.read().items() if not r.gateway}
+
+    def _update_host(self, host: str, agents: list[RemoteAgent], reachable: bool) -> None:
+        self.remote.update(host, agents, reachable=reachable)
+
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        route = subjects.parse(self.mesh, msg.subject)
+        if route is None or route.kind != subjects.HEARTBEAT or route.src == self.host:
+            return
+        try:
+            agents = _parse_heartbeat(msg.data)
+        except ValueError as exc:
+            self._drop("bad heartbeat", f"from {route.src}: {exc}")
+            return
+        fresh = route.src not in self._seen_hosts
+        self._seen_hosts[route.src] = time.monotonic()
+        if fresh or agents != self._host_agents.get(route.src):
+            self._host_agents[route.src] = agents
+            if fresh:
+                self._log(f"host {route.src} is here with {len(agents)} agent(s)")
+            await asyncio.get_running_loop().run_in_executor(
+                None, self._update_host, route.src, agents, True
+            )
+
+    # -- outbound: local agents -> NATS --
+
+    def _reader_error(self, name: str, text: str) -> None:
+        self.events.error("gateway_read_failed", text, agent=name)
+
+    def _from_reader(self, name: str, msg: Message, stopping: threading.Event) -> None:
+        loop, queue = self._loop, self._outq
+        if loop is None:
+            return
+        fut = asyncio.run_coroutine_threadsafe(queue.put((name, msg)), loop)
+        while True:  # backpressure: a full queue stops the reader, the pipe fills
+            try:
+                fut.result(timeout=0.5)
+                return
+            except concurrent.futures.TimeoutError:
+                if stopping.is_set() or loop.is_closed():
+                    fut.cancel()
+                    return
+            except (concurrent.futures.CancelledError, RuntimeError):
+                return
+
+    async def _outbound(self) -> None:
+        while True:
+            name, msg = await self._outq.get()
+            try:
+                await self._send_out(name, msg)
+            except (MeshError, nats.errors.Error, TimeoutError, ValueError) as exc:
+                self._drop("outbound failed", f"{msg.sender} -> {name} {msg.id}: {exc!r}")
+
+    async def _send_out(self, name: str, msg: Message) -> None:
+        agent, host = split_remote(name)
+        nc = self._nc
+        if msg.to == "":
+            key = (msg.sender, msg.id)
+            if key in self._broadcasts or msg.msg_type.startswith(CONTROL_PREFIX):
+                return  # one copy per broadcast (it reached every remote entry); no join/leave
+            self._broadcasts[key] = None
+            if len(self._broadcasts) > _BROADCAST_MEMORY:
+                self._broadcasts.popitem(last=False)
+            if nc is None or not nc.is_connected:
+                self._drop("NATS down", f"broadcast {msg.id} from {msg.sender}")
+                return
+            await nc.publish(subjects.broadcast(self.mesh, self.host), _frame(msg, ""))
+            self.stats.published += 1
+            return
+        if msg.msg_type == HANDLED:
+            await self._handled(agent_from=msg.sender, sender=name, ids=msg.body.split())
+            return
+        if msg.msg_type.startswith(CONTROL_PREFIX) and msg.msg_type != ACK:
+            return  # join/leave/spooled/wake mean nothing on another host
+        payload = _frame(msg, agent)
+        if self.remote.is_durable(name) and msg.msg_type != ACK:
+            await self._publish_durable(name, host, agent, msg, payload)
+            return
+        if nc is None or not nc.is_connected:
+            self._drop("NATS down", f"{msg.id} from {msg.sender} to {name}")
+            return
+        await nc.publish(subjects.direct(self.mesh, self.host, host, agent), payload)
+        self.stats.published += 1
+
+    async def _publish_durable(
+        self, name: str, host: str, agent: str, msg: Message, payload: bytes
+    ) -> None:
+        """Into JetStream (de-duplicated by sender and id); then tell the sender it is safe."""
+        msg_id = f"{self.host}.{msg.sender}.{msg.id}"
+        try:
+            await self._js.publish(
+                subjects.durable(self.mesh, self.host, host, agent),
+                payload,
+                headers={"Nats-Msg-Id": msg_id},
+                timeout=5.0,
+            )
+        except (nats.errors.Error, TimeoutError, OSError):
+            # NATS is away: keep it in the remote entry's spool here; it goes on later.
+            data = b"".join(
+                codec.encode_message(
+                    BINARY,
+                    msg.sender,
+                    name,
+                    msg.body.encode(),
+                    msg_id=msg.id,
+                    priority=msg.priority,
+                    msg_type=msg.msg_type,
+                    sent_ns=msg.sent_ns,
+                    reply_to=msg.reply_to,
+                    ack=msg.ack,
+                    max_frame_bytes=self.transport.max_frame_bytes,
+                )
+            )
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: self.spool.put(name, data, msg.id, limits=False)
+            )
+            self.stats.spooled += 1
+        else:
+            self.stats.published_durable += 1
+        # Kept by JetStream (or our spool): the sender may forget it.
+        await self._report_handled(msg.sender, name, [msg.id])
+
+    async def _report_handled(self, to: str, sender: str, ids: list[str]) -> None:
+        self._ids += 1
+        frames = codec.encode_message(
+            TEXT,
+            sender,
+            to,
+            " ".join(ids).encode(),
+            msg_id=f"gw{os.getpid():x}h{self._ids:x}",
+            priority=3,
+            msg_type=HANDLED,
+            sent_ns=time.time_ns(),
+            max_frame_bytes=self.transport.max_frame_bytes,
+        )
+        await self._write_local(to, frames, quiet=True)
+
+    async def _handled(self, agent_from: str, sender: str, ids: list[str]) -> None:
+        """A local durable agent handled messages a remote sender sent: ack them in JetStream."""
+        for msg_id in ids:
+            js_msg = self._pending.pop((agent_from, sender, msg_id), None)
+            if js_msg is not None:
+                with contextlib.suppress(nats.errors.Error, TimeoutError):
+                    await js_msg.ack()
+                    self.stats.js_acked += 1
+
+    async def _drain_spools(self) -> None:
+        """Forward what waits in the spools of durable remote entries (NATS was away)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            nc, remote = self._nc, self.remote
+            if nc is None or not nc.is_connected:
+                continue
+            for name, agent in remote.names().items():
+                if not agent.durable:
+                    continue
+                entries = await loop.run_in_executor(None, self.spool.entries, name)
+                for entry in entries:
+                    data = Spool.read(entry)
+                    if data is None:
+                        continue
+                    msgs = _messages(data)
+                    try:
+                        for msg in msgs:
+                            host = split_remote(name)[1]
+                            agent_name = split_remote(name)[0]
+                            await self._js.publish(
+                                subjects.durable(self.mesh, self.host, host, agent_name),
+                                _frame(msg, agent_name),
+                                headers={"Nats-Msg-Id": f"{self.host}.{msg.sender}.{msg.id}"},
+                                timeout=5.0,
+                            )
+                            self.stats.published_durable += 1
+                    except (nats.errors.Error, TimeoutError):
+                        break
+                    Spool.remove(entry)
+
+    # -- inbound: NATS -> local agents --
+
+    def _check(self, route: subjects.Route, data: bytes, what: str) -> Frame | None:
+        """The one frame ``data`` holds, if it is acceptable from ``route.src``."""
+        nc = self._nc
+        limit = nc.max_payload if nc is not None else 1024 * 1024
+        if route.src == self.host:
+            return None  # our own (a broadcast, or a subject loop): never back in
+        if len(data) > limit:
+            self._drop("oversized", f"{what} from {route.src}: {len(data)} bytes")
+            return None
+        decoder = AnyFrameDecoder(max_frame_body_bytes=limit)
+        decoder.feed(data)
+        decoder.feed(b"")
+        try:
+            frame = decoder.next_frame()
+            extra = decoder.next_frame() if frame is not NEED_DATA else NEED_DATA
+        except DecodeError as exc:
+            self._drop("malformed", f"{what} from {route.src}: {exc}")
+            return None
+        if not isinstance(frame, Frame) or extra is not NEED_DATA or frame.parts != 1:
+            self._drop("malformed", f"{what} from {route.src}: not exactly one whole frame")
+            return None
+        if "@" in frame.sender:
+            self._drop("spoofed FROM", f"{what} from {route.src} claims FROM {frame.sender}")
+            return None
+        try:
+            frame.body.decode("utf-8")
+        except UnicodeDecodeError:
+            self._drop("malformed", f"{what} from {route.src}: body is not UTF-8")
+            return None
+        return frame
+
+    async def _on_direct(self, msg: Msg) -> None:
+        route = subjects.parse(self.mesh, msg.subject)
+        if route is None or route.kind != subjects.DIRECT or route.dst != self.host:
+            return
+        frame = self._check(route, msg.data, "message")
+        if frame is None:
+            return
+        if frame.to != route.agent:
+            self._drop("malformed", f"TO {frame.to} does not match subject agent {route.agent}")
+            return
+        await self._deliver(route.src, frame, frame.to)
+
+    async def _on_broadcast(self, msg: Msg) -> None:
+        route = subjects.parse(self.mesh, msg.subject)
+        if route is None or route.kind != subjects.BROADCAST:
+            return
+        frame = self._check(route, msg.data, "broadcast")
+        if frame is None or frame.to != "":
+            return
+        for name, rec in list(self._local.items()):
+            if rec.is_active:
+                await self._deliver(route.src, frame, name, broadcast=True)
+
+    def _local_record(self, name: str) -> AgentRecord | None:
+        rec = self._local.get(name)
+        if rec is None:
+            with contextlib.suppress(MeshError):
+                self._local = self._read_local()
+                rec = self._local.get(name)
+        return rec
+
+    def _encode_for(self, src: str, frame: Frame, to: str, rec: AgentRecord) -> list[bytes]:
+        kind: FrameKind = BINARY if BINARY in rec.frames else TEXT
+        return codec.encode_message(
+            kind,
+            remote_name(frame.sender, src),
+            to,
+            frame.body,
+            msg_id=frame.id,
+            priority=frame.priority,
+            msg_type=frame.msg_type,
+            sent_ns=frame.sent_ns,
+            reply_to=frame.reply_to,
+            ack=frame.ack,
+            max_frame_bytes=self.transport.max_frame_bytes,
+        )
+
+    async def _deliver(self, src: str, frame: Frame, to: str, *, broadcast: bool = False) -> bool:
+        rec = await asyncio.get_running_loop().run_in_executor(None, self._local_record, to)
+        if rec is None:
+            if not broadcast:
+                self._drop("unknown agent", f"{frame.id} from {frame.sender}@{src} to {to}")
+            return False
+        frames = self._encode_for(src, frame, "" if broadcast else to, rec)
+        return await self._write_local(to, frames)
+
+    async def _write_local(self, to: str, frames: list[bytes], *, quiet: bool = False) -> bool:
+        loop = asyncio.get_running_loop()
+        error = await loop.run_in_executor(self._writer, self._write_blocking, to, frames)
+        if error is None:
+            self.stats.delivered += 1
+            return True
+        if not quiet:
+            self._drop("not delivered", error)
+        return False
+
+    def _write_blocking(self, to: str, frames: list[bytes]) -> str | None:
+        """Write whole frames to a local pipe; the error as text, or None."""
+        for attempt in range(2):
+            outbox = self._outboxes.get(to)
+            try:
+                if outbox is None:
+                    outbox = self._outboxes[to] = self.transport.connect(to)
+                outbox.write_frames(frames, _WRITE_TIMEOUT_S)
+                return None
+            except (PeerGone, TransportClosed) as exc:
+                self._outboxes.pop(to, None)
+                if attempt:
+                    return str(exc)
+            except MeshError as exc:
+                self._outboxes.pop(to, None)
+                return str(exc)
+        return None  # pragma: no cover - the loop always returns
+
+    # -- durable inbound: JetStream -> local durable agents --
+
+    async def _durable_inbound(self) -> None:
+        """Pull this host's durable messages; ack each once delivered durably here."""
+        sub = None
+        while True:
+            nc = self._nc
+            if nc is None or not nc.is_connected:
+                await asyncio.sleep(0.5)
+                continue
+            try:
+                if sub is None:
+                    sub = await self._js.pull_subscribe(
+                        subjects.durable_filter(self.mesh, self.host),
+                        durable="gw_" + subjects.stream_name(self.host),
+                        stream=subjects.stream_name(self.mesh),
+                        config=nats.js.api.ConsumerConfig(
+                            ack_wait=self.ack_wait_s, max_ack_pending=_PENDING_MAX
+                        ),
+                    )
+                msgs = await sub.fetch(batch=256, timeout=1.0)
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue
+            except (nats.errors.Error, OSError) as exc:
+                self.events.error("gateway_fetch_failed", repr(exc)[:300])
+                await asyncio.sleep(0.5)
+                continue
+            for js_msg in msgs:
+                await self._durable_one(js_msg)
+
+    async def _durable_one(self, js_msg: Msg) -> None:
+        route = subjects.parse(self.mesh, js_msg.subject)
+        frame = None
+        if route is not None and route.kind == subjects.DURABLE and route.dst == self.host:
+            frame = self._check(route, js_msg.data, "durable message")
+        if route is None or frame is None or frame.to != route.agent:
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                await js_msg.term()  # never deliverable: do not re-deliver it
+            return
+        loop = asyncio.get_running_loop()
+        rec = await loop.run_in_executor(None, self._local_record, frame.to)
+        if rec is None:
+            self._drop("unknown agent", f"durable {frame.id} to {frame.to}")
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                await js_msg.term()
+            return
+        sender = remote_name(frame.sender, route.src)
+        frames = self._encode_for(route.src, frame, frame.to, rec)
+        if rec.is_active and await self._write_local(frame.to, frames, quiet=True):
+            if rec.durable:
+                if len(self._pending) < _PENDING_MAX:
+                    self._pending[(frame.to, sender, frame.id)] = js_msg  # acked on its report
+                return
+        elif rec.durable:
+            try:
+                await loop.run_in_executor(
+                    None, lambda: self.spool.put(frame.to, b"".join(frames), frame.id)
+                )
+                self.stats.spooled += 1
+            except MeshError as exc:
+                self._log(f"cannot queue {frame.id} for {frame.to}: {exc}; JetStream keeps it")
+                return  # not acked: re-delivered after ack_wait
+        else:
+            self._drop("not delivered", f"durable {frame.id} to {frame.to}: agent offline")
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            await js_msg.ack()
+            self.stats.js_acked += 1
+
+
+def _frame(msg: Message, to: str) -> bytes:
+    """``msg`` as one binary frame for NATS (the local sender's name, the target's local name)."""
+    return codec.encode_binary(
+        Frame(
+            msg.sender,
+            to,
+            msg.priority,
+            msg.msg_type,
+            msg.id,
+            msg.body.encode(),
+            msg.sent_ns,
+            msg.reply_to,
+            1,
+            1,
+            msg.ack,
+        )
+    )
+
+
+def _messages(data: bytes) -> list[Message]:
+    """The whole messages in spooled bytes (frames of either kind); bad ones skipped."""
+    decoder = AnyFrameDecoder()
+    joiner = Reassembler()
+    decoder.feed(data)
+    decoder.feed(b"")
+    out: list[Message] = []
+    for _ in range(100_000):
+        try:
+            frame = decoder.next_frame()
+        except DecodeError:
+            continue
+        if not isinstance(frame, Frame):
+            break
+        try:
+            msg = joiner.add(frame, 0.0)
+        except DecodeError:
+            continue
+        if msg is not None:
+            out.append(msg)
+    return out
+
+
+def _parse_heartbeat(data: bytes) -> list[RemoteAgent]:
+    """The agents a heartbeat lists; ValueError if it is not a heartbeat."""
+    if len(data) > MAX_HEARTBEAT_BYTES:
+        raise ValueError(f"{len(data)} bytes, limit {MAX_HEARTBEAT_BYTES}")
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"not JSON ({str(exc)[:80]})") from None
+    agents = doc.get("agents") if isinstance(doc, dict) else None
+    if not isinstance(agents, dict) or len(agents) > 10_000:
+        raise ValueError('no "agents" object (or over 10,000 agents)')
+    out: list[RemoteAgent] = []
+    for name, info in sorted(agents.items()):
+        if not isinstance(name, str) or not is_valid_name(name) or "@" in name:
+            raise ValueError(f"agent name {str(name)[:80]!r} is not valid")
+        if not isinstance(info, dict):
+            raise ValueError(f"agent {name} is not an object")
+        active, durable = info.get("active"), info.get("durable", False)
+        role, size = info.get("role", ""), info.get("max_body_bytes", 16 * 1024 * 1024)
+        if not isinstance(active, bool) or not isinstance(durable, bool):
+            raise ValueError(f"agent {name}: active/durable are not true or false")
+        if not isinstance(role, str) or len(role) > 200:
+            raise ValueError(f"agent {name}: role is not a short string")
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 2**62:
+            raise ValueError(f"agent {name}: max_body_bytes is not a positive integer")
+        role = "".join(c if c.isprintable() else "?" for c in role)
+        out.append(RemoteAgent(name, active, durable, role, size))
+    return out
+
+
+def gateway_home(home: str | os.PathLike[str] | None) -> MeshHome:
+    """The mesh home a gateway bridges."""
+    return MeshHome.open(Path(home) if home is not None else None)
