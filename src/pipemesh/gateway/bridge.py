@@ -18,6 +18,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import itertools
 import json
 import os
 import ssl
@@ -40,11 +41,17 @@ from pipemesh.codec import BINARY, TEXT, AnyFrameDecoder, FrameKind
 from pipemesh.errors import DecodeError, MeshError, PeerGone, TransportClosed, UsageError
 from pipemesh.gateway import subjects
 from pipemesh.gateway.config import GatewayConfig
-from pipemesh.gateway.remote import RemoteAgent, RemoteTable, remote_name, split_remote
+from pipemesh.gateway.remote import (
+    Announcement,
+    RemoteAgent,
+    RemoteTable,
+    remote_name,
+    split_remote,
+)
 from pipemesh.home import MeshHome
 from pipemesh.observe import EventLog
 from pipemesh.registry import AgentRecord, Registry
-from pipemesh.runtime.send import ACK, CONTROL_PREFIX, HANDLED
+from pipemesh.runtime.send import ACK, CONTROL_PREFIX, HANDLED, JOIN, LEAVE
 from pipemesh.spool import Spool
 from pipemesh.transport.base import Outbox
 from pipemesh.transport.fifo import FifoTransport
@@ -136,7 +143,7 @@ class Gateway:
         self._broadcasts: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
         # (local agent, sender@host, id) -> the JetStream message acked once it reports handled
         self._pending: dict[tuple[str, str, str], Msg] = {}
-        self._ids = 0
+        self._ids = itertools.count(1)  # ids of the gateway's own control frames
         self._stop = asyncio.Event()
         self.connected = threading.Event()
 
@@ -184,7 +191,9 @@ class Gateway:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            await asyncio.get_running_loop().run_in_executor(None, self.remote.close)
+            told = await asyncio.get_running_loop().run_in_executor(None, self.remote.close)
+            with contextlib.suppress(RuntimeError):
+                self._announce(told)
             if self._nc is not None:
                 with contextlib.suppress(Exception):
                     await self._nc.drain()
@@ -318,7 +327,32 @@ class Gateway:
         return {n: r for n, r in self.registry.read().items() if not r.gateway}
 
     def _update_host(self, host: str, agents: list[RemoteAgent], reachable: bool) -> None:
-        self.remote.update(host, agents, reachable=reachable)
+        self._announce(self.remote.update(host, agents, reachable=reachable))
+
+    def _announce(self, told: list[Announcement]) -> None:
+        """Tell every local agent about remote entries that came or went (join/leave frames)."""
+        if not told:
+            return
+        try:
+            local = self._read_local()
+        except MeshError:
+            local = self._local
+        for name, kind, body in told:
+            for to, rec in local.items():
+                if not rec.is_active:
+                    continue
+                frames = codec.encode_message(
+                    TEXT,
+                    name,
+                    to,
+                    body.encode(),
+                    msg_id=f"gw{os.getpid():x}j{next(self._ids):x}",
+                    priority=3,
+                    msg_type=JOIN if kind == "join" else LEAVE,
+                    sent_ns=time.time_ns(),
+                    max_frame_bytes=self.transport.max_frame_bytes,
+                )
+                self._writer.submit(self._write_blocking, to, frames)
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         route = subjects.parse(self.mesh, msg.subject)
@@ -438,13 +472,12 @@ class Gateway:
         await self._report_handled(msg.sender, name, [msg.id])
 
     async def _report_handled(self, to: str, sender: str, ids: list[str]) -> None:
-        self._ids += 1
         frames = codec.encode_message(
             TEXT,
             sender,
             to,
             " ".join(ids).encode(),
-            msg_id=f"gw{os.getpid():x}h{self._ids:x}",
+            msg_id=f"gw{os.getpid():x}h{next(self._ids):x}",
             priority=3,
             msg_type=HANDLED,
             sent_ns=time.time_ns(),

@@ -21,6 +21,7 @@ local agent wrote to a remote one.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 import time
@@ -43,7 +44,7 @@ from pipemesh.transport.base import Inbox
 from pipemesh.transport.fifo import FifoTransport
 from pipemesh.wire import Frame, Message, Reassembler
 
-__all__ = ["RemoteAgent", "RemoteTable", "remote_name", "split_remote"]
+__all__ = ["Announcement", "RemoteAgent", "RemoteTable", "remote_name", "split_remote"]
 
 _READ_POLL_S: Final = 0.2
 
@@ -72,6 +73,9 @@ class RemoteAgent:
 
 OnMessage = Callable[[str, Message, threading.Event], None]  # the event: reader stopping
 OnError = Callable[[str, str], None]
+# (entry name, "join" or "leave", its record as JSON): what local agents must be told,
+# as a local agent tells its peers, so their cached view of the registry stays true.
+Announcement = tuple[str, str, str]
 
 
 class _Reader:
@@ -167,7 +171,9 @@ class RemoteTable:
             agent = self._agents.get(name)
         return agent is not None and agent.durable
 
-    def update(self, host: str, agents: list[RemoteAgent], *, reachable: bool) -> None:
+    def update(
+        self, host: str, agents: list[RemoteAgent], *, reachable: bool
+    ) -> list[Announcement]:
         """Make the entries of ``host`` match its heartbeat (``agents``).
 
         An entry is read (active, with a FIFO) when ``reachable`` and its agent
@@ -178,7 +184,7 @@ class RemoteTable:
         wanted = {remote_name(a.name, host): a for a in agents}
         with self._lock:
             if self._closed:
-                return
+                return []
             gone = [n for n in self._agents if split_remote(n)[1] == host and n not in wanted]
             changes: dict[str, AgentRecord | None] = dict.fromkeys(gone)
             for name, agent in wanted.items():
@@ -187,16 +193,16 @@ class RemoteTable:
                 self._agents[name] = agent
             for name in gone:
                 del self._agents[name]
-            self._apply(changes)
+            return self._apply(changes)
 
-    def set_all_unreachable(self) -> None:
+    def set_all_unreachable(self) -> list[Announcement]:
         """NATS is down: every entry reads inactive (senders get AgentOffline, or queue)."""
         with self._lock:
             changes: dict[str, AgentRecord | None] = {
                 name: self._record(name, split_remote(name)[1], agent, False)
                 for name, agent in self._agents.items()
             }
-            self._apply(changes)
+            return self._apply(changes)
 
     def hosts(self) -> set[str]:
         """Hosts with entries here."""
@@ -219,8 +225,9 @@ class RemoteTable:
             gateway=host,
         )
 
-    def _apply(self, changes: dict[str, AgentRecord | None]) -> None:
-        """Start/stop readers and write the registry (under self._lock)."""
+    def _apply(self, changes: dict[str, AgentRecord | None]) -> list[Announcement]:
+        """Start/stop readers and write the registry (under self._lock); say what changed."""
+        told: list[Announcement] = []
         for name, rec in changes.items():
             reading = name in self._readers
             if rec is not None and rec.status == ACTIVE and not reading:
@@ -233,9 +240,11 @@ class RemoteTable:
                 self._readers[name] = _Reader(
                     name, inbox, self.transport.max_frame_bytes, self._on_message, self._on_error
                 )
+                told.append((name, "join", json.dumps(rec.to_json())))
             elif (rec is None or rec.status != ACTIVE) and reading:
                 self._readers.pop(name).stop()
                 self.transport.remove(name)
+                told.append((name, "leave", json.dumps(rec.to_json() if rec else {})))
         try:
             with self.registry.transaction() as records:
                 for name, rec in changes.items():
@@ -251,24 +260,26 @@ class RemoteTable:
                     records[name] = rec
         except MeshError as exc:
             self._on_error("registry", str(exc))
+        return told
 
-    def close(self) -> None:
+    def close(self) -> list[Announcement]:
         """Stop reading; drop the entries, keeping durable ones as inactive. Idempotent."""
         with self._lock:
             if self._closed:
-                return
+                return []
             self._closed = True
             changes: dict[str, AgentRecord | None] = {}
             for name, agent in self._agents.items():
                 host = split_remote(name)[1]
                 changes[name] = self._record(name, host, agent, False) if agent.durable else None
-            self._apply(changes)
+            told = self._apply(changes)
             for reader in self._readers.values():
                 reader.stop()
             self._readers.clear()
             for name in changes:
                 with contextlib.suppress(OSError):
                     self.transport.remove(name)
+            return told
 
 
 def _same(a: AgentRecord, b: AgentRecord) -> bool:
