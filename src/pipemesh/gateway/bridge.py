@@ -51,7 +51,8 @@ from pipemesh.gateway.remote import (
 from pipemesh.home import MeshHome
 from pipemesh.observe import EventLog
 from pipemesh.registry import AgentRecord, Registry
-from pipemesh.runtime.send import ACK, CONTROL_PREFIX, HANDLED, JOIN, LEAVE
+from pipemesh.runtime.durable import HANDLED_DIR
+from pipemesh.runtime.send import ACK, CONTROL_PREFIX, HANDLED, JOIN, LEAVE, SPOOLED
 from pipemesh.spool import Spool
 from pipemesh.transport.base import Outbox
 from pipemesh.transport.fifo import FifoTransport
@@ -645,6 +646,17 @@ class Gateway:
 
     # -- durable inbound: JetStream -> local durable agents --
 
+    def _handled_by(self, agent: str, sender: str, msg_id: str) -> bool:
+        """True if ``agent``'s record of handled messages holds (sender, id)."""
+        path = self.home.spool_dir / HANDLED_DIR / agent
+        try:
+            with open(path, "rb") as f:
+                data = f.read(64 * 1024 * 1024)
+        except OSError:
+            return False
+        line = f"{sender} {msg_id}\n".encode()
+        return data.startswith(line) or b"\n" + line in data
+
     async def _durable_inbound(self) -> None:
         """Pull this host's durable messages; ack each once delivered durably here."""
         sub = None
@@ -684,12 +696,26 @@ class Gateway:
             return
         loop = asyncio.get_running_loop()
         rec = await loop.run_in_executor(None, self._local_record, frame.to)
+        if rec is not None and not rec.is_active:  # it may have just started: look again
+            with contextlib.suppress(MeshError):
+                self._local = await loop.run_in_executor(None, self._read_local)
+                rec = self._local.get(frame.to, rec)
         if rec is None:
             self._drop("unknown agent", f"durable {frame.id} to {frame.to}")
             with contextlib.suppress(nats.errors.Error, TimeoutError):
                 await js_msg.term()
             return
         sender = remote_name(frame.sender, route.src)
+        redelivered = _deliveries(js_msg) > 1
+        if redelivered and rec.durable:
+            # Its report may have been lost (our restart, or its sender left meanwhile):
+            # the agent's own record of handled messages says whether it is done.
+            done = await loop.run_in_executor(None, self._handled_by, frame.to, sender, frame.id)
+            if done:
+                with contextlib.suppress(nats.errors.Error, TimeoutError):
+                    await js_msg.ack()
+                    self.stats.js_acked += 1
+                return
         frames = self._encode_for(route.src, frame, frame.to, rec)
         if rec.is_active and await self._write_local(frame.to, frames, quiet=True):
             if rec.durable:
@@ -698,18 +724,39 @@ class Gateway:
                 return
         elif rec.durable:
             try:
-                await loop.run_in_executor(
+                path = await loop.run_in_executor(
                     None, lambda: self.spool.put(frame.to, b"".join(frames), frame.id)
                 )
                 self.stats.spooled += 1
             except MeshError as exc:
                 self._log(f"cannot queue {frame.id} for {frame.to}: {exc}; JetStream keeps it")
                 return  # not acked: re-delivered after ack_wait
+            # As any sender does: tell the agent, in case it started meanwhile.
+            told = codec.encode_message(
+                TEXT,
+                sender,
+                frame.to,
+                path.name.encode(),
+                msg_id=f"gw{os.getpid():x}s{next(self._ids):x}",
+                priority=3,
+                msg_type=SPOOLED,
+                sent_ns=time.time_ns(),
+                max_frame_bytes=self.transport.max_frame_bytes,
+            )
+            await self._write_local(frame.to, told, quiet=True)
         else:
             self._drop("not delivered", f"durable {frame.id} to {frame.to}: agent offline")
         with contextlib.suppress(nats.errors.Error, TimeoutError):
             await js_msg.ack()
             self.stats.js_acked += 1
+
+
+def _deliveries(js_msg: Msg) -> int:
+    """How many times JetStream delivered ``js_msg`` (1 the first time)."""
+    try:
+        return int(js_msg.metadata.num_delivered)
+    except (nats.errors.Error, AttributeError, ValueError, TypeError):
+        return 1
 
 
 def _frame(msg: Message, to: str) -> bytes:
