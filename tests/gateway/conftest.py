@@ -176,6 +176,21 @@ class Host:
         assert p.read_line(30)["ready"] == name
         return p
 
+    def run_python(self, code: str, *args: str, timeout_s: float = 60.0) -> str:
+        """Run ``python -c code args`` on this host to completion; its stdout."""
+        env = {**os.environ, "PIPEMESH_HOME": str(self.home)}
+        done = subprocess.run(
+            self.argv([PY, "-c", code, *args]),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.fail(f"python on {self.name} failed: {done.stderr[-2000:]}")
+        return done.stdout
+
     def record_path(self, name: str) -> Path:
         return self.cluster.tmp / f"record-{self.name}-{name}.jsonl"
 

@@ -93,6 +93,8 @@ class Gateway:
         heartbeat_s: how often this host's agents are announced.
         host_timeout_s: a host silent this long is unreachable (default 4 heartbeats).
         ack_wait_s: how long JetStream waits for a durable delivery's ack before re-delivering.
+        max_message_bytes: largest frame taken from NATS (and the NATS server's own
+            ``max_payload`` applies): larger ones are logged and dropped.
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class Gateway:
         heartbeat_s: float = HEARTBEAT_S,
         host_timeout_s: float | None = None,
         ack_wait_s: float = 10.0,
+        max_message_bytes: int = 1 << 20,
     ) -> None:
         host = host or os.uname().nodename.split(".")[0]
         for what, value in (("mesh", mesh), ("host", host)):
@@ -121,6 +124,7 @@ class Gateway:
         self.heartbeat_s = heartbeat_s
         self.host_timeout_s = host_timeout_s or 4 * heartbeat_s + 1.0
         self.ack_wait_s = ack_wait_s
+        self.max_message_bytes = max_message_bytes
         self.stats = GatewayStats()
         self.events = EventLog(self.home.logs_dir, f"gateway@{host}")
         self.registry = Registry(
@@ -251,7 +255,7 @@ class Gateway:
         if self._nc is None:
             return
         nc = self._nc
-        self.remote.max_body_cap = max(1024, nc.max_payload - 4096)
+        self.remote.max_body_cap = max(1024, min(nc.max_payload, self.max_message_bytes) - 4096)
         self._js = nc.jetstream(timeout=5.0)
         await self._ensure_stream()
         await nc.subscribe(subjects.heartbeat_all(self.mesh), cb=self._on_heartbeat)
@@ -532,9 +536,11 @@ class Gateway:
     def _check(self, route: subjects.Route, data: bytes, what: str) -> Frame | None:
         """The one frame ``data`` holds, if it is acceptable from ``route.src``."""
         nc = self._nc
-        limit = nc.max_payload if nc is not None else 1024 * 1024
+        limit = min(nc.max_payload if nc is not None else 1 << 20, self.max_message_bytes)
         if route.src == self.host:
-            return None  # our own (a broadcast, or a subject loop): never back in
+            if what != "broadcast":  # our own broadcasts come back by design; nothing else does
+                self._drop("spoofed origin", f"{what} claims to come from this host")
+            return None
         if len(data) > limit:
             self._drop("oversized", f"{what} from {route.src}: {len(data)} bytes")
             return None

@@ -46,6 +46,13 @@ __all__ = ["gateway_command"]
     show_default=True,
     help="Seconds JetStream waits for a durable delivery before re-delivering.",
 )
+@click.option(
+    "--max-message-bytes",
+    type=click.IntRange(4096, 64 << 20),
+    default=1 << 20,
+    show_default=True,
+    help="Largest message frame taken from NATS (also capped by the server's max_payload).",
+)
 @click.pass_context
 def gateway_command(
     ctx: click.Context,
@@ -55,6 +62,7 @@ def gateway_command(
     config_path: Path | None,
     heartbeat_s: float,
     ack_wait_s: float,
+    max_message_bytes: int,
 ) -> None:
     """Bridge this host's mesh to the other hosts' meshes over NATS."""
     from pipemesh.gateway.config import GatewayConfig, load_config  # noqa: PLC0415
@@ -80,6 +88,7 @@ def gateway_command(
         config=config,
         heartbeat_s=heartbeat_s,
         ack_wait_s=ack_wait_s,
+        max_message_bytes=max_message_bytes,
     )
 
     def _stop(signum: int, frame: FrameType | None) -> None:

@@ -1,0 +1,121 @@
+"""What senders see when NATS or a gateway is away, and hostile input from NATS."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.gateway.conftest import Cluster
+
+pytestmark = [pytest.mark.gateway, pytest.mark.timeout(240)]
+
+# argv: nats_url — publishes hostile messages on host a's behalf, then one good one.
+HOSTILE = r"""
+import asyncio, sys
+import nats
+from pipemesh import codec
+from pipemesh.wire import Frame
+
+def frame(sender, to, body, msg_id):
+    return codec.encode_binary(Frame(sender, to, 1, "directive", msg_id, body))
+
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    direct = "pm.t.m.a.b.bob"
+    await nc.publish(direct, b"\xff\x00garbage\x01" * 50)                 # garbage bytes
+    await nc.publish(direct, frame("mallory", "bob", b"x" * 100_000, "big1"))  # oversized
+    await nc.publish(direct, frame("carol@b", "bob", b"spoof", "sp1"))    # FROM claims a name@host
+    await nc.publish("pm.t.m.b.b.bob", frame("carol", "bob", b"loop", "sp2"))  # claims host b
+    await nc.publish(direct, frame("mallory", "eve", b"wrong to", "wt1"))  # TO != subject
+    await nc.publish("pm.t.hb.a", b"{not json")                            # bad heartbeat
+    await nc.publish(direct, frame("bob", "bob", b"not local bob", "ok1"))  # FROM a local name
+    await nc.flush()
+    await nc.close()
+
+asyncio.run(main())
+"""
+
+
+def test_nats_down_or_gateway_dead_gives_senders_clear_answers(cluster: Cluster) -> None:
+    """NATS down: AgentOffline to a remote agent, queued to a durable one, delivered on return."""
+    a, b = cluster.hosts
+    a.start_gateway()
+    b.start_gateway()
+    b.agent("bob")
+    b.agent("dave", durable=True)
+    alice = a.agent("alice")
+    a.wait_remote("bob@b")
+    a.wait_remote("dave@b")
+    assert alice.command({"op": "send", "to": "bob@b", "body": "before"})["ok"]
+
+    cluster.stop_nats()
+    wait_for(lambda: a.registry().get("bob@b", {}).get("status") == "inactive", 30, 0.05)
+    r = alice.command({"op": "send", "to": "bob@b", "body": "while down"})
+    assert r["ok"] is False, r
+    assert r["error"] == "AgentOffline", r
+    assert "bob@b" in str(r["message"]), r
+    r = alice.command({"op": "send", "to": "dave@b", "body": "queued while down"})
+    assert r["ok"], r
+    assert r["delivery"] == "queued", r
+
+    cluster.start_nats()
+    a.wait_remote("bob@b", 60)
+    wait_for(lambda: any(m["body"] == "queued while down" for m in b.records("dave")), 60, 0.1)
+    assert alice.command({"op": "send", "to": "bob@b", "body": "after"})["ok"]
+    wait_for(lambda: any(m["body"] == "after" for m in b.records("bob")), 30, 0.05)
+    assert [m["body"] for m in b.records("bob")] == ["before", "after"]
+
+    # The local gateway dies: its entries are dead with it.
+    a.kill_gateway()
+    r = alice.command({"op": "send", "to": "bob@b", "body": "gateway dead"})
+    assert r["ok"] is False, r
+    assert r["error"] == "AgentOffline", r
+
+
+def test_hostile_nats_messages_are_logged_and_dropped(cluster: Cluster) -> None:
+    """Garbage, oversized, spoofed FROM/origin, wrong TO, bad heartbeat: dropped, logged, alive."""
+    a, b = cluster.hosts
+    b.start_gateway("--max-message-bytes", "65536")
+    b.agent("bob")
+    a.run_python(HOSTILE, a.nats_url)
+    wait_for(lambda: b.records("bob"), 30, 0.05)
+    out = b.gateway_output()
+    for reason in ("malformed", "oversized", "spoofed FROM", "spoofed origin", "bad heartbeat"):
+        assert f"dropped ({reason})" in out, (reason, out)
+    assert b.gateway_proc is not None
+    assert b.gateway_proc.poll() is None
+    # Only the well-formed one arrived, and FROM names its host: no local name is spoofed.
+    assert [(m["sender"], m["body"]) for m in b.records("bob")] == [("bob@a", "not local bob")]
+
+
+def test_config_file_must_be_private(tmp_path: object) -> None:
+    """A credentials file readable by others is refused with a one-line error, exit 2."""
+    path = os.path.join(str(tmp_path), "gw.toml")
+    with open(path, "w") as f:
+        f.write('[nats]\nuser = "u"\npassword = "p"\n')
+    os.chmod(path, 0o644)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipemesh",
+            "gateway",
+            "--nats",
+            "nats://127.0.0.1:1",
+            "--config",
+            path,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert "mode 0644" in done.stderr
+    assert f"chmod 600 {path}" in done.stderr
+    assert "Traceback" not in done.stderr
