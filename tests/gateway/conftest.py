@@ -310,6 +310,8 @@ class Cluster:
             self.nats.wait(timeout=10)
 
     def close(self) -> None:
+        # Agents and gateways first, the server last: a gateway leaving drains to NATS.
+        self.procs.sort(key=lambda p: p is self.nats)
         for proc in self.procs:
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):

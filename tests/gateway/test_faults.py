@@ -51,6 +51,8 @@ def test_nats_down_or_gateway_dead_gives_senders_clear_answers(cluster: Cluster)
     a.wait_remote("bob@b")
     a.wait_remote("dave@b")
     assert alice.command({"op": "send", "to": "bob@b", "body": "before"})["ok"]
+    # Plain sends are at-most-once across the bridge too: let this one land first.
+    wait_for(lambda: b.records("bob"), 30, 0.05)
 
     cluster.stop_nats()
     wait_for(lambda: a.registry().get("bob@b", {}).get("status") == "inactive", 30, 0.05)

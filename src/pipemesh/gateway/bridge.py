@@ -200,8 +200,10 @@ class Gateway:
             with contextlib.suppress(RuntimeError):
                 self._announce(told)
             if self._nc is not None:
+                with contextlib.suppress(Exception):  # bounded: NATS may be gone
+                    await asyncio.wait_for(self._nc.drain(), 3.0)
                 with contextlib.suppress(Exception):
-                    await self._nc.drain()
+                    await asyncio.wait_for(self._nc.close(), 2.0)
             self._writer.shutdown(wait=True)
             for outbox in self._outboxes.values():
                 with contextlib.suppress(MeshError):
