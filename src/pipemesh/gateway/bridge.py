@@ -139,7 +139,7 @@ class Gateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._nc: NatsClient | None = None
         self._js: Any = None
-        self._outq: asyncio.Queue[tuple[str, Message]] = asyncio.Queue(_QUEUE_MAX)
+        self._outq: asyncio.Queue[tuple[str, list[Message]]] = asyncio.Queue(_QUEUE_MAX)
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gw-write")
         self._outboxes: dict[str, Outbox] = {}
         self._local: dict[str, AgentRecord] = {}
@@ -385,11 +385,11 @@ class Gateway:
     def _reader_error(self, name: str, text: str) -> None:
         self.events.error("gateway_read_failed", text, agent=name)
 
-    def _from_reader(self, name: str, msg: Message, stopping: threading.Event) -> None:
+    def _from_reader(self, name: str, msgs: list[Message], stopping: threading.Event) -> None:
         loop, queue = self._loop, self._outq
         if loop is None:
             return
-        fut = asyncio.run_coroutine_threadsafe(queue.put((name, msg)), loop)
+        fut = asyncio.run_coroutine_threadsafe(queue.put((name, msgs)), loop)
         while True:  # backpressure: a full queue stops the reader, the pipe fills
             try:
                 fut.result(timeout=0.5)
@@ -403,11 +403,22 @@ class Gateway:
 
     async def _outbound(self) -> None:
         while True:
-            name, msg = await self._outq.get()
-            try:
-                await self._send_out(name, msg)
-            except (MeshError, nats.errors.Error, TimeoutError, ValueError) as exc:
-                self._drop("outbound failed", f"{msg.sender} -> {name} {msg.id}: {exc!r}")
+            name, msgs = await self._outq.get()
+            durable = self.remote.is_durable(name)
+            kept: list[Message] = []  # to a durable remote agent: JetStream, pipelined
+            for msg in msgs:
+                if durable and msg.to and not msg.msg_type.startswith(CONTROL_PREFIX):
+                    kept.append(msg)
+                    continue
+                try:
+                    await self._send_out(name, msg)
+                except (MeshError, nats.errors.Error, TimeoutError, ValueError) as exc:
+                    self._drop("outbound failed", f"{msg.sender} -> {name} {msg.id}: {exc!r}")
+            if kept:
+                try:
+                    await self._publish_durable(name, kept)
+                except (MeshError, ValueError) as exc:
+                    self._drop("outbound failed", f"{len(kept)} durable to {name}: {exc!r}")
 
     async def _send_out(self, name: str, msg: Message) -> None:
         agent, host = split_remote(name)
@@ -431,52 +442,66 @@ class Gateway:
         if msg.msg_type.startswith(CONTROL_PREFIX) and msg.msg_type != ACK:
             return  # join/leave/spooled/wake mean nothing on another host
         payload = _frame(msg, agent)
-        if self.remote.is_durable(name) and msg.msg_type != ACK:
-            await self._publish_durable(name, host, agent, msg, payload)
-            return
         if nc is None or not nc.is_connected:
             self._drop("NATS down", f"{msg.id} from {msg.sender} to {name}")
             return
         await nc.publish(subjects.direct(self.mesh, self.host, host, agent), payload)
         self.stats.published += 1
 
-    async def _publish_durable(
-        self, name: str, host: str, agent: str, msg: Message, payload: bytes
-    ) -> None:
-        """Into JetStream (de-duplicated by sender and id); then tell the sender it is safe."""
-        msg_id = f"{self.host}.{msg.sender}.{msg.id}"
-        try:
-            await self._js.publish(
-                subjects.durable(self.mesh, self.host, host, agent),
-                payload,
-                headers={"Nats-Msg-Id": msg_id},
-                timeout=5.0,
-            )
-        except (nats.errors.Error, TimeoutError, OSError):
-            # NATS is away: keep it in the remote entry's spool here; it goes on later.
-            data = b"".join(
-                codec.encode_message(
-                    BINARY,
-                    msg.sender,
-                    name,
-                    msg.body.encode(),
-                    msg_id=msg.id,
-                    priority=msg.priority,
-                    msg_type=msg.msg_type,
-                    sent_ns=msg.sent_ns,
-                    reply_to=msg.reply_to,
-                    ack=msg.ack,
-                    max_frame_bytes=self.transport.max_frame_bytes,
+    async def _publish_durable(self, name: str, msgs: list[Message]) -> None:
+        """Into JetStream (de-duplicated by sender and id); then tell each sender it is safe.
+
+        The publishes of one batch are pipelined on the connection (their order is kept);
+        one that fails (NATS away) goes to the remote entry's spool here, for later.
+        """
+        agent, host = split_remote(name)
+        subject = subjects.durable(self.mesh, self.host, host, agent)
+        results = await asyncio.gather(
+            *(
+                self._js.publish(
+                    subject,
+                    _frame(msg, agent),
+                    headers={"Nats-Msg-Id": f"{self.host}.{msg.sender}.{msg.id}"},
+                    timeout=5.0,
                 )
+                for msg in msgs
+            ),
+            return_exceptions=True,
+        )
+        safe: dict[str, list[str]] = {}
+        for msg, result in zip(msgs, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, (nats.errors.Error, TimeoutError, OSError)):
+                    raise result
+                await self._spool_out(name, msg)  # NATS is away
+            else:
+                self.stats.published_durable += 1
+            safe.setdefault(msg.sender, []).append(msg.id)
+        # Kept by JetStream (or our spool): the senders may forget them.
+        for sender, ids in safe.items():
+            for start in range(0, len(ids), 100):  # ~100 IDs: one frame under PIPE_BUF
+                await self._report_handled(sender, name, ids[start : start + 100])
+
+    async def _spool_out(self, name: str, msg: Message) -> None:
+        data = b"".join(
+            codec.encode_message(
+                BINARY,
+                msg.sender,
+                name,
+                msg.body.encode(),
+                msg_id=msg.id,
+                priority=msg.priority,
+                msg_type=msg.msg_type,
+                sent_ns=msg.sent_ns,
+                reply_to=msg.reply_to,
+                ack=msg.ack,
+                max_frame_bytes=self.transport.max_frame_bytes,
             )
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: self.spool.put(name, data, msg.id, limits=False)
-            )
-            self.stats.spooled += 1
-        else:
-            self.stats.published_durable += 1
-        # Kept by JetStream (or our spool): the sender may forget it.
-        await self._report_handled(msg.sender, name, [msg.id])
+        )
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: self.spool.put(name, data, msg.id, limits=False)
+        )
+        self.stats.spooled += 1
 
     async def _report_handled(self, to: str, sender: str, ids: list[str]) -> None:
         frames = codec.encode_message(
@@ -615,8 +640,24 @@ class Gateway:
             max_frame_bytes=self.transport.max_frame_bytes,
         )
 
+    async def _know_sender(self, src: str, sender: str) -> None:
+        """Make sure ``sender@src`` has an entry here, so replies and acks find their way.
+
+        A sender that started on its host after that host's last heartbeat is not
+        listed yet; its first message adds it (the next heartbeat confirms it).
+        """
+        agents = self._host_agents.get(src, [])
+        if any(a.name == sender for a in agents) or len(agents) >= 10_000:
+            return
+        agents = [*agents, RemoteAgent(sender, active=True)]
+        self._host_agents[src] = agents
+        await asyncio.get_running_loop().run_in_executor(None, self._update_host, src, agents, True)
+
     async def _deliver(self, src: str, frame: Frame, to: str, *, broadcast: bool = False) -> bool:
-        rec = await asyncio.get_running_loop().run_in_executor(None, self._local_record, to)
+        await self._know_sender(src, frame.sender)
+        rec = self._local.get(to) or await asyncio.get_running_loop().run_in_executor(
+            None, self._local_record, to
+        )
         if rec is None:
             if not broadcast:
                 self._drop("unknown agent", f"{frame.id} from {frame.sender}@{src} to {to}")
@@ -703,7 +744,9 @@ class Gateway:
                 await js_msg.term()  # never deliverable: do not re-deliver it
             return
         loop = asyncio.get_running_loop()
-        rec = await loop.run_in_executor(None, self._local_record, frame.to)
+        rec = self._local.get(frame.to) or await loop.run_in_executor(
+            None, self._local_record, frame.to
+        )
         if rec is not None and not rec.is_active:  # it may have just started: look again
             with contextlib.suppress(MeshError):
                 self._local = await loop.run_in_executor(None, self._read_local)
@@ -714,6 +757,7 @@ class Gateway:
                 await js_msg.term()
             return
         sender = remote_name(frame.sender, route.src)
+        await self._know_sender(route.src, frame.sender)
         redelivered = _deliveries(js_msg) > 1
         if redelivered and rec.durable:
             # Its report may have been lost (our restart, or its sender left meanwhile):

@@ -71,7 +71,7 @@ class RemoteAgent:
     max_body_bytes: int = 16 * 1024 * 1024
 
 
-OnMessage = Callable[[str, Message, threading.Event], None]  # the event: reader stopping
+OnMessage = Callable[[str, list[Message], threading.Event], None]  # the event: reader stopping
 OnError = Callable[[str, str], None]
 # (entry name, "join" or "leave", its record as JSON): what local agents must be told,
 # as a local agent tells its peers, so their cached view of the registry stays true.
@@ -106,6 +106,7 @@ class _Reader:
                 continue
             decoder.feed(data)
             decoder.mark_boundary()
+            batch: list[Message] = []
             while True:
                 try:
                     frame = decoder.next_frame()
@@ -116,7 +117,9 @@ class _Reader:
                     self._on_error(self.name, f"frame dropped: {exc}")
                     continue
                 if msg is not None:
-                    self._on_message(self.name, msg, self._stop)
+                    batch.append(msg)
+            if batch:  # one hand-over per read, not per message
+                self._on_message(self.name, batch, self._stop)
 
     def stop(self) -> None:
         self._stop.set()
