@@ -237,6 +237,7 @@ class Cluster:
         self.hosts: list[Host] = []
         self.nats: subprocess.Popen[str] | None = None
         self.nats_starts = 0
+        self.nats_extra: list[str] = []  # e.g. ["--user", "u", "--pass", "p"]
 
     def build(self, n_hosts: int) -> None:
         binary = nats_server_binary()
@@ -289,6 +290,7 @@ class Cluster:
 
     def start_nats(self) -> None:
         argv = [self.binary, "-a", self.addr, "-p", str(self.port), "-js", "-sd", str(self.store)]
+        argv += self.nats_extra
         if self.nats_ns:
             argv = ["ip", "netns", "exec", self.nats_ns, *argv]
         log = open(self.tmp / "nats.log", "a")  # noqa: SIM115 - closed in close()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from tests.conftest import wait_for
@@ -19,6 +23,17 @@ def test_send_both_ways_reply_and_priority(cluster: Cluster) -> None:
     bob = b.agent("bob")
     a.wait_remote("bob@b")
     b.wait_remote("alice@a")
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "pipemesh", "--json", "agents"],
+        env={**os.environ, "PIPEMESH_HOME": str(a.home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "bob@b" in shown, shown
+    assert "active" in shown, shown
 
     r = alice.command({"op": "send", "to": "bob@b", "body": "hello bob", "priority": 3})
     assert r["ok"], r

@@ -121,3 +121,28 @@ def test_config_file_must_be_private(tmp_path: object) -> None:
     assert "mode 0644" in done.stderr
     assert f"chmod 600 {path}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_gateways_log_in_with_credentials_from_the_config_file(cluster: Cluster) -> None:
+    """A server wanting user/password: a wrong one is refused (and said), the right one bridges."""
+    a, b = cluster.hosts
+    cluster.stop_nats()
+    cluster.nats_extra = ["--user", "gw", "--pass", "s3cret-pw"]
+    cluster.start_nats()
+    good = cluster.tmp / "good.toml"
+    good.write_text('[nats]\nuser = "gw"\npassword = "s3cret-pw"\n')
+    bad = cluster.tmp / "bad.toml"
+    bad.write_text('[nats]\nuser = "gw"\npassword = "wrong"\n')
+    for path in (good, bad):
+        os.chmod(path, 0o600)
+    a.start_gateway("--config", str(bad))
+    wait_for(lambda: "cannot reach NATS" in a.gateway_output(), 30, 0.05)
+    assert "s3cret" not in a.gateway_output()
+    a.stop_gateway()
+    a.start_gateway("--config", str(good))
+    b.start_gateway("--config", str(good))
+    b.agent("bob")
+    alice = a.agent("alice")
+    a.wait_remote("bob@b")
+    assert alice.command({"op": "send", "to": "bob@b", "body": "authenticated"})["ok"]
+    wait_for(lambda: b.records("bob"), 30, 0.05)

@@ -151,6 +151,7 @@ class Gateway:
         self._ids = itertools.count(1)  # ids of the gateway's own control frames
         self._stop = asyncio.Event()
         self.connected = threading.Event()
+        self._last_error = ""
 
     # -- logging --
 
@@ -243,15 +244,23 @@ class Gateway:
         tls = self._tls()
         if tls is not None:
             options["tls"] = tls
-        warned = False
         while not self._stop.is_set():
+            # nats-py retries a failed first connect itself (forever: max_reconnect_attempts
+            # is -1); each failure reaches _on_error, which says it once. SIGTERM ends the wait.
+            connecting = asyncio.create_task(nats.connect(self.nats_url, **options))
+            stopping = asyncio.create_task(self._stop.wait())
+            await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not connecting.done():
+                connecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await connecting
+                break
             try:
-                self._nc = await nats.connect(self.nats_url, **options)
+                self._nc = connecting.result()
                 break
             except (OSError, nats.errors.Error, TimeoutError) as exc:
-                if not warned:
-                    self._log(f"cannot reach NATS at {self.nats_url} ({exc!r}); retrying")
-                    warned = True
+                await self._on_error(exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 1.0)
         if self._nc is None:
@@ -271,6 +280,9 @@ class Gateway:
             name=subjects.stream_name(self.mesh),
             subjects=[subjects.stream_subjects(self.mesh)],
             storage=nats.js.api.StorageType.FILE,
+            # A message is gone from the stream once its host's gateway acked it: the
+            # hosts' consumers filter disjoint subjects, as a work queue requires.
+            retention=nats.js.api.RetentionPolicy.WORK_QUEUE,
             duplicate_window=120.0,
         )
         try:
@@ -286,10 +298,15 @@ class Gateway:
 
     async def _on_reconnect(self) -> None:
         self.connected.set()
+        self._last_error = ""
         self._log("NATS is back")
 
     async def _on_error(self, exc: Exception) -> None:
-        self.events.error("gateway_nats_error", repr(exc)[:300])
+        text = str(exc) or type(exc).__name__
+        self.events.error("gateway_nats_error", text[:300])
+        if not self.connected.is_set() and text != self._last_error:
+            self._last_error = text  # once per distinct error while not connected
+            self._log(f"cannot reach NATS at {self.nats_url} ({text[:200]}); retrying")
 
     # -- heartbeats: our agents out, theirs in --
 
