@@ -9,7 +9,8 @@ teardown, even on failure, and every process started is killed.
 
 Where namespaces cannot be made (not root, no ``ip``), the hosts are separate
 mesh homes on the same machine and the server listens on 127.0.0.1 on a free
-port; the fixture says so (``FALLBACK`` in the output, a warning on stderr).
+port; the fixture says so (``FALLBACK`` on stderr, with the reason).
+``PIPEMESH_GATEWAY_LOOPBACK=1`` forces that mode.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 def netns_available() -> str:
     """Why network namespaces cannot be used here, or "" if they can."""
+    if os.environ.get("PIPEMESH_GATEWAY_LOOPBACK"):
+        return "PIPEMESH_GATEWAY_LOOPBACK is set"
     if shutil.which("ip") is None:
         return "no 'ip' command"
     if os.geteuid() != 0:
@@ -357,3 +360,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcome = yield
     rep = outcome.get_result()  # type: ignore[attr-defined]
     setattr(item, "rep_" + rep.when, rep)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say at the top of the run which kind of hosts the gateway suite gets."""
+    why = netns_available()
+    if why:
+        return f"gateway suite: FALLBACK, hosts are mesh homes on 127.0.0.1 ({why})"
+    return "gateway suite: hosts are network namespaces (ip netns, veth, 10.231.0.0/16)"
