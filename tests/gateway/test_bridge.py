@@ -45,6 +45,17 @@ def test_send_both_ways_reply_and_priority(cluster: Cluster) -> None:
     assert (got_b["sender"], got_b["body"], got_b["priority"]) == ("alice@a", "hello bob", 3)
     assert (got_a["sender"], got_a["body"], got_a["priority"]) == ("bob@b", "hello alice", 0)
 
+    sent = subprocess.run(
+        [sys.executable, "-m", "pipemesh", "send", "bob@b", "via the CLI"],
+        env={**os.environ, "PIPEMESH_HOME": str(a.home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert sent.returncode == 0, sent.stderr
+    wait_for(lambda: any(m["body"] == "via the CLI" for m in b.records("bob")), 30)
+
     r = alice.command({"op": "ask", "to": "bob@b", "body": "ping", "timeout": 30})
     assert r == {"ok": True, "body": "re:ping", "sender": "bob@b"}
 
