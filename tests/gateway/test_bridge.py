@@ -59,6 +59,11 @@ def test_send_both_ways_reply_and_priority(cluster: Cluster) -> None:
     r = alice.command({"op": "ask", "to": "bob@b", "body": "ping", "timeout": 30})
     assert r == {"ok": True, "body": "re:ping", "sender": "bob@b"}
 
+    # Over the NATS payload limit (1 MiB by default): refused before it leaves, as locally.
+    r = alice.command({"op": "send", "to": "bob@b", "body": "x" * (1 << 20)})
+    assert r["ok"] is False, r
+    assert r["error"] == "MessageTooLarge", r
+
     r = alice.command({"op": "send", "to": "bob@b", "body": "acked", "ack": True})
     assert r["ok"], r
     assert r["acked"], r

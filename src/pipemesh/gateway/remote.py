@@ -47,6 +47,7 @@ from pipemesh.wire import Frame, Message, Reassembler
 __all__ = ["Announcement", "RemoteAgent", "RemoteTable", "remote_name", "split_remote"]
 
 _READ_POLL_S: Final = 0.2
+_PARTIAL_MAX_AGE_S: Final = 30.0  # as AgentBase's partial_timeout_s
 
 
 def remote_name(agent: str, host: str) -> str:
@@ -103,6 +104,8 @@ class _Reader:
                 self._on_error(self.name, str(exc))
                 return
             if not data:
+                for torn in joiner.expire(time.monotonic(), _PARTIAL_MAX_AGE_S):
+                    self._on_error(self.name, f"partial message dropped: {torn}")
                 continue
             decoder.feed(data)
             decoder.mark_boundary()
