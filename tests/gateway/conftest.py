@@ -240,6 +240,7 @@ class Cluster:
         self.hosts: list[Host] = []
         self.nats: subprocess.Popen[str] | None = None
         self.nats_starts = 0
+        self.nats_procs: list[subprocess.Popen[str]] = []
         self.nats_extra: list[str] = []  # e.g. ["--user", "u", "--pass", "p"]
 
     def build(self, n_hosts: int) -> None:
@@ -300,6 +301,7 @@ class Cluster:
         self.files.append(log)
         self.nats = subprocess.Popen(argv, stdout=log, stderr=log, text=True)
         self.procs.append(self.nats)
+        self.nats_procs.append(self.nats)
         self.nats_starts += 1
         wait_for(self._nats_ready, 30, 0.05)
 
@@ -315,22 +317,24 @@ class Cluster:
             self.nats.wait(timeout=10)
 
     def close(self) -> None:
-        # Agents and gateways first, the server last: a gateway leaving drains to NATS.
-        self.procs.sort(key=lambda p: p is self.nats)
-        for proc in self.procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-            for stream in (proc.stdout, proc.stderr, proc.stdin):
-                if stream is not None:
-                    stream.close()
+        # Agents and gateways first, the server last: a gateway leaving flushes to NATS.
+        servers = [p for p in self.procs if p in self.nats_procs]
+        others = [p for p in self.procs if p not in self.nats_procs]
+        for group in (others, servers):
+            for proc in group:
+                if proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            for proc in group:
+                try:
+                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+                for stream in (proc.stdout, proc.stderr, proc.stdin):
+                    if stream is not None:
+                        stream.close()
         for f in self.files:
             with contextlib.suppress(Exception):
                 f.close()  # type: ignore[attr-defined]

@@ -83,6 +83,7 @@ def test_hostile_nats_messages_are_logged_and_dropped(cluster: Cluster) -> None:
     a, b = cluster.hosts
     b.start_gateway("--max-message-bytes", "65536")
     b.agent("bob")
+    wait_for(lambda: "connected to" in b.gateway_output(), 60, 0.05)  # subscribed
     a.run_python(HOSTILE, a.nats_url)
     wait_for(lambda: b.records("bob"), 30, 0.05)
     reasons = ("malformed", "oversized", "spoofed FROM", "spoofed origin", "bad heartbeat")

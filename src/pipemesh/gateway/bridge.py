@@ -152,6 +152,7 @@ class Gateway:
         self._stop = asyncio.Event()
         self.connected = threading.Event()
         self._last_error = ""
+        self._stop_asked = False
 
     # -- logging --
 
@@ -171,7 +172,8 @@ class Gateway:
         asyncio.run(self.main())
 
     def stop(self) -> None:
-        """Ask a running gateway to stop (thread-safe)."""
+        """Ask a running gateway to stop (thread-safe; also before it started running)."""
+        self._stop_asked = True
         loop = self._loop
         if loop is not None:
             loop.call_soon_threadsafe(self._stop.set)
@@ -179,6 +181,8 @@ class Gateway:
     async def main(self) -> None:
         """The gateway's life: connect, bridge, and clean up at the end."""
         self._loop = asyncio.get_running_loop()
+        if self._stop_asked:
+            self._stop.set()
         tasks: list[asyncio.Task[None]] = []
         try:
             await self._connect()
@@ -201,10 +205,8 @@ class Gateway:
             with contextlib.suppress(RuntimeError):
                 self._announce(told)
             if self._nc is not None:
-                with contextlib.suppress(Exception):  # bounded: NATS may be gone
-                    await asyncio.wait_for(self._nc.drain(), 3.0)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._nc.close(), 2.0)
+                with contextlib.suppress(Exception):  # flushes what is buffered; bounded
+                    await asyncio.wait_for(self._nc.close(), 3.0)
             self._writer.shutdown(wait=True)
             for outbox in self._outboxes.values():
                 with contextlib.suppress(MeshError):
@@ -286,12 +288,21 @@ class Gateway:
             duplicate_window=120.0,
         )
         try:
-            await self._js.add_stream(config)
-        except nats.js.errors.BadRequestError:
-            await self._js.update_stream(config)
+            try:
+                await self._js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await self._js.update_stream(config)
+        except (nats.errors.Error, TimeoutError) as exc:
+            self._log(
+                f"no JetStream stream {config.name} ({str(exc)[:160] or type(exc).__name__}): "
+                "messages to durable remote agents wait in their spools here; "
+                "start nats-server with -js"
+            )
 
     async def _on_disconnect(self) -> None:
         self.connected.clear()
+        if self._stop.is_set():
+            return  # our own close()
         self._log("lost NATS; remote agents read inactive until it returns")
         await asyncio.get_running_loop().run_in_executor(None, self.remote.set_all_unreachable)
         self._seen_hosts.clear()
