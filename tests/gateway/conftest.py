@@ -242,6 +242,7 @@ class Cluster:
         self.nats_starts = 0
         self.nats_procs: list[subprocess.Popen[str]] = []
         self.nats_extra: list[str] = []  # e.g. ["--user", "u", "--pass", "p"]
+        self.jetstream = True
 
     def build(self, n_hosts: int) -> None:
         binary = nats_server_binary()
@@ -293,7 +294,8 @@ class Cluster:
         _ip("-n", name, "link", "set", "lo", "up")
 
     def start_nats(self) -> None:
-        argv = [self.binary, "-a", self.addr, "-p", str(self.port), "-js", "-sd", str(self.store)]
+        argv = [self.binary, "-a", self.addr, "-p", str(self.port)]
+        argv += ["-js", "-sd", str(self.store)] if self.jetstream else []
         argv += self.nats_extra
         if self.nats_ns:
             argv = ["ip", "netns", "exec", self.nats_ns, *argv]

@@ -147,3 +147,27 @@ def test_gateways_log_in_with_credentials_from_the_config_file(cluster: Cluster)
     a.wait_remote("bob@b")
     assert alice.command({"op": "send", "to": "bob@b", "body": "authenticated"})["ok"]
     wait_for(lambda: b.records("bob"), 30, 0.05)
+
+
+def test_a_server_without_jetstream_bridges_plain_messages_and_says_so(cluster: Cluster) -> None:
+    """No JetStream: said once; plain messages cross; durable ones wait in the spool here."""
+    a, b = cluster.hosts
+    cluster.stop_nats()
+    cluster.jetstream = False
+    cluster.start_nats()
+    a.start_gateway()
+    b.start_gateway()
+    b.agent("bob")
+    b.agent("dave", durable=True)
+    alice = a.agent("alice")
+    a.wait_remote("bob@b")
+    a.wait_remote("dave@b")
+    assert "start nats-server with -js" in a.gateway_output()
+    assert alice.command({"op": "send", "to": "bob@b", "body": "plain"})["ok"]
+    wait_for(lambda: b.records("bob"), 30, 0.05)
+    r = alice.command({"op": "send", "to": "dave@b", "body": "kept"})
+    assert r["ok"], r
+    spool = a.home / "spool" / "dave@b"
+    wait_for(lambda: spool.is_dir() and any(spool.glob("*.msg")), 30, 0.05)
+    assert a.gateway_proc is not None
+    assert a.gateway_proc.poll() is None

@@ -757,7 +757,8 @@ class Gateway:
                 continue
             except (nats.errors.Error, OSError) as exc:
                 self.events.error("gateway_fetch_failed", repr(exc)[:300])
-                await asyncio.sleep(0.5)
+                sub = None  # made again: the server may have lost it (or has no JetStream)
+                await asyncio.sleep(2.0)
                 continue
             for js_msg in msgs:
                 await self._durable_one(js_msg)
