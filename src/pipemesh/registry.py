@@ -204,8 +204,8 @@ class AgentRecord:
                 frames=_frames(data),
                 gateway=_text(data, "gateway", ""),
             )
-            if ("@" in name) != bool(rec.gateway):
-                raise ValueError("only a gateway's entry, and every one, is named name@host")
+            if name.partition("@")[2] != rec.gateway:
+                raise ValueError("only a gateway's entry is named name@host, host its gateway's")
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"entry {name} is malformed: {exc}") from None
         return rec

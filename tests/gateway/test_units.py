@@ -105,6 +105,8 @@ class TestRemoteNames:
             AgentRecord.from_json("bob@b", base)
         with pytest.raises(ValueError, match="name@host"):
             AgentRecord.from_json("bob", {**base, "gateway": "b"})
+        with pytest.raises(ValueError, match="name@host"):
+            AgentRecord.from_json("bob@b", {**base, "gateway": "c"})
         assert "gateway" not in AgentRecord.from_json("bob", base).to_json()
 
     def test_an_agent_cannot_join_as_name_at_host(self, tmp_path: Path) -> None:
