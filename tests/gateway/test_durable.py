@@ -44,10 +44,14 @@ def test_durable_remote_peer_gets_messages_while_it_is_down(cluster: Cluster) ->
     r = alice.command({"op": "burst", "to": "bob@b", "prefix": "q", "count": 50})
     assert sum(r["counts"].values()) == 50, r  # type: ignore[union-attr]
     assert set(r["counts"]) <= {"delivered", "queued"}, r  # type: ignore[arg-type]
+    # A broadcast meanwhile is queued for it too, as on one host.
+    assert alice.command({"op": "broadcast", "body": "q-broadcast"})["ok"]
+    spool = b.home / "spool" / "bob"
+    wait_for(lambda: any(b"q-broadcast" in p.read_bytes() for p in spool.glob("*.msg")), 60, 0.1)
     b.agent("bob", durable=True)
-    wait_for(lambda: _all_once(b, "bob", "q", 50), 60, 0.1)
+    wait_for(lambda: _all_once(b, "bob", "q", 51), 60, 0.1)
     got = _handled(b, "bob", "m") + _handled(b, "bob", "q")
-    assert len(got) == 150
+    assert len(got) == 151
     assert max(got.values()) == 1, [k for k, v in got.items() if v > 1]
 
 

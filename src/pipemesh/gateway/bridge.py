@@ -641,8 +641,23 @@ class Gateway:
         if frame is None or frame.to != "":
             return
         for name, rec in list(self._local.items()):
-            if rec.is_active:
-                await self._deliver(route.src, frame, name, broadcast=True)
+            if rec.is_active and await self._deliver(route.src, frame, name, broadcast=True):
+                continue
+            if rec.durable:  # as a local broadcast does: queued for a durable agent away
+                frames = self._encode_for(route.src, frame, "", rec)
+                try:
+                    await self._queue_local(name, frames, frame.id)
+                except MeshError as exc:
+                    self._drop("not queued", f"broadcast {frame.id} for {name}: {exc}")
+
+    async def _queue_local(self, name: str, frames: list[bytes], msg_id: str) -> Path:
+        """Put a message in a local durable agent's spool (raises SpoolFull/SpoolError)."""
+        data = b"".join(frames)
+        path = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: self.spool.put(name, data, msg_id)
+        )
+        self.stats.spooled += 1
+        return path
 
     def _local_record(self, name: str) -> AgentRecord | None:
         rec = self._local.get(name)
@@ -691,7 +706,7 @@ class Gateway:
                 self._drop("unknown agent", f"{frame.id} from {frame.sender}@{src} to {to}")
             return False
         frames = self._encode_for(src, frame, "" if broadcast else to, rec)
-        return await self._write_local(to, frames)
+        return await self._write_local(to, frames, quiet=broadcast and rec.durable)
 
     async def _write_local(self, to: str, frames: list[bytes], *, quiet: bool = False) -> bool:
         loop = asyncio.get_running_loop()
@@ -805,10 +820,7 @@ class Gateway:
                 return
         elif rec.durable:
             try:
-                path = await loop.run_in_executor(
-                    None, lambda: self.spool.put(frame.to, b"".join(frames), frame.id)
-                )
-                self.stats.spooled += 1
+                path = await self._queue_local(frame.to, frames, frame.id)
             except MeshError as exc:
                 self._log(f"cannot queue {frame.id} for {frame.to}: {exc}; JetStream keeps it")
                 return  # not acked: re-delivered after ack_wait
