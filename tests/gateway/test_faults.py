@@ -171,3 +171,30 @@ def test_a_server_without_jetstream_bridges_plain_messages_and_says_so(cluster: 
     wait_for(lambda: spool.is_dir() and any(spool.glob("*.msg")), 30, 0.05)
     assert a.gateway_proc is not None
     assert a.gateway_proc.poll() is None
+
+
+def test_gateway_stopped_cleanly_keeps_durable_entries_and_forwards_their_queue(
+    cluster: Cluster,
+) -> None:
+    """SIGTERM: plain remote entries go, durable ones stay inactive and queue; a restart sends."""
+    a, b = cluster.hosts
+    a.start_gateway()
+    b.start_gateway()
+    b.agent("bob")
+    b.agent("dave", durable=True)
+    alice = a.agent("alice")
+    a.wait_remote("bob@b")
+    a.wait_remote("dave@b")
+    a.stop_gateway()
+    assert a.gateway_proc is not None
+    assert a.gateway_proc.returncode == 0, a.gateway_output()
+    entries = a.registry()
+    assert "bob@b" not in entries
+    assert entries["dave@b"]["status"] == "inactive"
+    r = alice.command({"op": "send", "to": "bob@b", "body": "gone"})
+    assert r["error"] == "UnknownAgent", r
+    r = alice.command({"op": "send", "to": "dave@b", "body": "kept while stopped"})
+    assert r["delivery"] == "queued", r
+    a.start_gateway()
+    wait_for(lambda: any(m["body"] == "kept while stopped" for m in b.records("dave")), 60, 0.1)
+    assert [m["body"] for m in b.records("dave")] == ["kept while stopped"]
