@@ -142,6 +142,8 @@ class Gateway:
         self._outq: asyncio.Queue[tuple[str, list[Message]]] = asyncio.Queue(_QUEUE_MAX)
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gw-write")
         self._outboxes: dict[str, Outbox] = {}
+        self._outbox_lock = threading.Lock()  # the loop and the writer thread share them
+        self._busy: dict[str, int] = {}  # writes to each target still in the writer thread
         self._local: dict[str, AgentRecord] = {}
         self._seen_hosts: dict[str, float] = {}
         self._host_agents: dict[str, list[RemoteAgent]] = {}
@@ -709,8 +711,26 @@ class Gateway:
         return await self._write_local(to, frames, quiet=broadcast and rec.durable)
 
     async def _write_local(self, to: str, frames: list[bytes], *, quiet: bool = False) -> bool:
-        loop = asyncio.get_running_loop()
-        error = await loop.run_in_executor(self._writer, self._write_blocking, to, frames)
+        """Write a message whole to a local pipe, in order per target; False (logged) if not.
+
+        A one-frame message to a pipe with room is written here, in the loop: one
+        non-blocking write that never waits. Anything else (several parts, a full
+        pipe, a reopen) goes to the writer thread, and so does every later message
+        to that target until the thread is done with it, so order is kept.
+        """
+        if len(frames) == 1 and not self._busy.get(to) and self._write_now(to, frames):
+            self.stats.delivered += 1
+            return True
+        self._busy[to] = self._busy.get(to, 0) + 1
+        try:
+            loop = asyncio.get_running_loop()
+            error = await loop.run_in_executor(self._writer, self._write_blocking, to, frames)
+        finally:
+            left = self._busy[to] - 1
+            if left:
+                self._busy[to] = left
+            else:
+                del self._busy[to]
         if error is None:
             self.stats.delivered += 1
             return True
@@ -718,23 +738,47 @@ class Gateway:
             self._drop("not delivered", error)
         return False
 
+    def _write_now(self, to: str, frames: list[bytes]) -> bool:
+        """One frame into an open pipe that has room, without waiting; False if not done."""
+        with self._outbox_lock:
+            outbox = self._outboxes.get(to)
+        if outbox is None:
+            return False
+        try:
+            outbox.write_frames(frames, 0.0)  # one frame: written whole or not at all
+        except MeshError:
+            return False
+        return True
+
     def _write_blocking(self, to: str, frames: list[bytes]) -> str | None:
         """Write whole frames to a local pipe; the error as text, or None."""
         for attempt in range(2):
-            outbox = self._outboxes.get(to)
+            with self._outbox_lock:
+                outbox = self._outboxes.get(to)
             try:
                 if outbox is None:
-                    outbox = self._outboxes[to] = self.transport.connect(to)
+                    outbox = self.transport.connect(to)
+                    with self._outbox_lock:
+                        old, self._outboxes[to] = self._outboxes.get(to), outbox
+                    if old is not None:
+                        old.close()
                 outbox.write_frames(frames, _WRITE_TIMEOUT_S)
                 return None
             except (PeerGone, TransportClosed) as exc:
-                self._outboxes.pop(to, None)
+                self._forget_outbox(to)
                 if attempt:
                     return str(exc)
             except MeshError as exc:
-                self._outboxes.pop(to, None)
+                self._forget_outbox(to)
                 return str(exc)
         return None  # pragma: no cover - the loop always returns
+
+    def _forget_outbox(self, to: str) -> None:
+        with self._outbox_lock:
+            outbox = self._outboxes.pop(to, None)
+        if outbox is not None:
+            with contextlib.suppress(MeshError):
+                outbox.close()
 
     # -- durable inbound: JetStream -> local durable agents --
 
