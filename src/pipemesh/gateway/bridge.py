@@ -53,7 +53,7 @@ from pipemesh.observe import EventLog
 from pipemesh.registry import AgentRecord, Registry
 from pipemesh.runtime.durable import HANDLED_DIR
 from pipemesh.runtime.send import ACK, CONTROL_PREFIX, HANDLED, JOIN, LEAVE, SPOOLED
-from pipemesh.spool import Spool
+from pipemesh.spool import Spool, SpoolEntry
 from pipemesh.transport.base import Outbox
 from pipemesh.transport.fifo import FifoTransport
 from pipemesh.wire import NEED_DATA, Frame, Message, Reassembler, is_valid_name
@@ -565,28 +565,42 @@ class Gateway:
             if nc is None or not nc.is_connected:
                 continue
             for name, agent in remote.names().items():
-                if not agent.durable:
-                    continue
-                entries = await loop.run_in_executor(None, self.spool.entries, name)
-                for entry in entries:
-                    data = Spool.read(entry)
-                    if data is None:
-                        continue
-                    msgs = _messages(data)
-                    try:
-                        for msg in msgs:
-                            host = split_remote(name)[1]
-                            agent_name = split_remote(name)[0]
-                            await self._js.publish(
-                                subjects.durable(self.mesh, self.host, host, agent_name),
-                                _frame(msg, agent_name),
-                                headers={"Nats-Msg-Id": f"{self.host}.{msg.sender}.{msg.id}"},
-                                timeout=5.0,
-                            )
-                            self.stats.published_durable += 1
-                    except (nats.errors.Error, TimeoutError):
-                        break
-                    Spool.remove(entry)
+                if agent.durable:
+                    entries = await loop.run_in_executor(None, self.spool.entries, name)
+                    for start in range(0, len(entries), 256):
+                        if not await self._forward_spooled(name, entries[start : start + 256]):
+                            break  # NATS went away again: the rest waits
+
+    async def _forward_spooled(self, name: str, entries: list[SpoolEntry]) -> bool:
+        """Publish spooled messages (pipelined); remove each file once all of it is stored."""
+        agent, host = split_remote(name)
+        subject = subjects.durable(self.mesh, self.host, host, agent)
+        batch = [(entry, _messages(Spool.read(entry) or b"")) for entry in entries]
+        results = await asyncio.gather(
+            *(
+                self._js.publish(
+                    subject,
+                    _frame(msg, agent),
+                    headers={"Nats-Msg-Id": f"{self.host}.{msg.sender}.{msg.id}"},
+                    timeout=5.0,
+                )
+                for _, msgs in batch
+                for msg in msgs
+                if not msg.msg_type.startswith(CONTROL_PREFIX)
+            ),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(
+                result, (nats.errors.Error, TimeoutError, OSError)
+            ):
+                raise result
+        if any(isinstance(r, BaseException) for r in results):
+            return False  # kept: re-published later (JetStream drops the copies it has)
+        self.stats.published_durable += len(results)
+        for entry, _ in batch:
+            Spool.remove(entry)
+        return True
 
     # -- inbound: NATS -> local agents --
 
