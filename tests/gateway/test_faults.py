@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from pipemesh.registry import Registry
 from tests.conftest import wait_for
 from tests.gateway.conftest import Cluster
 
@@ -76,6 +77,20 @@ def test_nats_down_or_gateway_dead_gives_senders_clear_answers(cluster: Cluster)
     r = alice.command({"op": "send", "to": "bob@b", "body": "gateway dead"})
     assert r["ok"] is False, r
     assert r["error"] == "AgentOffline", r
+    # 'pipemesh gc' sweeps them as any dead agent's: the durable one stays (it queues).
+    subprocess.run(
+        [sys.executable, "-m", "pipemesh", "gc"],
+        env={**os.environ, "PIPEMESH_HOME": str(a.home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    home = a.home
+    entries = Registry(home / "agent_registry.json", home / "agent_registry.json.lock").read()
+    assert "bob@b" not in entries
+    assert entries["dave@b"].status == "inactive"  # read with liveness: its pid is dead
+    assert not (home / "pipes" / "bob@b.public").exists()
 
 
 def test_hostile_nats_messages_are_logged_and_dropped(cluster: Cluster) -> None:
