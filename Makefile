@@ -7,13 +7,13 @@ STAMP := $(VENV)/.installed-stamp
 CORE_STAMP := $(VENV)/.core-stamp
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: setup demo test test-windows lint typecheck wire-coverage unit integration adversarial e2e e2e-clis bench bench-setup bench-instructions clean
+.PHONY: setup demo test test-windows test-gateway lint typecheck wire-coverage unit integration adversarial e2e e2e-clis bench bench-setup bench-instructions clean
 
 # Everything: every extra and the dev tools (what `make test` needs).
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) -U "pip>=25.1"
-	$(PIP) -e ".[mcp,monitor,plot,bench]" --group dev
+	$(PIP) -e ".[mcp,monitor,plot,bench,gateway]" --group dev
 	@touch $(STAMP) $(CORE_STAMP)
 
 # The core only (click, filelock, rich): all the demo needs.
@@ -46,6 +46,10 @@ test: lint typecheck wire-coverage
 test-windows: setup
 	./scripts/windows-env >/dev/null
 	PIPEMESH_WIN_REQUIRED=1 $(VENV)/bin/pytest tests/windows
+
+# Hosts bridged over NATS (part of `make test` too): netns hosts when root, else loopback.
+test-gateway: setup
+	$(VENV)/bin/pytest tests/gateway
 
 unit: setup
 	$(VENV)/bin/pytest tests/unit

@@ -151,6 +151,8 @@ class AgentRecord:
     # Frame kinds its pipe reads (docs/frames.md); a record without the field, from an
     # older agent or another writer, reads text only, so senders write it text frames.
     frames: tuple[str, ...] = ("text",)
+    # The host whose gateway relays this entry (``name@host``, docs/gateway.md); "" = local.
+    gateway: str = ""
 
     @property
     def is_active(self) -> bool:
@@ -169,6 +171,8 @@ class AgentRecord:
         """The JSON object stored under the agent's name."""
         data = asdict(self)
         del data["name"]
+        if not self.gateway:
+            del data["gateway"]  # local entries keep the format older readers know
         return data
 
     @classmethod
@@ -198,7 +202,10 @@ class AgentRecord:
                 durable=durable,
                 max_body_bytes=_int(data, "max_body_bytes", MAX_BODY_BYTES, 1, 2**62),
                 frames=_frames(data),
+                gateway=_text(data, "gateway", ""),
             )
+            if name.partition("@")[2] != rec.gateway:
+                raise ValueError("only a gateway's entry is named name@host, host its gateway's")
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"entry {name} is malformed: {exc}") from None
         return rec

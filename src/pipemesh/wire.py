@@ -104,15 +104,19 @@ NAME_MAX: Final = 64
 TYPE_MAX: Final = 32
 ID_MAX: Final = 64
 
-_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+# A name, or ``name@host``: a remote agent's entry, written by a gateway (docs/gateway.md).
+_NAME_RE: Final = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}(?:@[A-Za-z0-9][A-Za-z0-9_.\-]{0,63})?"
+)
 _TYPE_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,31}")
 _ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 _KEY_RE: Final = re.compile(r"[A-Z][A-Z0-9_]{0,15}")
 _REQUIRED: Final = ("FROM", "TO", "PRIORITY", "TYPE", "ID", "LEN")
 _N = rb"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"
+_A = _N + rb"(?:@" + _N + rb")?"  # FROM/TO: a name or name@host
 # The header exactly as encode() writes it; anything else takes the general parser.
 _FAST_HEADER: Final = re.compile(
-    rb"\[FROM:(" + _N + rb")\|TO:((?:" + _N + rb")?)\|PRIORITY:([0-3])"
+    rb"\[FROM:(" + _A + rb")\|TO:((?:" + _A + rb")?)\|PRIORITY:([0-3])"
     rb"\|TYPE:([A-Za-z][A-Za-z0-9_.\-]{0,31})\|ID:(" + _N + rb")\|LEN:([0-9]{1,10})"
     rb"\|TS:([0-9]{1,19})(?:\|RE:(" + _N + rb"))?(\|ACK:1)?"
     rb"(?:\|PART:([0-9]{1,7})/([0-9]{1,7}))?\]\n"
@@ -161,7 +165,8 @@ def validate_name(name: str, what: str = "agent name") -> str:
 
     Valid names are 1 to 64 characters of ``A-Z a-z 0-9 _ . -``, start with a
     letter or digit and hold no ``..``: they can never escape the pipes
-    directory or inject a header field.
+    directory or inject a header field. ``name@host`` (two such names) is a
+    remote agent: only a gateway registers it (docs/gateway.md).
     """
     if not isinstance(name, str) or not is_valid_name(name):
         raise ValueError(

@@ -146,6 +146,11 @@ cli.add_lazy_command(
     "pipemesh.bench._command:bench_command",
     "Benchmark the mesh against raw FIFOs, sockets, ZeroMQ and Redis (--help for options).",
 )
+cli.add_lazy_command(
+    "gateway",
+    "pipemesh.gateway.cli:gateway_command",
+    "Bridge this host's mesh to the other hosts' meshes over NATS.",
+)
 
 
 # -- running it: exit codes and one-line errors -------------------------------------------------

@@ -184,6 +184,11 @@ class AgentBase(Receiving):
         max_open_outboxes: int = DEFAULT_MAX_OPEN,
         frames: FrameKind | None = None,
     ) -> None:
+        if isinstance(agent_name, str) and "@" in agent_name:  # name@host: a gateway's entry
+            raise ValueError(
+                f"agent name {agent_name!r} holds '@', which marks an agent on another host "
+                "(registered by 'pipemesh gateway'); pick a name without '@'"
+            )
         if frames is None:
             env = os.environ.get("PIPEMESH_FRAMES", "") or BINARY
             if env not in FRAME_KINDS:
