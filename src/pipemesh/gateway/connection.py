@@ -1,0 +1,134 @@
+"""The NATS connection: log-in options, TLS, retries, the stream and the subscriptions.
+
+Connects (retrying until NATS answers or the gateway stops), says each distinct
+failure once on stderr (one line, no secret), makes sure the mesh's JetStream
+stream exists, and subscribes to heartbeats, this host's direct messages and
+broadcasts. Losing the connection makes every remote entry read inactive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.api
+import nats.js.errors
+
+from pipemesh.gateway import subjects
+from pipemesh.gateway.outbound import Outbound
+
+__all__ = ["Connection"]
+
+
+class Connection(Outbound):
+    """The gateway's one outbound NATS connection."""
+
+    def _tls(self) -> ssl.SSLContext | None:
+        cfg = self.config
+        if not (cfg.tls_ca or cfg.tls_cert or self.nats_url.startswith("tls://")):
+            return None
+        ctx = ssl.create_default_context(cafile=cfg.tls_ca or None)
+        if cfg.tls_cert:
+            ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+        return ctx
+
+    async def _connect(self) -> None:
+        """Connect to NATS, retrying until it answers or the gateway is stopped."""
+        cfg = self.config
+        options: dict[str, Any] = {
+            "name": f"pipemesh-gateway-{self.host}",
+            "allow_reconnect": True,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.5,
+            "connect_timeout": 2,
+            "ping_interval": 2,
+            "max_outstanding_pings": 2,
+            "disconnected_cb": self._on_disconnect,
+            "reconnected_cb": self._on_reconnect,
+            "error_cb": self._on_error,
+        }
+        if cfg.user:
+            options["user"], options["password"] = cfg.user, cfg.password
+        if cfg.token:
+            options["token"] = cfg.token
+        if cfg.nkey_seed_file:
+            options["nkeys_seed"] = cfg.nkey_seed_file
+        tls = self._tls()
+        if tls is not None:
+            options["tls"] = tls
+        while not self._stop.is_set():
+            # nats-py retries a failed first connect itself (forever: max_reconnect_attempts
+            # is -1); each failure reaches _on_error, which says it once. SIGTERM ends the wait.
+            connecting = asyncio.create_task(nats.connect(self.nats_url, **options))
+            stopping = asyncio.create_task(self._stop.wait())
+            await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not connecting.done():
+                connecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await connecting
+                break
+            try:
+                self._nc = connecting.result()
+                break
+            except (OSError, nats.errors.Error, TimeoutError) as exc:
+                await self._on_error(exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 1.0)
+        if self._nc is None:
+            return
+        nc = self._nc
+        self.remote.max_body_cap = max(1024, min(nc.max_payload, self.max_message_bytes) - 4096)
+        self._js = nc.jetstream(timeout=5.0)
+        await self._ensure_stream()
+        await nc.subscribe(subjects.heartbeat_all(self.mesh), cb=self._on_heartbeat)
+        await nc.subscribe(subjects.inbound_direct(self.mesh, self.host), cb=self._on_direct)
+        await nc.subscribe(subjects.inbound_broadcasts(self.mesh), cb=self._on_broadcast)
+        self.connected.set()
+        self._log(f"connected to {self.nats_url} as host {self.host} in mesh {self.mesh}")
+
+    async def _ensure_stream(self) -> None:
+        config = nats.js.api.StreamConfig(
+            name=subjects.stream_name(self.mesh),
+            subjects=[subjects.stream_subjects(self.mesh)],
+            storage=nats.js.api.StorageType.FILE,
+            # A message is gone from the stream once its host's gateway acked it: the
+            # hosts' consumers filter disjoint subjects, as a work queue requires.
+            retention=nats.js.api.RetentionPolicy.WORK_QUEUE,
+            duplicate_window=120.0,
+        )
+        try:
+            try:
+                await self._js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await self._js.update_stream(config)
+        except (nats.errors.Error, TimeoutError) as exc:
+            self._log(
+                f"no JetStream stream {config.name} ({str(exc)[:160] or type(exc).__name__}): "
+                "messages to durable remote agents wait in their spools here; "
+                "start nats-server with -js"
+            )
+
+    async def _on_disconnect(self) -> None:
+        self.connected.clear()
+        if self._stop.is_set():
+            return  # our own close()
+        self._log("lost NATS; remote agents read inactive until it returns")
+        await asyncio.get_running_loop().run_in_executor(None, self.remote.set_all_unreachable)
+        self._seen_hosts.clear()
+
+    async def _on_reconnect(self) -> None:
+        self.connected.set()
+        self._last_error = ""
+        self._log("NATS is back")
+
+    async def _on_error(self, exc: Exception) -> None:
+        text = str(exc) or type(exc).__name__
+        self.events.error("gateway_nats_error", text[:300])
+        if not self.connected.is_set() and text != self._last_error:
+            self._last_error = text  # once per distinct error while not connected
+            self._log(f"cannot reach NATS at {self.nats_url} ({text[:200]}); retrying")
