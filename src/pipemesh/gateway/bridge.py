@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pipemesh.errors import MeshError
 from pipemesh.gateway._base import GatewayStats
-from pipemesh.gateway.connection import Connection
+from pipemesh.gateway.connection import Connection, quiet_ssl_eof
 from pipemesh.home import MeshHome
 
 __all__ = ["Gateway", "GatewayStats"]
@@ -52,8 +52,13 @@ class Gateway(Connection):
     # -- running --
 
     def run(self) -> None:
-        """Run until SIGINT/SIGTERM (the CLI) or :meth:`stop`."""
-        asyncio.run(self.main())
+        """Run until SIGINT/SIGTERM (the CLI) or :meth:`stop`.
+
+        Raises:
+            UsageError: the config's TLS files or nkey seed cannot be used.
+        """
+        with quiet_ssl_eof():
+            asyncio.run(self.main())
 
     def stop(self) -> None:
         """Ask a running gateway to stop (thread-safe; also before it started running)."""

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -18,23 +21,57 @@ import nats.errors
 import nats.js.api
 import nats.js.errors
 
+from pipemesh.errors import UsageError
 from pipemesh.gateway import subjects
+from pipemesh.gateway.config import check_private_file
 from pipemesh.gateway.outbound import Outbound
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "quiet_ssl_eof"]
 
 
 class Connection(Outbound):
     """The gateway's one outbound NATS connection."""
 
     def _tls(self) -> ssl.SSLContext | None:
+        """The TLS context the config asks for; UsageError naming the file that will not do."""
         cfg = self.config
         if not (cfg.tls_ca or cfg.tls_cert or self.nats_url.startswith("tls://")):
             return None
-        ctx = ssl.create_default_context(cafile=cfg.tls_ca or None)
+        try:
+            ctx = ssl.create_default_context(cafile=cfg.tls_ca or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(
+                f"cannot use tls_ca {cfg.tls_ca} of the gateway config ({_why(exc)}); "
+                "give the PEM file of the CA that signed the NATS server's certificate"
+            ) from None
         if cfg.tls_cert:
-            ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+            try:
+                ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+            except (OSError, ssl.SSLError) as exc:
+                raise UsageError(
+                    f"cannot use tls_cert {cfg.tls_cert} with tls_key {cfg.tls_key} of the "
+                    f"gateway config ({_why(exc)}); give the client certificate and its "
+                    "private key as PEM files"
+                ) from None
         return ctx
+
+    def _check_nkey_seed(self) -> None:
+        """Refuse a seed file nats-py could not use, before connecting (it would raise there)."""
+        path = self.config.nkey_seed_file
+        if not path:
+            return
+        import nkeys  # type: ignore[import-untyped]  # noqa: PLC0415 - no hints; the extra installs it
+
+        seed = bytearray(check_private_file(Path(path), "nkey seed file").strip())
+        try:
+            nkeys.from_seed(seed)
+        except (nkeys.NkeysError, ValueError) as exc:
+            raise UsageError(
+                f"the nkey seed file {path} holds no valid nkey seed ({_why(exc)}); "
+                "it should hold one line starting with 'SU' (e.g. from 'nk -gen user')"
+            ) from None
+        finally:
+            seed[:] = bytes(len(seed))  # do not keep the secret around
 
     async def _connect(self) -> None:
         """Connect to NATS, retrying until it answers or the gateway is stopped."""
@@ -56,6 +93,7 @@ class Connection(Outbound):
         if cfg.token:
             options["token"] = cfg.token
         if cfg.nkey_seed_file:
+            self._check_nkey_seed()
             options["nkeys_seed"] = cfg.nkey_seed_file
         tls = self._tls()
         if tls is not None:
@@ -132,3 +170,34 @@ class Connection(Outbound):
         if not self.connected.is_set() and text != self._last_error:
             self._last_error = text  # once per distinct error while not connected
             self._log(f"cannot reach NATS at {self.nats_url} ({text[:200]}); retrying")
+
+
+def _why(exc: BaseException) -> str:
+    """An exception as a short reason, without a traceback."""
+    if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, ssl.SSLError):
+        return exc.strerror
+    return (str(exc) or type(exc).__name__)[:200]
+
+
+class _QuietSslEof(logging.Filter):
+    """Drop asyncio's warning that nats-py's stream protocol asks to half-close a TLS link.
+
+    asyncio logs ``returning true from eof_received() has no effect when using ssl``
+    when a TLS connection ends; the connection closes as it should, and the line,
+    printed raw on stderr, would be the only one there not from the gateway.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received()" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_ssl_eof() -> Iterator[None]:
+    """While the gateway runs, asyncio's harmless TLS half-close warning is not printed."""
+    flt = _QuietSslEof()
+    log = logging.getLogger("asyncio")
+    log.addFilter(flt)
+    try:
+        yield
+    finally:
+        log.removeFilter(flt)
