@@ -22,6 +22,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pipemesh.errors import UsageError
+from pipemesh.gateway.bridge import Gateway
+from pipemesh.gateway.config import load_config
+from pipemesh.home import MeshHome
 from tests.conftest import wait_for
 from tests.gateway.conftest import Cluster, Host
 
@@ -226,10 +230,8 @@ def _run_gateway(config: Path) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
-        ("missing CA", "cannot use tls_ca"),
         ("CA not PEM", "cannot use tls_ca"),
         ("key not matching", "cannot use tls_cert"),
-        ("key readable by others", "has mode 0644"),
         ("seed not a seed", "holds no valid nkey seed"),
     ],
 )
@@ -238,18 +240,13 @@ def test_unusable_tls_files_or_nkey_seed_are_refused_in_one_line(
 ) -> None:
     """TLS files or an nkey seed that cannot be used: one line naming the file, exit 2."""
     pki = _Pki(tmp_path, "ca")
-    crt, key = pki.issue("gateway", server=False)
+    crt, _ = pki.issue("gateway", server=False)
     _, other_key = pki.issue("other", server=False)
     not_pem = _private(tmp_path / "not-pem.txt", "hello\n")
-    if case == "missing CA":
-        values = {"tls_ca": str(tmp_path / "nowhere.pem")}
-    elif case == "CA not PEM":
+    if case == "CA not PEM":
         values = {"tls_ca": str(not_pem)}
     elif case == "key not matching":
         values = {"tls_ca": str(pki.ca_file), "tls_cert": str(crt), "tls_key": str(other_key)}
-    elif case == "key readable by others":
-        os.chmod(key, 0o644)
-        values = {"tls_ca": str(pki.ca_file), "tls_cert": str(crt), "tls_key": str(key)}
     else:
         values = {"nkey_seed_file": str(_private(tmp_path / "junk.nk", "SUAJUNKJUNK\n"))}
     done = _run_gateway(_gateway_config(tmp_path, "gw", **values))
@@ -258,3 +255,24 @@ def test_unusable_tls_files_or_nkey_seed_are_refused_in_one_line(
     assert expected in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert "unexpected" not in done.stderr
+
+
+def test_tls_files_are_checked_before_use(tmp_path: Path) -> None:
+    """A missing CA file is named (no OSError escapes); a client key others can read is refused."""
+    pki = _Pki(tmp_path, "ca")
+    crt, key = pki.issue("gateway", server=False)
+    missing = _gateway_config(tmp_path, "missing", tls_ca=str(tmp_path / "nowhere.pem"))
+    gw = Gateway("nats://127.0.0.1:1", host="x", home=_home(tmp_path), config=load_config(missing))
+    with pytest.raises(UsageError, match=r"cannot use tls_ca .*nowhere\.pem .*No such file"):
+        gw._tls()
+    gw.events.close()
+    os.chmod(key, 0o644)
+    shared = _gateway_config(tmp_path, "shared", tls_cert=str(crt), tls_key=str(key))
+    with pytest.raises(UsageError, match=r"TLS key file .* has mode 0644.*chmod 600"):
+        load_config(shared)
+
+
+def _home(tmp_path: Path) -> MeshHome:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700, exist_ok=True)
+    return MeshHome.open(home)
