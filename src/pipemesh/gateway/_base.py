@@ -4,7 +4,7 @@ The base of the gateway's parts (:mod:`.liveness`, :mod:`.inbound`, :mod:`.durab
 :mod:`.outbound`, :mod:`.connection`, joined in :mod:`.bridge`): the counters, the
 log, the local agents as the registry lists them, join/leave announcements, and
 whole-message writes into local pipes (in order per target, never half a message).
-It knows nothing of NATS subjects or JetStream.
+It does not publish, subscribe or touch JetStream.
 """
 
 from __future__ import annotations
@@ -62,7 +62,12 @@ class GatewayStats:
 
 
 class GatewayBase:
-    """The state every part of the gateway shares; see :class:`.bridge.Gateway` for the args."""
+    """The state every part of the gateway shares; see :class:`.bridge.Gateway` for the args.
+
+    The parts subclass one another in a line (``Liveness`` <- ``Inbound`` <- ``Durable`` <-
+    ``Outbound`` <- ``Connection`` <- ``Gateway``), so each calls only what is below it
+    and mypy checks every call; they share this one state.
+    """
 
     def __init__(
         self,
@@ -154,6 +159,8 @@ class GatewayBase:
                     return
             except (concurrent.futures.CancelledError, RuntimeError):
                 return
+
+    # -- the local side: registry view, join/leave announcements, pipe writes --
 
     def _read_local(self) -> dict[str, AgentRecord]:
         return {n: r for n, r in self.registry.read().items() if not r.gateway}

@@ -39,6 +39,8 @@ _PENDING_MAX: Final = 100_000
 class Durable(Inbound):
     """JetStream both ways for durable agents."""
 
+    # -- durable outbound: local senders -> JetStream (or the entry's spool here) --
+
     async def _publish_durable(self, name: str, msgs: list[Message]) -> None:
         """Into JetStream (de-duplicated by sender and id); then tell each sender it is safe.
 
