@@ -181,7 +181,7 @@ class TestConfig:
 class TestHeartbeat:
     def test_parses_agents(self) -> None:
         """A heartbeat lists agents with state; bad fields are refused whole."""
-        from pipemesh.gateway.bridge import _parse_heartbeat
+        from pipemesh.gateway.liveness import _parse_heartbeat
 
         doc = {"v": 1, "agents": {"bob": {"active": True, "durable": True, "role": "r\x1b"}}}
         (agent,) = _parse_heartbeat(json.dumps(doc).encode())

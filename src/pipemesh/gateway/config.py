@@ -4,7 +4,7 @@ The file holds secrets, so it must be a regular file owned by the user running
 the gateway, with no permission bits for group or others (``chmod 600``);
 anything else is refused with a one-line :class:`~pipemesh.errors.UsageError`
 before a byte of it is used. A referenced nkey seed file is held to the same
-rule. Format::
+rule, and so is a TLS client key. Format::
 
     [nats]
     user = "build-box"            # user/password authentication, or
@@ -110,4 +110,6 @@ def load_config(path: Path) -> GatewayConfig:
         raise UsageError(f"the gateway config {path}: give both tls_cert and tls_key, or neither")
     if cfg.nkey_seed_file:
         check_private_file(Path(cfg.nkey_seed_file), "nkey seed file")
+    if cfg.tls_key:
+        check_private_file(Path(cfg.tls_key), "TLS key file")
     return cfg
