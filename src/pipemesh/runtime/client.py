@@ -186,6 +186,10 @@ class MeshClient:
                 return None
         route = (self.frames == BINARY and BINARY in rec.frames, rec.max_body_bytes, rec.durable)
         self._routes[name] = route
+        if self._peers.get(name) is not rec:
+            # The router thread changed the record since we read it (a join or leave
+            # frame) and may have dropped the cached route before we stored ours.
+            self._routes.pop(name, None)
         return route
 
     def _outbox(self, name: str) -> Outbox:
