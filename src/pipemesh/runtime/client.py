@@ -111,6 +111,11 @@ class MeshClient:
         frames: FrameKind = TEXT,
     ) -> None:
         self.agent_name = validate_name(agent_name)
+        if "@" in agent_name:  # name@host: a gateway's entry for an agent on another host
+            raise ValueError(
+                f"sender name {agent_name!r} holds '@', which marks an agent on another host "
+                "(registered by 'pipemesh gateway'); pick a name without '@'"
+            )
         if frames not in codec.FRAME_KINDS:
             raise ValueError(f"frames must be 'text' or 'binary', got {frames!r}")
         self.frames: FrameKind = frames
