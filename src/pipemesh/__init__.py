@@ -110,6 +110,13 @@ if not TYPE_CHECKING:  # hidden from type checkers: they see the imports above, 
         """Import a public name on first use (PEP 562); later uses find it in the module."""
         module = _LAZY.get(name)
         if module is None:
+            # A submodule (pipemesh.runtime, pipemesh.wire, ...): the eager imports this
+            # module once made bound them, and code and docs use them dotted.
+            try:
+                return importlib.import_module(f"{__name__}.{name}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"{__name__}.{name}":
+                    raise  # the submodule exists; something it imports is missing
             raise AttributeError(f"module 'pipemesh' has no attribute {name!r}")
         value = getattr(importlib.import_module(module), name)
         globals()[name] = value

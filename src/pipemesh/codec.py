@@ -83,14 +83,15 @@ MAX_TS: Final = (1 << 63) - 1
 # Lengths and numbers are checked by msgspec while decoding (in C); the string
 # charsets by _invalid() below, with the text frame's own rules.
 _Str = Annotated[str, msgspec.Meta(max_length=64)]
+_Name = Annotated[str, msgspec.Meta(max_length=2 * wire.NAME_MAX + 1)]  # name@host (wire.py)
 _Priority = Annotated[int, msgspec.Meta(ge=0, le=3)]
 _Ts = Annotated[int, msgspec.Meta(ge=0, le=MAX_TS)]
 _Part = Annotated[int, msgspec.Meta(ge=1, le=MAX_PARTS)]
 
 
 class _Payload(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    sender: _Str
-    to: _Str
+    sender: _Name
+    to: _Name
     priority: _Priority
     msg_type: _Str
     id: _Str

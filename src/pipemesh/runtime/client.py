@@ -111,6 +111,11 @@ class MeshClient:
         frames: FrameKind = TEXT,
     ) -> None:
         self.agent_name = validate_name(agent_name)
+        if "@" in agent_name:  # name@host: a gateway's entry for an agent on another host
+            raise ValueError(
+                f"sender name {agent_name!r} holds '@', which marks an agent on another host "
+                "(registered by 'pipemesh gateway'); pick a name without '@'"
+            )
         if frames not in codec.FRAME_KINDS:
             raise ValueError(f"frames must be 'text' or 'binary', got {frames!r}")
         self.frames: FrameKind = frames
@@ -186,6 +191,10 @@ class MeshClient:
                 return None
         route = (self.frames == BINARY and BINARY in rec.frames, rec.max_body_bytes, rec.durable)
         self._routes[name] = route
+        if self._peers.get(name) is not rec:
+            # The router thread changed the record since we read it (a join or leave
+            # frame) and may have dropped the cached route before we stored ours.
+            self._routes.pop(name, None)
         return route
 
     def _outbox(self, name: str) -> Outbox:
