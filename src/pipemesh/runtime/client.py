@@ -33,7 +33,7 @@ from pipemesh.errors import (
     UnknownAgent,
 )
 from pipemesh.home import MeshHome
-from pipemesh.observe import EventLog
+from pipemesh.observe import EventLog, _MessageLine  # the hot path queues its record
 from pipemesh.registry import (
     AgentRecord,
     Registry,
@@ -657,17 +657,28 @@ class MeshClient:
             if waiter is not None:
                 self._drop_ack(msg_id)
         self.sent += 1
-        self.events.message(
-            "frame_sent" if delivery is _DELIVERED else "frame_queued",
-            self.agent_name,
-            to_agent,
-            msg_type,
-            priority,
-            msg_id,
-            message,
-            reply_to,
-            size,
-        )
+        events = self.events
+        if not events._closed:  # EventLog.message, inline (one Python call less)
+            cut = len(message) > events.max_body_chars
+            events._messages.append(
+                _MessageLine(
+                    time.time(),
+                    "frame_sent" if delivery is _DELIVERED else "frame_queued",
+                    events.agent,
+                    self.agent_name,
+                    to_agent,
+                    msg_type,
+                    priority,
+                    msg_id,
+                    reply_to,
+                    size,
+                    message[: events.max_body_chars] if cut else message,
+                    cut,
+                )
+            )
+            if not events._woken:
+                events._woken = True
+                events._wake.set()
         return msg_id, delivery, acked
 
     def _sent_hook(self, sent: SentFields) -> None:
