@@ -75,6 +75,11 @@ _ROTATE_WAIT_S: Final = 0.5
 _NEVER: Final = threading.Event()  # a stop that is never set (see _locked_write)
 DEFAULT_MAX_BYTES: Final = 32 * 1024 * 1024
 DEFAULT_KEEP_FILES: Final = 5
+#: Default of `EventLog`'s ``flush_interval_s``. Only ``pipemesh bench --instructions``
+#: changes it (to an hour, before its agents start): the writers then hold every record
+#: until `EventLog.close` and write them in full batches of `_BATCH_LINES`, so the
+#: instructions per hop do not depend on how many records wall time put in a batch.
+FLUSH_INTERVAL_S: float = 0.05
 _LOCK_FLAGS: Final = (
     os.O_RDWR
     | os.O_CREAT
@@ -148,7 +153,8 @@ class EventLog:
         agent: name written into every record.
         enabled: False makes every call a no-op (nothing is written).
         max_body_chars: bodies longer than this are cut in the communication log.
-        flush_interval_s: how long the writer gathers records before a write.
+        flush_interval_s: how long the writer gathers records before a write
+            (default `FLUSH_INTERVAL_S`, 50 ms).
         max_bytes: rotate a file once it reaches this size; 0 never rotates
             (default ``$PIPEMESH_LOG_MAX_BYTES``, else 32 MiB).
         keep_files: rotated files kept per log, ``x.log.1`` newest
@@ -162,7 +168,7 @@ class EventLog:
         *,
         enabled: bool = True,
         max_body_chars: int = 4096,
-        flush_interval_s: float = 0.05,
+        flush_interval_s: float | None = None,
         max_bytes: int | None = None,
         keep_files: int | None = None,
     ) -> None:
@@ -176,7 +182,7 @@ class EventLog:
         self.agent = agent
         self.enabled = enabled
         self.max_body_chars = max_body_chars
-        self.flush_interval_s = flush_interval_s
+        self.flush_interval_s = FLUSH_INTERVAL_S if flush_interval_s is None else flush_interval_s
         self.dropped = 0
         # One queue per file: the writer takes a batch with no per-record dispatch.
         self._messages: deque[_MessageLine] = deque()
@@ -238,6 +244,9 @@ class EventLog:
         """Record a message event in ``mesh_communication.log``.
 
         The hot path passes the fields positionally, in this order (cheaper than keywords).
+        Its three records per message (``frame_sent``, ``frame_received`` and the
+        ``message_handled`` latency) are queued inline by runtime/client.py and
+        runtime/receive.py (one Python call less each): keep them in step with this.
         """
         if self._closed:
             return

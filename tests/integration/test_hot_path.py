@@ -15,6 +15,7 @@ import pytest
 
 from pipemesh import AgentBase, Delivery, Message, MessageTooLarge, UnknownAgent
 from pipemesh.codec import MAGIC
+from pipemesh.observe import COMM_LOG, LATENCY_LOG, read_log
 from pipemesh.wire import HEADER_START
 from tests.conftest import wait_for
 
@@ -85,3 +86,50 @@ def test_a_checked_name_does_not_pass_as_a_message_type(mesh_home: Path) -> None
         s.send_message("peer", "x", msg_type="a..b")  # a valid type, not a valid name
         with pytest.raises(ValueError, match=r"recipient name 'a\.\.b' is not valid"):
             s.send_message("a..b", "x")
+
+
+_COMM_KEYS = ["ts", "event", "agent", "from", "to", "type", "priority", "id", "re", "bytes", "body"]
+
+
+def test_inline_log_records_match_eventlog_lines(mesh_home: Path) -> None:
+    """The records the hot path queues itself (frame_sent, frame_received, message_handled)
+    are the lines EventLog.message/latency write: same keys, order and values; a long
+    body is cut and says so. Fails if an inline record's fields are out of order."""
+    with Keeper("sender") as s:
+        max_chars = s.events.max_body_chars
+        with Keeper("peer") as p:
+            first = s.send_message("peer", "hé", priority=2, msg_type="directive")
+            wait_for(lambda: p.bodies() == ["hé"])
+            answer = p.reply(p.got[0], "y" * (max_chars + 10))
+            wait_for(lambda: s.bodies() == ["y" * (max_chars + 10)])
+            logs = s.home.logs_dir
+            wanted = {("frame_sent", first), ("frame_received", first), ("frame_sent", answer)}
+
+            def comm() -> dict[tuple[str, str], dict[str, object]]:
+                return {(str(r["event"]), str(r["id"])): r for r in read_log(logs / COMM_LOG)}
+
+            wait_for(lambda: wanted <= set(comm()))
+            recs = comm()
+    sent, got, reply = (
+        recs[k] for k in (("frame_sent", first), ("frame_received", first), ("frame_sent", answer))
+    )
+    assert list(sent) == _COMM_KEYS
+    assert list(got) == _COMM_KEYS
+    assert [sent[k] for k in _COMM_KEYS[1:]] == [
+        "frame_sent", "sender", "sender", "peer", "directive", 2, first, "", 3, "hé",
+    ]  # fmt: skip
+    assert [got[k] for k in _COMM_KEYS[1:]] == [
+        "frame_received", "peer", "sender", "peer", "directive", 2, first, "", 3, "",
+    ]  # fmt: skip
+    assert list(reply) == [*_COMM_KEYS, "truncated"]
+    assert (reply["re"], reply["body"], reply["truncated"]) == (first, "y" * max_chars, True)
+    assert reply["bytes"] == max_chars + 10
+    handled = [r for r in read_log(logs / LATENCY_LOG) if r["id"] == first]
+    assert [list(r) for r in handled] == [
+        ["ts", "event", "agent", "from", "type", "priority", "id", "bytes", "latency_us"]
+    ]
+    assert [handled[0][k] for k in ("event", "agent", "from", "type", "priority", "bytes")] == [
+        "message_handled", "peer", "sender", "directive", 2, 3,
+    ]  # fmt: skip
+    assert isinstance(handled[0]["latency_us"], float)
+    assert isinstance(handled[0]["ts"], float)

@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from pipemesh import observe
 from pipemesh.observe import COMM_LOG, LATENCY_LOG, EventLog, read_log
 
 
@@ -68,3 +71,23 @@ def test_many_records_are_written_whole_and_in_order(tmp_path: Path) -> None:
     events.close()
     ids = [r["id"] for r in read_log(tmp_path / COMM_LOG)]
     assert ids == [f"m-{i}" for i in range(1000)]
+
+
+def test_a_held_writer_writes_every_record_at_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """observe.FLUSH_INTERVAL_S (what `pipemesh bench --instructions` sets to an hour) is
+    the default gathering time: records wait for close(), then all are written, in order."""
+    monkeypatch.setattr(observe, "FLUSH_INTERVAL_S", 3600.0)
+    events = EventLog(tmp_path, "me")
+    assert events.flush_interval_s == 3600.0
+    assert (
+        EventLog(tmp_path / "other", "me", enabled=False, flush_interval_s=0.5).flush_interval_s
+        == 0.5
+    )
+    for i in range(600):
+        events.message("frame_sent", "me", "x", "t", 1, f"m-{i}", "b")
+    assert (tmp_path / COMM_LOG).read_bytes() == b""  # held: the writer waits an hour or close()
+    events.close(timeout_s=60.0)
+    assert events.dropped == 0
+    assert [r["id"] for r in read_log(tmp_path / COMM_LOG)] == [f"m-{i}" for i in range(600)]

@@ -228,7 +228,7 @@ class AgentBase(Receiving):
         self.history_limit = history_limit
         self.received = 0
         self.handler_errors = 0
-        self._history = {}
+        self._history.clear()  # made by MeshClient (its _send appends to it)
         self._pending: dict[str, _Pending] = {}
         self._inbox_queue: deque[Message] = deque()
         self._inbox_cond = threading.Condition()
@@ -433,13 +433,20 @@ class AgentBase(Receiving):
         priority: int | None = None,
     ) -> str:
         """Answer ``msg``: send to its sender with ``RE`` set to its ID."""
-        return self.send_message(
+        # send_message's call of _send, inline (positional: one Python call less).
+        return self._send(
             msg.sender,
             message,
             msg.priority if priority is None else priority,
             msg_type,
-            reply_to=msg.id,
-        )
+            msg.id,  # reply_to
+            None,  # timeout_s
+            None,  # msg_id
+            False,  # ack
+            10.0,  # ack_timeout_s
+            True,  # queue
+            False,  # sync
+        )[0]
 
     # -- status --
 

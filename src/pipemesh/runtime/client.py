@@ -16,6 +16,7 @@ import os
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 from typing import Final, Self
@@ -33,7 +34,7 @@ from pipemesh.errors import (
     UnknownAgent,
 )
 from pipemesh.home import MeshHome
-from pipemesh.observe import EventLog
+from pipemesh.observe import EventLog, _MessageLine  # the hot path queues its record
 from pipemesh.registry import (
     AgentRecord,
     Registry,
@@ -56,6 +57,7 @@ from pipemesh.transport.base import Outbox, Transport
 from pipemesh.transport.fifo import FifoOutbox, FifoTransport
 from pipemesh.wire import (
     MAX_BODY_BYTES,
+    Message,
     is_valid_id,
     validate_name,
     validate_type,
@@ -133,6 +135,9 @@ class MeshClient:
         self.send_timeout_s = send_timeout_s
         self.max_body_bytes = max_body_bytes
         self.events = EventLog(self.home.logs_dir, agent_name, enabled=log_messages)
+        # Sent and received messages per peer (AgentBase's history(); a bare client keeps
+        # none). _send appends to a peer's deque inline; _sent_hook starts one.
+        self._history: dict[str, deque[Message | SentFields]] = {}
         self.spool = Spool(
             self.home.spool_dir,
             max_messages=spool_max_messages,
@@ -625,7 +630,11 @@ class MeshClient:
         # History first: a fast reply must never be recorded before its question.
         # A tuple: the Message is built only if history() asks for it.
         sent = (self.agent_name, to_agent, priority, msg_type, msg_id, message, sent_ns, reply_to)
-        self._sent_hook(sent)
+        hist = self._history.get(to_agent)
+        if hist is not None:
+            hist.append(sent)  # _sent_hook, inline: the peer has a history already
+        else:
+            self._sent_hook(sent)
         try:
             delivery = _DELIVERED
             if durable:
@@ -634,7 +643,18 @@ class MeshClient:
                 try:
                     if fast:  # _write, inline: one frame, never a large body
                         try:
-                            self._outboxes.get(to_agent).write_frames(frames, timeout)
+                            outboxes = self._outboxes
+                            outbox = outboxes._open.get(to_agent)  # OutboxCache.get, inline
+                            if outbox is None:
+                                outbox = outboxes.get(to_agent)
+                            else:
+                                # KeyError if forgotten meanwhile: the write then reports
+                                # TransportClosed and reconnects (as OutboxCache.get).
+                                try:  # noqa: SIM105 - hot path, no contextlib call
+                                    outboxes._open.move_to_end(to_agent)
+                                except KeyError:
+                                    pass
+                            outbox.write_frames(frames, timeout)
                         except (PeerGone, TransportClosed):
                             self._write_again(to_agent, frames, timeout)
                     else:
@@ -666,21 +686,32 @@ class MeshClient:
             if waiter is not None:
                 self._drop_ack(msg_id)
         self.sent += 1
-        self.events.message(
-            "frame_sent" if delivery is _DELIVERED else "frame_queued",
-            self.agent_name,
-            to_agent,
-            msg_type,
-            priority,
-            msg_id,
-            message,
-            reply_to,
-            size,
-        )
+        events = self.events
+        if not events._closed:  # EventLog.message, inline (one Python call less)
+            cut = len(message) > events.max_body_chars
+            events._messages.append(
+                _MessageLine(
+                    time.time(),
+                    "frame_sent" if delivery is _DELIVERED else "frame_queued",
+                    events.agent,
+                    self.agent_name,
+                    to_agent,
+                    msg_type,
+                    priority,
+                    msg_id,
+                    reply_to,
+                    size,
+                    message[: events.max_body_chars] if cut else message,
+                    cut,
+                )
+            )
+            if not events._woken:
+                events._woken = True
+                events._wake.set()
         return msg_id, delivery, acked
 
     def _sent_hook(self, sent: SentFields) -> None:
-        """Called before each send (AgentBase keeps history)."""
+        """Called before a send to a peer with no history deque (AgentBase starts one)."""
 
     def _unsent_hook(self, sent: SentFields) -> None:
         """Called when that send failed."""

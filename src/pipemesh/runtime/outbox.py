@@ -59,7 +59,10 @@ class OutboxCache:
         return list(self._open)
 
     def get(self, name: str) -> Outbox:
-        """The open outbox to ``name``, connecting (and evicting the LRU one) if needed."""
+        """The open outbox to ``name``, connecting (and evicting the LRU one) if needed.
+
+        MeshClient._send inlines the first branch (an open outbox): keep them in step.
+        """
         outbox = self._open.get(name)
         if outbox is not None:
             # One C call, atomic under the GIL; KeyError if forgotten meanwhile

@@ -19,6 +19,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
+from pipemesh.observe import _LatencyLine, _MessageLine  # the hot path queues records
 from pipemesh.registry import (
     INACTIVE,
     AgentRecord,
@@ -89,17 +90,26 @@ class Receiving(Acknowledging):
             seen.popitem(False)  # the oldest (positional: keywords cost a parse per call)
         self.received += 1
         body = msg.body
-        self.events.message(
-            "frame_received",
-            sender,
-            to,
-            msg.msg_type,
-            msg.priority,
-            msg.id,
-            "",  # the sender's frame_sent record holds the body: stored once
-            msg.reply_to,
-            len(body) if body.isascii() else len(body.encode()),
-        )
+        events = self.events
+        if not events._closed:  # EventLog.message, inline (one Python call less)
+            events._messages.append(
+                _MessageLine(
+                    time.time(),
+                    "frame_received",
+                    events.agent,
+                    sender,
+                    to,
+                    msg.msg_type,
+                    msg.priority,
+                    msg.id,
+                    msg.reply_to,
+                    len(body) if body.isascii() else len(body.encode()),
+                    "",  # the sender's frame_sent record holds the body: stored once
+                )
+            )
+            if not events._woken:
+                events._woken = True
+                events._wake.set()
         hist = self._history.get(sender)
         if hist is not None:
             hist.append(msg)
@@ -219,17 +229,25 @@ class Receiving(Acknowledging):
 
     def _dispatch(self, msg: Message, received_ns: int) -> None:
         """Router thread: run the handler, report its failures."""
-        if msg.sent_ns:  # _log_latency, inline
+        events = self.events
+        if msg.sent_ns and not events._closed:  # _log_latency and EventLog.latency, inline
             body = msg.body
-            self.events.latency(
-                "message_handled",
-                msg.sender,
-                msg.msg_type,
-                msg.priority,
-                msg.id,
-                (time.time_ns() - msg.sent_ns) // 100 / 10,  # to 0.1 us
-                len(body) if body.isascii() else len(body.encode()),
+            events._latencies.append(
+                _LatencyLine(
+                    time.time(),
+                    "message_handled",
+                    events.agent,
+                    msg.sender,
+                    msg.msg_type,
+                    msg.priority,
+                    msg.id,
+                    len(body) if body.isascii() else len(body.encode()),
+                    (time.time_ns() - msg.sent_ns) // 100 / 10,  # to 0.1 us
+                )
             )
+            if not events._woken:
+                events._woken = True
+                events._wake.set()
         try:
             self.on_message_received(msg)
         except Exception as exc:  # a handler bug must not stop the agent

@@ -90,6 +90,7 @@ class Router:
         self._heap: list[tuple[int, int, Message, int]] = []
         self._seq = itertools.count()
         self._last_expire = time.monotonic()
+        self._direct_ns = 0  # receive time of the message _consume returned
         self._stopping = False
         self._stop_event = threading.Event()
         self._full_reported = False
@@ -149,10 +150,15 @@ class Router:
                             self.idle_hook = None
                             hook()
                             data = inbox.read()
-                        self._consume(data)
+                        msg = self._consume(data, True)
                     else:
-                        self._consume(inbox.read())
-                    stale = False
+                        msg = self._consume(inbox.read(), True)
+                    if msg is None:
+                        stale = False
+                        continue
+                    # The read's only message, nothing queued: handled without the heap.
+                    handle(msg, self._direct_ns)
+                    stale = True
                     continue
                 if stale and len(heap) < self._max_queue:
                     data = inbox.read(0)  # pick up what arrived, so priority is honoured
@@ -235,12 +241,38 @@ class Router:
             return True
         return False
 
-    def _consume(self, data: bytes) -> None:
+    def _consume(self, data: bytes, direct: bool = False) -> Message | None:
+        """Decode and route one read's bytes; routed messages go on the heap.
+
+        With ``direct`` (the run loop, heap empty): a read that brought exactly one
+        routed message and nothing else is returned instead, for the caller to handle
+        at once (its receive time in ``_direct_ns``): the heap would hand it straight
+        back anyway, so the order is the same, without the push and the pop.
+        """
         decoder = self._decoder
         now_ns = time.time_ns()
         now = time.monotonic()
-        self._route_items(decoder.decode_all(self._max_body_bytes, data), now_ns, now)
-        if decoder.buffered:  # rare: the read ended inside a frame
+        single: Message | None = None
+        items = decoder.decode_all(self._max_body_bytes, data)
+        if len(items) == 1 and items[0].__class__ is Message:
+            # _route_items, inline for its common case: one whole message per read.
+            msg: Message = items[0]  # checked just above
+            self.frames += 1
+            try:
+                if self._route(msg, now_ns):
+                    if direct:
+                        single = msg
+                    else:
+                        heapq.heappush(self._heap, (-msg.priority, next(self._seq), msg, now_ns))
+            except Exception as exc:  # a routing bug must not kill the router
+                self._report(
+                    "route_failed",
+                    f"{type(exc).__name__}: {exc}",
+                    {"from": msg.sender, "id": msg.id},
+                )
+        else:
+            self._route_items(items, now_ns, now)
+        if len(decoder._buf) > decoder._pos:  # .buffered, inline; rare: the read ended mid-frame
             # Bounded: each round either takes new bytes or marks the boundary.
             for _ in range(16):
                 more = self._inbox.read(0)
@@ -258,6 +290,13 @@ class Router:
             self._last_expire = now
             for expired in self._assembler.expire(now, self._partial_timeout_s):
                 self._report("parts_expired", str(expired), {})
+        if single is not None:
+            if not self._heap:
+                self._direct_ns = now_ns
+                return single
+            # More arrived in the same read (a frame cut by the read): priority order.
+            heapq.heappush(self._heap, (-single.priority, next(self._seq), single, now_ns))
+        return None
 
     def _route_frames(self, now_ns: int, now: float) -> None:
         """Decode and route every whole frame the decoder holds."""
