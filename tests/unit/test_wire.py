@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from pipemesh.errors import DecodeError, EncodeError
@@ -14,6 +14,7 @@ from pipemesh.wire import (
     NEED_DATA,
     PART_COST_BYTES,
     PIPE_BUF,
+    TRAILER,
     Frame,
     FrameDecoder,
     Message,
@@ -786,9 +787,32 @@ def test_property_a_lying_frame_never_hides_good_ones(
     at = min(where, len(good))
     writes = [*good[:at], liar, *good[at:]]
     if same_read:
-        writes = [b"".join(writes)]
+        # A LEN that ends exactly on a later frame's trailer makes bytes that ARE a valid
+        # frame whose body quotes the frames in between: no decoder can tell the two apart
+        # (test_a_lie_landing_on_a_trailer_is_a_quoting_frame). Every other lie costs only itself.
+        data = b"".join(writes)
+        head = data.index(b"\n", data.index(b"ID:liar|")) + 1
+        end = head + bogus_len
+        assume(data[end : end + len(TRAILER)] != TRAILER)
+        writes = [data]
     frames, errors = frames_with_boundaries(writes)
     assert [f.id for f in frames] == [f"m{i}" for i in range(len(texts))]
+    assert errors
+
+
+def test_a_lie_landing_on_a_trailer_is_a_quoting_frame() -> None:
+    """The limit of the property above, stated: when a wrong LEN ends exactly on a later
+    frame's trailer in the same read, the bytes are a well-formed frame whose body holds
+    the frames in between (what an agent quoting frames would send), so they are taken as
+    one. Writes of their own (mark_boundary between them) never merge this way."""
+    good = [one("", msg_id=f"m{i}") for i in range(3)]
+    liar_body = b"x" * 10 + TRAILER + good[1]
+    bogus_len = len(liar_body) - len(TRAILER)  # ends on the trailer of m1
+    liar = one("x" * 10, msg_id="liar").replace(b"|LEN:10|", f"|LEN:{bogus_len}|".encode())
+    frames, _ = frames_with_boundaries([good[0] + liar + good[1] + good[2]])
+    assert [f.id for f in frames] == ["m0", "liar", "m2"]
+    frames, errors = frames_with_boundaries([good[0], liar, good[1], good[2]])
+    assert [f.id for f in frames] == ["m0", "m1", "m2"]
     assert errors
 
 
