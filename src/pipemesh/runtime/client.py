@@ -10,7 +10,6 @@ for a durable recipient keeps them until handled or queues them in its spool
 
 from __future__ import annotations
 
-import functools
 import itertools
 import os
 import secrets
@@ -40,7 +39,7 @@ from pipemesh.registry import (
     Registry,
     pid_alive,
 )
-from pipemesh.runtime import bodies, broadcast, durable_send
+from pipemesh.runtime import bodies, body_send, broadcast, durable_send
 from pipemesh.runtime.durable import Unacked
 from pipemesh.runtime.outbox import DEFAULT_MAX_OPEN, OutboxCache
 from pipemesh.runtime.send import (
@@ -54,7 +53,7 @@ from pipemesh.runtime.send import (
 from pipemesh.spool import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Spool
 from pipemesh.transport import platform_transport
 from pipemesh.transport.base import Outbox, Transport
-from pipemesh.transport.fifo import FifoOutbox, FifoTransport
+from pipemesh.transport.fifo import FifoTransport
 from pipemesh.wire import (
     MAX_BODY_BYTES,
     Message,
@@ -301,6 +300,8 @@ class MeshClient:
             raise ValueError(str(exc)) from None
         return frames, len(body)
 
+    # Large bodies go through body files (runtime/body_send.py); these are its hooks.
+
     def _body_ref(
         self,
         kind: FrameKind,
@@ -313,43 +314,9 @@ class MeshClient:
         reply_to: str,
         ack: bool,
     ) -> bodies.BodyRef | None:
-        """The body file reference for ``to`` if it takes body files, else None."""
-        rec = self._peers.get(to)
-        if rec is None:
-            rec = self.refresh_peers().get(to)
-        if rec is None or bodies.CAPABILITY not in rec.frames:
-            return None
-        make_inline = functools.partial(
-            codec.encode_message,
-            kind,
-            self.agent_name,
-            to,
-            body,
-            msg_id=msg_id,
-            priority=priority,
-            msg_type=msg_type,
-            sent_ns=sent_ns,
-            reply_to=reply_to,
-            max_frame_bytes=self.transport.max_frame_bytes,
-            check=False,
-            ack=ack,
+        return body_send.body_ref(
+            self, kind, to, body, msg_id, priority, msg_type, sent_ns, reply_to, ack
         )
-        try:
-            return bodies.reference(
-                kind,
-                self.agent_name,
-                to,
-                body,
-                msg_id=msg_id,
-                priority=priority,
-                msg_type=msg_type,
-                sent_ns=sent_ns,
-                reply_to=reply_to,
-                ack=ack,
-                make_inline=make_inline,
-            )
-        except EncodeError as exc:
-            raise ValueError(str(exc)) from None
 
     def _write_body(
         self,
@@ -358,37 +325,7 @@ class MeshClient:
         timeout_s: float,
         write: Callable[[str, list[bytes], float], None],
     ) -> None:
-        """Write ``ref``'s body file for ``to``, then the frame with ``write``.
-
-        A file that cannot be written means ``PART`` frames instead (reported
-        ``body_file_failed``); a frame that cannot be written removes the file.
-        """
-        store = self._bodies
-        outbox = self._outbox(to)
-        if store is None or (
-            isinstance(outbox, FifoOutbox) and outbox.unread_bytes() > bodies.MAX_UNREAD_BYTES
-        ):
-            # Its reader is behind: PART frames wait for room in the pipe, so unread body
-            # files stay few (a stalled reader could otherwise collect one per send).
-            write(to, ref.inline(), timeout_s)
-            return
-        try:
-            path = store.put(to, ref)
-        except OSError as exc:
-            self.events.error(
-                "body_file_failed",
-                f"cannot write the body file of {ref.msg_id} for {to} "
-                f"({exc.strerror or exc}); sent as {len(ref.body)} bytes of PART frames instead",
-                to=to,
-                id=ref.msg_id,
-            )
-            write(to, ref.inline(), timeout_s)
-            return
-        try:
-            write(to, list(ref), timeout_s)
-        except BaseException:
-            store.discard(path)
-            raise
+        body_send.write_body(self, to, ref, timeout_s, write)
 
     def _check_args(self, priority: int, msg_type: str) -> None:
         if self._closed:
