@@ -3,8 +3,10 @@ calls close()), it leaves no registry entry and no pipes, and prints no tracebac
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -169,3 +171,42 @@ def test_stop_inside_init_closes_without_traceback(mesh_home: Path, spawn: Spawn
     assert proc.returncode == 143, err
     assert "Traceback" not in err
     assert left_behind(mesh_home, "early") == []
+
+
+def test_ctrl_c_right_after_the_registry_write_leaves_no_entry(
+    mesh_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KeyboardInterrupt landing just after the registry write, while its transaction
+    ends, leaves no entry and no pipe (seen under Wine: `pipemesh listen` stopped by a
+    Ctrl-C raised as soon as its entry appeared left the entry behind). The real registry
+    commits; the interrupt is injected after its write."""
+    real = Registry.transaction
+
+    @contextlib.contextmanager
+    def interrupted_after_commit(self: Registry) -> Iterator[dict[str, object]]:
+        with real(self) as records:
+            yield records
+        if "interrupted" in records:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Registry, "transaction", interrupted_after_commit)
+    with pytest.raises(KeyboardInterrupt):
+        AgentBase("interrupted", heartbeat_s=0, log_messages=False)
+    monkeypatch.undo()
+    assert left_behind(mesh_home, "interrupted") == []
+
+
+def test_ctrl_c_before_the_exit_guard_leaves_no_entry(
+    mesh_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KeyboardInterrupt between the registry write and the exit guard (here: raised by
+    the guard's creation) removes the entry and the pipes, and leaves no exit hook."""
+
+    def interrupt(target: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pipemesh.runtime.agent.ExitGuard", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        AgentBase("unguarded", heartbeat_s=0, log_messages=False)
+    monkeypatch.undo()
+    assert left_behind(mesh_home, "unguarded") == []

@@ -261,14 +261,24 @@ class AgentBase(Receiving):
                 self._handled_log.close()
             self.events.close()
             raise
-        self._inbox: Inbox = inbox
-        # Our own outbox wakes the router on close (the path is unlinked by then).
+        # From here the entry is written: until the exit guard is armed, any exception
+        # (TooManyOpenFiles, or a Ctrl-C landing right after the registry write) must
+        # remove it, or it outlives the process (seen under Wine: a SIGINT raised as soon
+        # as the entry appeared left it behind).
         try:
+            self._inbox: Inbox = inbox
+            # Our own outbox wakes the router on close (the path is unlinked by then).
             self._self_outbox = self.transport.connect(agent_name)
-        except BaseException:  # e.g. TooManyOpenFiles: leave no entry and no pipes behind
+            self._exit_guard = ExitGuard(self)  # unregister even if the program never closes us
+        except BaseException:  # leave no entry and no pipes behind
+            guard: ExitGuard | None = getattr(self, "_exit_guard", None)
+            if guard is not None:
+                guard.disarm()
+            outbox = getattr(self, "_self_outbox", None)
+            if outbox is not None:
+                outbox.close()
             self._abandon(inbox)
             raise
-        self._exit_guard = ExitGuard(self)  # unregister even if the program never closes us
         self._router = Router(
             inbox,
             self._route,
@@ -317,6 +327,7 @@ class AgentBase(Receiving):
         # even if the registry file is gone, and guards our pipes from sweepers.
         self._name_lock = self.registry.lock_name(name)
         inbox: Inbox | None = None
+        me: AgentRecord | None = None
         try:
             if self._bodies is not None:  # a previous run's body files: nobody will read them
                 self._bodies.sweep(name)
@@ -343,9 +354,13 @@ class AgentBase(Receiving):
                 self._name_lock.publish(me, fifo.path(name) if fifo else None)
                 self._peers = {n: r.with_liveness() for n, r in records.items()}
         except BaseException as exc:
-            # Not registered (the registry is written whole or not at all): release
-            # the pipes made for it (ours: we hold the name), so a failed start leaves
-            # no fds and no FIFOs.
+            # The registry is written whole or not at all, but an exception (a Ctrl-C)
+            # may land after the write, while the transaction ends: remove our entry if
+            # it is there (only ours: same name and pid). Then release the pipes made
+            # for it (ours: we hold the name), so a failed start leaves no fds and no FIFOs.
+            if me is not None:
+                with contextlib.suppress(MeshError, OSError):
+                    self.registry.unregister(name, os.getpid())
             if inbox is not None:
                 inbox.close()
                 self.transport.remove(name)
