@@ -45,6 +45,20 @@ class TestSubjects:
         assert subjects.parse("m", "pm.m.b.a") == subjects.Route(subjects.BROADCAST, "a")
         assert subjects.parse("m", "pm.m.hb.a") == subjects.Route(subjects.HEARTBEAT, "a")
 
+    @given(NAMES, NAMES)
+    def test_stream_and_consumer_names_never_collide(self, a: str, b: str) -> None:
+        """Two meshes (or two hosts' consumers) never share a JetStream name.
+
+        Regression: ``.`` became ``_d_``, so mesh ``a.b`` and mesh ``a_d_b`` used one
+        stream, and hosts ``a.b`` and ``a_d_b`` one durable consumer (``gw_`` + it):
+        each host's gateway re-bound the consumer to its own filter, taking the
+        other host's durable messages away from it.
+        """
+        if a != b:
+            assert subjects.stream_name(a) != subjects.stream_name(b)
+        assert subjects.stream_name("a.b") != subjects.stream_name("a_d_b")
+        assert not set(subjects.stream_name(a)) & set(".*> \t/\\~")
+
     @pytest.mark.parametrize(
         "subject",
         [
