@@ -213,3 +213,42 @@ def test_gateway_stopped_cleanly_keeps_durable_entries_and_forwards_their_queue(
     a.start_gateway()
     wait_for(lambda: any(m["body"] == "kept while stopped" for m in b.records("dave")), 60, 0.1)
     assert [m["body"] for m in b.records("dave")] == ["kept while stopped"]
+
+
+# argv: nats_url — one good message to bob on host b from host a, which has no gateway.
+ONE_FROM_A = r"""
+import asyncio, sys
+import nats
+from pipemesh import codec
+from pipemesh.wire import Frame
+
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    frame = codec.encode_binary(Frame("mallory", "bob", 1, "directive", "g1", b"hi"))
+    await nc.publish("pm.t.m.a.b.bob", frame)
+    await nc.flush()
+    await nc.close()
+
+asyncio.run(main())
+"""
+
+
+def test_sender_of_a_host_that_never_heartbeats_goes_inactive(cluster: Cluster) -> None:
+    """A sender learnt from a message alone goes inactive once its host stays silent.
+
+    Regression: ``_know_sender`` made ``mallory@a`` active, but host a was never in
+    the hosts whose silence is watched (only heartbeats put it there), so the entry
+    stayed active for good: a reply to it was DELIVERED into the gateway's FIFO and
+    published to nobody, where the sender should get AgentOffline.
+    """
+    a, b = cluster.hosts
+    b.start_gateway()
+    bob = b.agent("bob")
+    wait_for(lambda: "connected to" in b.gateway_output(), 60, 0.05)  # subscribed
+    a.run_python(ONE_FROM_A, a.nats_url)
+    wait_for(lambda: [m["body"] for m in b.records("bob")] == ["hi"], 30, 0.05)
+    # host_timeout is 4 heartbeats (0.3 s) + 1 s: well within the deadline.
+    wait_for(lambda: b.registry().get("mallory@a", {}).get("status") == "inactive", 30, 0.1)
+    r = bob.command({"op": "send", "to": "mallory@a", "body": "nobody there"})
+    assert r["ok"] is False, r
+    assert r["error"] == "AgentOffline", r

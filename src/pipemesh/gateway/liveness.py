@@ -98,6 +98,9 @@ class Liveness(GatewayBase):
             return
         agents = [*agents, RemoteAgent(sender, active=True)]
         self._host_agents[src] = agents
+        # Watched for silence like a host heard by heartbeat, or its entries stay active
+        # for good (a reply to one would go into our FIFO and to nobody on NATS).
+        self._seen_hosts.setdefault(src, time.monotonic())
         await asyncio.get_running_loop().run_in_executor(None, self._update_host, src, agents, True)
 
 
