@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from pipemesh import codec, wire
 from pipemesh.errors import DecodeError, UsageError
 from pipemesh.gateway import subjects
 from pipemesh.gateway.config import load_config
+from pipemesh.gateway.remote import _READ_POLL_S, RemoteAgent, RemoteTable
+from pipemesh.home import MeshHome
 from pipemesh.registry import AgentRecord
 from pipemesh.runtime.agent import AgentBase
 
@@ -122,6 +125,30 @@ class TestRemoteNames:
         with pytest.raises(ValueError, match="name@host"):
             AgentRecord.from_json("bob@b", {**base, "gateway": "c"})
         assert "gateway" not in AgentRecord.from_json("bob", base).to_json()
+
+    def test_remote_entries_stop_together_not_one_poll_each(self, tmp_path: Path) -> None:
+        """Closing (SIGTERM) or losing NATS stops all readers at once, FIFOs gone.
+
+        Regression: each reader was stopped and joined in turn, each join waiting out
+        its reader's poll (up to 0.2 s): 100 entries took ~5 s, 10,000 (a heartbeat's
+        limit) ~10 minutes, under the table's lock, past any SIGTERM grace period.
+        """
+        home_dir = tmp_path / "mesh"
+        home_dir.mkdir(mode=0o700)
+        home = MeshHome.open(home_dir)
+        n = 100
+        for end in ("close", "unreachable"):
+            table = RemoteTable(home, lambda *a: None, lambda *a: None)
+            agents = [RemoteAgent(f"a{i}", active=True) for i in range(n)]
+            table.update("b", agents, reachable=True)
+            assert len(list(home.pipes_dir.iterdir())) == n
+            started = time.monotonic()
+            table.close() if end == "close" else table.set_all_unreachable()
+            took = time.monotonic() - started
+            assert list(home.pipes_dir.iterdir()) == [], end
+            # One at a time costs ~n * 0.05 s (measured 5.5 s); together about one poll.
+            assert took < n * _READ_POLL_S / 8, (end, took)
+            table.close()
 
     def test_an_agent_cannot_join_as_name_at_host(self, tmp_path: Path) -> None:
         """AgentBase refuses a name with '@' before touching the mesh."""
