@@ -252,3 +252,41 @@ def test_sender_of_a_host_that_never_heartbeats_goes_inactive(cluster: Cluster) 
     r = bob.command({"op": "send", "to": "mallory@a", "body": "nobody there"})
     assert r["ok"] is False, r
     assert r["error"] == "AgentOffline", r
+
+
+# argv: nats_url, n — heartbeats from n made-up hosts, each listing one active agent.
+HOST_FLOOD = r"""
+import asyncio, json, sys
+import nats
+
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    doc = json.dumps({"v": 1, "agents": {"x": {"active": True}}}).encode()
+    for i in range(int(sys.argv[2])):
+        await nc.publish(f"pm.t.hb.h{i}", doc)
+    await nc.flush()
+    await nc.close()
+
+asyncio.run(main())
+"""
+
+
+def test_a_flood_of_hosts_is_bounded(cluster: Cluster) -> None:
+    """Heartbeats from ever more hosts stop making entries, FIFOs and threads at a limit.
+
+    Regression: every new host name got its dict slots and an entry per agent (each
+    a FIFO and a reader thread) without any bound on the number of hosts.
+    """
+    from pipemesh.gateway.liveness import MAX_REMOTE_HOSTS
+
+    a, b = cluster.hosts
+    b.start_gateway()
+    wait_for(lambda: "connected to" in b.gateway_output(), 60, 0.05)  # subscribed
+    a.run_python(HOST_FLOOD, a.nats_url, str(MAX_REMOTE_HOSTS + 40))
+    wait_for(lambda: "dropped (too many hosts)" in b.gateway_output(), 60, 0.1)
+    wait_for(lambda: len(b.registry()) >= MAX_REMOTE_HOSTS, 60, 0.1)
+    assert b.gateway_proc is not None
+    assert b.gateway_proc.poll() is None
+    assert len(b.registry()) == MAX_REMOTE_HOSTS
+    fifos = [p for p in (b.home / "pipes").iterdir() if "@h" in p.name]
+    assert len(fifos) <= MAX_REMOTE_HOSTS

@@ -26,6 +26,10 @@ from pipemesh.wire import is_valid_name
 __all__ = ["MAX_HEARTBEAT_BYTES", "Liveness"]
 
 MAX_HEARTBEAT_BYTES: Final = 1024 * 1024
+# Each remote host costs dict slots, each active remote agent a FIFO and a reader thread:
+# whoever can publish heartbeats must not make them without end.
+MAX_REMOTE_HOSTS: Final = 256
+MAX_REMOTE_AGENTS: Final = 4096
 
 
 class Liveness(GatewayBase):
@@ -77,6 +81,8 @@ class Liveness(GatewayBase):
         except ValueError as exc:
             self._drop("bad heartbeat", f"from {route.src}: {exc}")
             return
+        if not self._room_for(route.src, len(agents)):
+            return
         fresh = route.src not in self._seen_hosts
         self._seen_hosts[route.src] = time.monotonic()
         if fresh or agents != self._host_agents.get(route.src):
@@ -94,7 +100,7 @@ class Liveness(GatewayBase):
         listed yet; its first message adds it (the next heartbeat confirms it).
         """
         agents = self._host_agents.get(src, [])
-        if any(a.name == sender for a in agents) or len(agents) >= 10_000:
+        if any(a.name == sender for a in agents) or not self._room_for(src, len(agents) + 1):
             return
         agents = [*agents, RemoteAgent(sender, active=True)]
         self._host_agents[src] = agents
@@ -102,6 +108,20 @@ class Liveness(GatewayBase):
         # for good (a reply to one would go into our FIFO and to nobody on NATS).
         self._seen_hosts.setdefault(src, time.monotonic())
         await asyncio.get_running_loop().run_in_executor(None, self._update_host, src, agents, True)
+
+    def _room_for(self, host: str, n_agents: int) -> bool:
+        """True if ``host`` may have ``n_agents`` entries here (else logged and dropped)."""
+        if host not in self._host_agents and len(self._host_agents) >= MAX_REMOTE_HOSTS:
+            self._drop("too many hosts", f"{host}: {MAX_REMOTE_HOSTS} hosts known already")
+            return False
+        others = sum(len(a) for h, a in self._host_agents.items() if h != host)
+        if others + n_agents > MAX_REMOTE_AGENTS:
+            self._drop(
+                "too many remote agents",
+                f"{host} lists {n_agents}, {others} known elsewhere; limit {MAX_REMOTE_AGENTS}",
+            )
+            return False
+        return True
 
 
 def _parse_heartbeat(data: bytes) -> list[RemoteAgent]:
