@@ -290,3 +290,39 @@ def test_a_flood_of_hosts_is_bounded(cluster: Cluster) -> None:
     assert len(b.registry()) == MAX_REMOTE_HOSTS
     fifos = [p for p in (b.home / "pipes").iterdir() if "@h" in p.name]
     assert len(fifos) <= MAX_REMOTE_HOSTS
+
+
+# argv: nats_url — a body-file reference (FILE:, LEN:0) from host a, then a good message.
+FILE_REF_FROM_A = r"""
+import asyncio, sys
+import nats
+from pipemesh import codec
+from pipemesh.wire import Frame
+
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    ref = Frame("mallory", "bob", 1, "directive", "f1", b"", file_bytes=5)
+    await nc.publish("pm.t.m.a.b.bob", codec.encode_binary(ref))
+    good = Frame("mallory", "bob", 1, "directive", "g1", b"ok")
+    await nc.publish("pm.t.m.a.b.bob", codec.encode_binary(good))
+    await nc.flush()
+    await nc.close()
+
+asyncio.run(main())
+"""
+
+
+def test_a_body_file_reference_from_nats_is_dropped(cluster: Cluster) -> None:
+    """A frame whose body is in a file (on the sender's host) cannot cross: dropped, logged.
+
+    Regression: its ``FILE:`` was not checked, and the frame was re-encoded without it,
+    so the local agent got the message with an empty body, as if it had been sent so.
+    """
+    a, b = cluster.hosts
+    b.start_gateway()
+    b.agent("bob")
+    wait_for(lambda: "connected to" in b.gateway_output(), 60, 0.05)  # subscribed
+    a.run_python(FILE_REF_FROM_A, a.nats_url)
+    wait_for(lambda: any(m["body"] == "ok" for m in b.records("bob")), 30, 0.05)
+    wait_for(lambda: "dropped (malformed)" in b.gateway_output(), 30, 0.05)
+    assert [m["body"] for m in b.records("bob")] == ["ok"]
