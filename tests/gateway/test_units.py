@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from pipemesh import codec, wire
 from pipemesh.errors import DecodeError, UsageError
 from pipemesh.gateway import subjects
 from pipemesh.gateway.config import load_config
-from pipemesh.gateway.remote import _READ_POLL_S, RemoteAgent, RemoteTable
+from pipemesh.gateway.remote import _READ_POLL_S, Announcement, RemoteAgent, RemoteTable
 from pipemesh.home import MeshHome
 from pipemesh.registry import AgentRecord
 from pipemesh.runtime.agent import AgentBase
@@ -239,3 +241,53 @@ class TestHeartbeat:
         ):
             with pytest.raises(ValueError):  # noqa: PT011 - the message varies by field
                 _parse_heartbeat(bad)
+
+
+class TestUpdateOrder:
+    def test_remote_entry_updates_apply_in_the_order_asked(self, tmp_path: Path) -> None:
+        """A host's "unreachable" (silence) never lands after its later "reachable" (heartbeat).
+
+        Regression: each update ran in the default executor's threads, in any order; a
+        host heard again just as it timed out could end inactive, and stay so (the next
+        heartbeats list the same agents: no update), senders getting AgentOffline for a
+        live agent.
+        """
+        from pipemesh.gateway.bridge import Gateway
+
+        home_dir = tmp_path / "mesh"
+        home_dir.mkdir(mode=0o700)
+        gw = Gateway("nats://127.0.0.1:1", host="a", home=MeshHome.open(home_dir))
+        agents = [RemoteAgent("bob", active=True)]
+        update = gw.remote.update
+        heard = threading.Event()
+
+        def slow_silence(
+            host: str, agents: list[RemoteAgent], *, reachable: bool
+        ) -> list[Announcement]:
+            # The silence update is slow to start (as a thread may be): give the later
+            # heartbeat's update every chance to overtake it, if anything lets it.
+            if not reachable:
+                heard.wait(2.0)
+            told = update(host, agents, reachable=reachable)
+            if reachable:
+                heard.set()
+            return told
+
+        async def scenario() -> None:
+            await gw._update_host_soon("b", agents, True)  # heard
+            heard.clear()
+            gw.remote.update = slow_silence  # type: ignore[method-assign]
+            # Asked in this order: silence (its host timed out), then its next heartbeat.
+            await asyncio.gather(
+                gw._update_host_soon("b", agents, False), gw._update_host_soon("b", agents, True)
+            )
+
+        try:
+            asyncio.run(scenario())
+            status = gw.registry.read()["bob@b"].status
+            assert status == "active"
+        finally:
+            gw.remote.close()
+            gw._updates.shutdown(wait=True)
+            gw._writer.shutdown(wait=True)
+            gw.events.close()

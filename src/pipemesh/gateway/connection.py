@@ -157,7 +157,8 @@ class Connection(Outbound):
         if self._stop.is_set():
             return  # our own close()
         self._log("lost NATS; remote agents read inactive until it returns")
-        await asyncio.get_running_loop().run_in_executor(None, self.remote.set_all_unreachable)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._updates, self.remote.set_all_unreachable)
         self._seen_hosts.clear()
 
     async def _on_reconnect(self) -> None:

@@ -69,7 +69,7 @@ class Liveness(GatewayBase):
                     del self._seen_hosts[host]
                     self._log(f"host {host} is silent; its agents read inactive")
                     agents = self._host_agents.get(host, [])
-                    await loop.run_in_executor(None, self._update_host, host, agents, False)
+                    await self._update_host_soon(host, agents, False)
             await asyncio.sleep(self.heartbeat_s)
 
     async def _on_heartbeat(self, msg: Msg) -> None:
@@ -89,9 +89,7 @@ class Liveness(GatewayBase):
             self._host_agents[route.src] = agents
             if fresh:
                 self._log(f"host {route.src} is here with {len(agents)} agent(s)")
-            await asyncio.get_running_loop().run_in_executor(
-                None, self._update_host, route.src, agents, True
-            )
+            await self._update_host_soon(route.src, agents, True)
 
     async def _know_sender(self, src: str, sender: str) -> None:
         """Make sure ``sender@src`` has an entry here, so replies and acks find their way.
@@ -107,7 +105,7 @@ class Liveness(GatewayBase):
         # Watched for silence like a host heard by heartbeat, or its entries stay active
         # for good (a reply to one would go into our FIFO and to nobody on NATS).
         self._seen_hosts.setdefault(src, time.monotonic())
-        await asyncio.get_running_loop().run_in_executor(None, self._update_host, src, agents, True)
+        await self._update_host_soon(src, agents, True)
 
     def _room_for(self, host: str, n_agents: int) -> bool:
         """True if ``host`` may have ``n_agents`` entries here (else logged and dropped)."""
