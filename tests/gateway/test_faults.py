@@ -326,3 +326,26 @@ def test_a_body_file_reference_from_nats_is_dropped(cluster: Cluster) -> None:
     wait_for(lambda: any(m["body"] == "ok" for m in b.records("bob")), 30, 0.05)
     wait_for(lambda: "dropped (malformed)" in b.gateway_output(), 30, 0.05)
     assert [m["body"] for m in b.records("bob")] == ["ok"]
+
+
+def test_a_receiving_gateways_size_limit_is_what_senders_see(cluster: Cluster) -> None:
+    """A body over the receiving gateway's --max-message-bytes is refused at the sender.
+
+    Regression: the heartbeat advertised each agent's own body limit (16 MiB), so
+    host a's entries allowed ~1 MiB (its NATS max_payload); host b's gateway then
+    dropped the frame as oversized after alice was told "delivered" (a durable one
+    was even terminated in JetStream after its sender was told it was safe).
+    """
+    a, b = cluster.hosts
+    a.start_gateway()
+    b.start_gateway("--max-message-bytes", "65536")
+    b.agent("bob")
+    alice = a.agent("alice")
+    a.wait_remote("bob@b")
+    limit = int(str(a.registry()["bob@b"]["max_body_bytes"]))
+    assert limit <= 65536 - 4096, limit
+    r = alice.command({"op": "send", "to": "bob@b", "body": "x" * 100_000})
+    assert r["ok"] is False, r
+    assert r["error"] == "MessageTooLarge", r
+    assert alice.command({"op": "send", "to": "bob@b", "body": "y" * limit})["ok"]
+    wait_for(lambda: [len(str(m["body"])) for m in b.records("bob")] == [limit], 30, 0.05)

@@ -44,6 +44,10 @@ class Liveness(GatewayBase):
                 self._log(f"cannot read the registry: {exc}")
                 local = self._local
             self._local = local
+            # What our inbound check takes (a frame's header fits in the 4 KiB left over).
+            nc = self._nc
+            taken = min(nc.max_payload if nc is not None else 1 << 20, self.max_message_bytes)
+            body_cap = max(1, taken - 4096)
             doc = {
                 "v": 1,
                 "agents": {
@@ -51,13 +55,12 @@ class Liveness(GatewayBase):
                         "active": rec.is_active,
                         "durable": rec.durable,
                         "role": rec.role[:200],
-                        "max_body_bytes": rec.max_body_bytes,
+                        "max_body_bytes": min(rec.max_body_bytes, body_cap),
                     }
                     for name, rec in local.items()
                     if rec.is_active or rec.durable
                 },
             }
-            nc = self._nc
             if nc is not None and nc.is_connected:
                 with contextlib.suppress(nats.errors.Error):
                     await nc.publish(
