@@ -308,3 +308,45 @@ def test_a_password_in_the_nats_url_is_never_printed_or_logged(tmp_path: Path) -
     assert not any(secret in t for t in [text, *logged]), text
     shown = _shown(f"nats://{secret}@h:1,tls://u:{secret}@h2,nats://h3:4222")
     assert shown == "nats://***@h:1,tls://u:***@h2,nats://h3:4222"
+
+
+def test_the_nats_url_may_come_from_the_config_file(tmp_path: Path) -> None:
+    """``url`` in [nats] of the private config is used when --nats is not given.
+
+    Regression: the key was accepted but --nats was required, so the URL (the natural
+    place for ``nats://user:password@host``) was never used.
+    """
+    home = _home(tmp_path).root
+    secret = "s3cretPW-" + os.urandom(4).hex()
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f'[nats]\nurl = "nats://u:{secret}@127.0.0.1:1"\n')
+    cfg.chmod(0o600)
+    out = tmp_path / "gateway.log"
+    with open(out, "w") as log:
+        argv = [sys.executable, "-m", "pipemesh", "gateway", "--host", "x", "--config", str(cfg)]
+        proc = subprocess.Popen(
+            argv,
+            env={**os.environ, "PIPEMESH_HOME": str(home)},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+        try:
+            wait_for(lambda: "cannot reach NATS" in out.read_text() or proc.poll() is not None, 60)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    text = out.read_text()
+    assert "cannot reach NATS at nats://u:***@127.0.0.1:1" in text, text
+    assert secret not in text
+    done = subprocess.run(
+        [sys.executable, "-m", "pipemesh", "gateway", "--host", "x"],
+        env={**os.environ, "PIPEMESH_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "--nats URL" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
