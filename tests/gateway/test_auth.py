@@ -25,6 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pipemesh.errors import UsageError
 from pipemesh.gateway.bridge import Gateway
 from pipemesh.gateway.config import load_config
+from pipemesh.gateway.connection import _shown
 from pipemesh.home import MeshHome
 from tests.conftest import wait_for
 from tests.gateway.conftest import Cluster, Host
@@ -276,3 +277,76 @@ def _home(tmp_path: Path) -> MeshHome:
     home = tmp_path / "home"
     home.mkdir(mode=0o700, exist_ok=True)
     return MeshHome.open(home)
+
+
+def test_a_password_in_the_nats_url_is_never_printed_or_logged(tmp_path: Path) -> None:
+    """``nats://user:password@host`` works as a URL, but the log lines name it without the password.
+
+    Regression: "cannot reach NATS at nats://u:<password>@..." (and "connected to ...")
+    printed the URL whole on stderr.
+    """
+    home = _home(tmp_path).root
+    out = tmp_path / "gateway.log"
+    secret = "s3cretPW-" + os.urandom(4).hex()
+    url = f"nats://u:{secret}@127.0.0.1:1"
+    with open(out, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipemesh", "gateway", "--host", "x", "--nats", url],
+            env={**os.environ, "PIPEMESH_HOME": str(home)},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+        try:
+            wait_for(lambda: "cannot reach NATS" in out.read_text(), 60, 0.05)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    text = out.read_text()
+    assert "nats://u:***@127.0.0.1:1" in text, text
+    logged = [p.read_text(errors="replace") for p in home.rglob("*") if p.is_file()]
+    assert not any(secret in t for t in [text, *logged]), text
+    shown = _shown(f"nats://{secret}@h:1,tls://u:{secret}@h2,nats://h3:4222")
+    assert shown == "nats://***@h:1,tls://u:***@h2,nats://h3:4222"
+
+
+def test_the_nats_url_may_come_from_the_config_file(tmp_path: Path) -> None:
+    """``url`` in [nats] of the private config is used when --nats is not given.
+
+    Regression: the key was accepted but --nats was required, so the URL (the natural
+    place for ``nats://user:password@host``) was never used.
+    """
+    home = _home(tmp_path).root
+    secret = "s3cretPW-" + os.urandom(4).hex()
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f'[nats]\nurl = "nats://u:{secret}@127.0.0.1:1"\n')
+    cfg.chmod(0o600)
+    out = tmp_path / "gateway.log"
+    with open(out, "w") as log:
+        argv = [sys.executable, "-m", "pipemesh", "gateway", "--host", "x", "--config", str(cfg)]
+        proc = subprocess.Popen(
+            argv,
+            env={**os.environ, "PIPEMESH_HOME": str(home)},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+        try:
+            wait_for(lambda: "cannot reach NATS" in out.read_text() or proc.poll() is not None, 60)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    text = out.read_text()
+    assert "cannot reach NATS at nats://u:***@127.0.0.1:1" in text, text
+    assert secret not in text
+    done = subprocess.run(
+        [sys.executable, "-m", "pipemesh", "gateway", "--host", "x"],
+        env={**os.environ, "PIPEMESH_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "--nats URL" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

@@ -213,3 +213,139 @@ def test_gateway_stopped_cleanly_keeps_durable_entries_and_forwards_their_queue(
     a.start_gateway()
     wait_for(lambda: any(m["body"] == "kept while stopped" for m in b.records("dave")), 60, 0.1)
     assert [m["body"] for m in b.records("dave")] == ["kept while stopped"]
+
+
+# argv: nats_url — one good message to bob on host b from host a, which has no gateway.
+ONE_FROM_A = r"""
+import asyncio, sys
+import nats
+from pipemesh import codec
+from pipemesh.wire import Frame
+
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    frame = codec.encode_binary(Frame("mallory", "bob", 1, "directive", "g1", b"hi"))
+    await nc.publish("pm.t.m.a.b.bob", frame)
+    await nc.flush()
+    await nc.close()
+
+asyncio.run(main())
+"""
+
+
+def test_sender_of_a_host_that_never_heartbeats_goes_inactive(cluster: Cluster) -> None:
+    """A sender learnt from a message alone goes inactive once its host stays silent.
+
+    Regression: ``_know_sender`` made ``mallory@a`` active, but host a was never in
+    the hosts whose silence is watched (only heartbeats put it there), so the entry
+    stayed active for good: a reply to it was DELIVERED into the gateway's FIFO and
+    published to nobody, where the sender should get AgentOffline.
+    """
+    a, b = cluster.hosts
+    b.start_gateway()
+    bob = b.agent("bob")
+    wait_for(lambda: "connected to" in b.gateway_output(), 60, 0.05)  # subscribed
+    a.run_python(ONE_FROM_A, a.nats_url)
+    wait_for(lambda: [m["body"] for m in b.records("bob")] == ["hi"], 30, 0.05)
+    # host_timeout is 4 heartbeats (0.3 s) + 1 s: well within the deadline.
+    wait_for(lambda: b.registry().get("mallory@a", {}).get("status") == "inactive", 30, 0.1)
+    r = bob.command({"op": "send", "to": "mallory@a", "body": "nobody there"})
+    assert r["ok"] is False, r
+    assert r["error"] == "AgentOffline", r
+
+
+# argv: nats_url, n — heartbeats from n made-up hosts, each listing one active agent.
+HOST_FLOOD = r"""
+import asyncio, json, sys
+import nats
+
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    doc = json.dumps({"v": 1, "agents": {"x": {"active": True}}}).encode()
+    for i in range(int(sys.argv[2])):
+        await nc.publish(f"pm.t.hb.h{i}", doc)
+    await nc.flush()
+    await nc.close()
+
+asyncio.run(main())
+"""
+
+
+def test_a_flood_of_hosts_is_bounded(cluster: Cluster) -> None:
+    """Heartbeats from ever more hosts stop making entries, FIFOs and threads at a limit.
+
+    Regression: every new host name got its dict slots and an entry per agent (each
+    a FIFO and a reader thread) without any bound on the number of hosts.
+    """
+    from pipemesh.gateway.liveness import MAX_REMOTE_HOSTS
+
+    a, b = cluster.hosts
+    b.start_gateway()
+    wait_for(lambda: "connected to" in b.gateway_output(), 60, 0.05)  # subscribed
+    a.run_python(HOST_FLOOD, a.nats_url, str(MAX_REMOTE_HOSTS + 40))
+    wait_for(lambda: "dropped (too many hosts)" in b.gateway_output(), 60, 0.1)
+    wait_for(lambda: len(b.registry()) >= MAX_REMOTE_HOSTS, 60, 0.1)
+    assert b.gateway_proc is not None
+    assert b.gateway_proc.poll() is None
+    assert len(b.registry()) == MAX_REMOTE_HOSTS
+    fifos = [p for p in (b.home / "pipes").iterdir() if "@h" in p.name]
+    assert len(fifos) <= MAX_REMOTE_HOSTS
+
+
+# argv: nats_url — a body-file reference (FILE:, LEN:0) from host a, then a good message.
+FILE_REF_FROM_A = r"""
+import asyncio, sys
+import nats
+from pipemesh import codec
+from pipemesh.wire import Frame
+
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    ref = Frame("mallory", "bob", 1, "directive", "f1", b"", file_bytes=5)
+    await nc.publish("pm.t.m.a.b.bob", codec.encode_binary(ref))
+    good = Frame("mallory", "bob", 1, "directive", "g1", b"ok")
+    await nc.publish("pm.t.m.a.b.bob", codec.encode_binary(good))
+    await nc.flush()
+    await nc.close()
+
+asyncio.run(main())
+"""
+
+
+def test_a_body_file_reference_from_nats_is_dropped(cluster: Cluster) -> None:
+    """A frame whose body is in a file (on the sender's host) cannot cross: dropped, logged.
+
+    Regression: its ``FILE:`` was not checked, and the frame was re-encoded without it,
+    so the local agent got the message with an empty body, as if it had been sent so.
+    """
+    a, b = cluster.hosts
+    b.start_gateway()
+    b.agent("bob")
+    wait_for(lambda: "connected to" in b.gateway_output(), 60, 0.05)  # subscribed
+    a.run_python(FILE_REF_FROM_A, a.nats_url)
+    wait_for(lambda: any(m["body"] == "ok" for m in b.records("bob")), 30, 0.05)
+    wait_for(lambda: "dropped (malformed)" in b.gateway_output(), 30, 0.05)
+    assert [m["body"] for m in b.records("bob")] == ["ok"]
+
+
+def test_a_receiving_gateways_size_limit_is_what_senders_see(cluster: Cluster) -> None:
+    """A body over the receiving gateway's --max-message-bytes is refused at the sender.
+
+    Regression: the heartbeat advertised each agent's own body limit (16 MiB), so
+    host a's entries allowed ~1 MiB (its NATS max_payload); host b's gateway then
+    dropped the frame as oversized after alice was told "delivered" (a durable one
+    was even terminated in JetStream after its sender was told it was safe).
+    """
+    a, b = cluster.hosts
+    a.start_gateway()
+    b.start_gateway("--max-message-bytes", "65536")
+    b.agent("bob")
+    alice = a.agent("alice")
+    a.wait_remote("bob@b")
+    limit = int(str(a.registry()["bob@b"]["max_body_bytes"]))
+    assert limit <= 65536 - 4096, limit
+    r = alice.command({"op": "send", "to": "bob@b", "body": "x" * 100_000})
+    assert r["ok"] is False, r
+    assert r["error"] == "MessageTooLarge", r
+    assert alice.command({"op": "send", "to": "bob@b", "body": "y" * limit})["ok"]
+    wait_for(lambda: [len(str(m["body"])) for m in b.records("bob")] == [limit], 30, 0.05)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,8 @@ from pipemesh import codec, wire
 from pipemesh.errors import DecodeError, UsageError
 from pipemesh.gateway import subjects
 from pipemesh.gateway.config import load_config
+from pipemesh.gateway.remote import _READ_POLL_S, Announcement, RemoteAgent, RemoteTable
+from pipemesh.home import MeshHome
 from pipemesh.registry import AgentRecord
 from pipemesh.runtime.agent import AgentBase
 
@@ -44,6 +49,20 @@ class TestSubjects:
         assert subjects.stream_name("m.x") == "PM_m_d_x"
         assert subjects.parse("m", "pm.m.b.a") == subjects.Route(subjects.BROADCAST, "a")
         assert subjects.parse("m", "pm.m.hb.a") == subjects.Route(subjects.HEARTBEAT, "a")
+
+    @given(NAMES, NAMES)
+    def test_stream_and_consumer_names_never_collide(self, a: str, b: str) -> None:
+        """Two meshes (or two hosts' consumers) never share a JetStream name.
+
+        Regression: ``.`` became ``_d_``, so mesh ``a.b`` and mesh ``a_d_b`` used one
+        stream, and hosts ``a.b`` and ``a_d_b`` one durable consumer (``gw_`` + it):
+        each host's gateway re-bound the consumer to its own filter, taking the
+        other host's durable messages away from it.
+        """
+        if a != b:
+            assert subjects.stream_name(a) != subjects.stream_name(b)
+        assert subjects.stream_name("a.b") != subjects.stream_name("a_d_b")
+        assert not set(subjects.stream_name(a)) & set(".*> \t/\\~")
 
     @pytest.mark.parametrize(
         "subject",
@@ -108,6 +127,30 @@ class TestRemoteNames:
         with pytest.raises(ValueError, match="name@host"):
             AgentRecord.from_json("bob@b", {**base, "gateway": "c"})
         assert "gateway" not in AgentRecord.from_json("bob", base).to_json()
+
+    def test_remote_entries_stop_together_not_one_poll_each(self, tmp_path: Path) -> None:
+        """Closing (SIGTERM) or losing NATS stops all readers at once, FIFOs gone.
+
+        Regression: each reader was stopped and joined in turn, each join waiting out
+        its reader's poll (up to 0.2 s): 100 entries took ~5 s, 10,000 (a heartbeat's
+        limit) ~10 minutes, under the table's lock, past any SIGTERM grace period.
+        """
+        home_dir = tmp_path / "mesh"
+        home_dir.mkdir(mode=0o700)
+        home = MeshHome.open(home_dir)
+        n = 100
+        for end in ("close", "unreachable"):
+            table = RemoteTable(home, lambda *a: None, lambda *a: None)
+            agents = [RemoteAgent(f"a{i}", active=True) for i in range(n)]
+            table.update("b", agents, reachable=True)
+            assert len(list(home.pipes_dir.iterdir())) == n
+            started = time.monotonic()
+            table.close() if end == "close" else table.set_all_unreachable()
+            took = time.monotonic() - started
+            assert list(home.pipes_dir.iterdir()) == [], end
+            # One at a time costs ~n * 0.05 s (measured 5.5 s); together about one poll.
+            assert took < n * _READ_POLL_S / 8, (end, took)
+            table.close()
 
     def test_an_agent_cannot_join_as_name_at_host(self, tmp_path: Path) -> None:
         """AgentBase refuses a name with '@' before touching the mesh."""
@@ -198,3 +241,53 @@ class TestHeartbeat:
         ):
             with pytest.raises(ValueError):  # noqa: PT011 - the message varies by field
                 _parse_heartbeat(bad)
+
+
+class TestUpdateOrder:
+    def test_remote_entry_updates_apply_in_the_order_asked(self, tmp_path: Path) -> None:
+        """A host's "unreachable" (silence) never lands after its later "reachable" (heartbeat).
+
+        Regression: each update ran in the default executor's threads, in any order; a
+        host heard again just as it timed out could end inactive, and stay so (the next
+        heartbeats list the same agents: no update), senders getting AgentOffline for a
+        live agent.
+        """
+        from pipemesh.gateway.bridge import Gateway
+
+        home_dir = tmp_path / "mesh"
+        home_dir.mkdir(mode=0o700)
+        gw = Gateway("nats://127.0.0.1:1", host="a", home=MeshHome.open(home_dir))
+        agents = [RemoteAgent("bob", active=True)]
+        update = gw.remote.update
+        heard = threading.Event()
+
+        def slow_silence(
+            host: str, agents: list[RemoteAgent], *, reachable: bool
+        ) -> list[Announcement]:
+            # The silence update is slow to start (as a thread may be): give the later
+            # heartbeat's update every chance to overtake it, if anything lets it.
+            if not reachable:
+                heard.wait(2.0)
+            told = update(host, agents, reachable=reachable)
+            if reachable:
+                heard.set()
+            return told
+
+        async def scenario() -> None:
+            await gw._update_host_soon("b", agents, True)  # heard
+            heard.clear()
+            gw.remote.update = slow_silence  # type: ignore[method-assign]
+            # Asked in this order: silence (its host timed out), then its next heartbeat.
+            await asyncio.gather(
+                gw._update_host_soon("b", agents, False), gw._update_host_soon("b", agents, True)
+            )
+
+        try:
+            asyncio.run(scenario())
+            status = gw.registry.read()["bob@b"].status
+            assert status == "active"
+        finally:
+            gw.remote.close()
+            gw._updates.shutdown(wait=True)
+            gw._writer.shutdown(wait=True)
+            gw.events.close()

@@ -113,6 +113,9 @@ class GatewayBase:
         self._js: Any = None
         self._outq: asyncio.Queue[tuple[str, list[Message]]] = asyncio.Queue(_QUEUE_MAX)
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gw-write")
+        # Remote entries change in the order the loop asked (heartbeat, silence, NATS lost):
+        # in parallel threads a host's "unreachable" could land after its "reachable" again.
+        self._updates = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gw-update")
         self._outboxes: dict[str, Outbox] = {}
         self._outbox_lock = threading.Lock()  # the loop and the writer thread share them
         self._busy: dict[str, int] = {}  # writes to each target still in the writer thread
@@ -167,6 +170,13 @@ class GatewayBase:
 
     def _update_host(self, host: str, agents: list[RemoteAgent], reachable: bool) -> None:
         self._announce(self.remote.update(host, agents, reachable=reachable))
+
+    async def _update_host_soon(
+        self, host: str, agents: list[RemoteAgent], reachable: bool
+    ) -> None:
+        """:meth:`_update_host` off the loop, after every update asked for before it."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._updates, self._update_host, host, agents, reachable)
 
     def _announce(self, told: list[Announcement]) -> None:
         """Tell every local agent about remote entries that came or went (join/leave frames)."""

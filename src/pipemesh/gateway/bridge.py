@@ -96,6 +96,7 @@ class Gateway(Connection):
             if self._nc is not None:
                 with contextlib.suppress(Exception):  # flushes what is buffered; bounded
                     await asyncio.wait_for(self._nc.close(), 3.0)
+            self._updates.shutdown(wait=True)  # after close, an update changes nothing
             self._writer.shutdown(wait=True)
             for outbox in self._outboxes.values():
                 with contextlib.suppress(MeshError):

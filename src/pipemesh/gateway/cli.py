@@ -19,7 +19,10 @@ __all__ = ["gateway_command"]
 
 @click.command("gateway")
 @click.option(
-    "--nats", "nats_url", required=True, help="NATS server URL, e.g. nats://nats.lan:4222."
+    "--nats",
+    "nats_url",
+    default=None,
+    help="NATS server URL, e.g. nats://nats.lan:4222 (default: url in the --config file).",
 )
 @click.option("--mesh", default="default", show_default=True, help="Mesh name shared by the hosts.")
 @click.option("--host", "host", default=None, help="This host's name (default: the host name).")
@@ -56,7 +59,7 @@ __all__ = ["gateway_command"]
 @click.pass_context
 def gateway_command(
     ctx: click.Context,
-    nats_url: str,
+    nats_url: str | None,
     mesh: str,
     host: str | None,
     config_path: Path | None,
@@ -68,6 +71,9 @@ def gateway_command(
     from pipemesh.gateway.config import GatewayConfig, load_config  # noqa: PLC0415
 
     config = load_config(config_path) if config_path is not None else GatewayConfig()
+    url = nats_url or config.url
+    if not url:
+        raise UsageError('give the NATS server: --nats URL, or url = "..." in [nats] of --config')
     if not 0.05 <= heartbeat_s <= 60 or not 0.5 <= ack_wait_s <= 3600:
         raise UsageError("--heartbeat must be 0.05..60 s and --ack-wait 0.5..3600 s")
     try:
@@ -81,7 +87,7 @@ def gateway_command(
     from pipemesh.home import MeshHome  # noqa: PLC0415
 
     gw = Gateway(
-        nats_url if config.url == "" or nats_url else config.url,
+        url,
         mesh=mesh,
         host=host,
         home=MeshHome.open(home_arg),

@@ -7,6 +7,7 @@ before a byte of it is used. A referenced nkey seed file is held to the same
 rule, and so is a TLS client key. Format::
 
     [nats]
+    url = "nats://nats.lan:4222"  # used when --nats is not given
     user = "build-box"            # user/password authentication, or
     password = "..."
     nkey_seed_file = "/home/me/.config/pipemesh/gw.nk"   # an nkey seed, and/or

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,7 +128,7 @@ class Connection(Outbound):
         await nc.subscribe(subjects.inbound_direct(self.mesh, self.host), cb=self._on_direct)
         await nc.subscribe(subjects.inbound_broadcasts(self.mesh), cb=self._on_broadcast)
         self.connected.set()
-        self._log(f"connected to {self.nats_url} as host {self.host} in mesh {self.mesh}")
+        self._log(f"connected to {_shown(self.nats_url)} as host {self.host} in mesh {self.mesh}")
 
     async def _ensure_stream(self) -> None:
         config = nats.js.api.StreamConfig(
@@ -156,7 +157,8 @@ class Connection(Outbound):
         if self._stop.is_set():
             return  # our own close()
         self._log("lost NATS; remote agents read inactive until it returns")
-        await asyncio.get_running_loop().run_in_executor(None, self.remote.set_all_unreachable)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._updates, self.remote.set_all_unreachable)
         self._seen_hosts.clear()
 
     async def _on_reconnect(self) -> None:
@@ -169,7 +171,17 @@ class Connection(Outbound):
         self.events.error("gateway_nats_error", text[:300])
         if not self.connected.is_set() and text != self._last_error:
             self._last_error = text  # once per distinct error while not connected
-            self._log(f"cannot reach NATS at {self.nats_url} ({text[:200]}); retrying")
+            self._log(f"cannot reach NATS at {_shown(self.nats_url)} ({text[:200]}); retrying")
+
+
+def _shown(url: str) -> str:
+    """``url`` (or each of a comma-separated list) without its password or token."""
+
+    def hide(m: re.Match[str]) -> str:
+        user, colon, _ = m[2].partition(":")
+        return f"{m[1]}{user}:***@" if colon else f"{m[1]}***@"  # no colon: a token
+
+    return ",".join(re.sub(r"^([^/]*//)([^@/]*)@", hide, u) for u in url.split(","))
 
 
 def _why(exc: BaseException) -> str:

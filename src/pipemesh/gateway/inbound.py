@@ -1,6 +1,6 @@
 """Inbound: NATS -> local pipes, for plain messages and broadcasts.
 
-Each frame from NATS is checked (size, one whole frame, fields, UTF-8 body, FROM
+Each frame from NATS is checked (size, one whole frame, fields, no body file, UTF-8 body, FROM
 without ``@``, TO equal to the subject's agent, the source host not ours), its
 FROM rewritten to ``sender@source-host``, and written to the local agent's pipe.
 Anything else is logged and dropped. Durable messages come in via :mod:`.durable`.
@@ -46,6 +46,9 @@ class Inbound(Liveness):
             return None
         if not isinstance(frame, Frame) or extra is not NEED_DATA or frame.parts != 1:
             self._drop("malformed", f"{what} from {route.src}: not exactly one whole frame")
+            return None
+        if frame.file_bytes:  # the body is in a file on the sender's host: nothing to carry
+            self._drop("malformed", f"{what} from {route.src}: a body-file reference (FILE:)")
             return None
         if "@" in frame.sender:
             self._drop("spoofed FROM", f"{what} from {route.src} claims FROM {frame.sender}")

@@ -26,6 +26,10 @@ from pipemesh.wire import is_valid_name
 __all__ = ["MAX_HEARTBEAT_BYTES", "Liveness"]
 
 MAX_HEARTBEAT_BYTES: Final = 1024 * 1024
+# Each remote host costs dict slots, each active remote agent a FIFO and a reader thread:
+# whoever can publish heartbeats must not make them without end.
+MAX_REMOTE_HOSTS: Final = 256
+MAX_REMOTE_AGENTS: Final = 4096
 
 
 class Liveness(GatewayBase):
@@ -40,6 +44,10 @@ class Liveness(GatewayBase):
                 self._log(f"cannot read the registry: {exc}")
                 local = self._local
             self._local = local
+            # What our inbound check takes (a frame's header fits in the 4 KiB left over).
+            nc = self._nc
+            taken = min(nc.max_payload if nc is not None else 1 << 20, self.max_message_bytes)
+            body_cap = max(1, taken - 4096)
             doc = {
                 "v": 1,
                 "agents": {
@@ -47,13 +55,12 @@ class Liveness(GatewayBase):
                         "active": rec.is_active,
                         "durable": rec.durable,
                         "role": rec.role[:200],
-                        "max_body_bytes": rec.max_body_bytes,
+                        "max_body_bytes": min(rec.max_body_bytes, body_cap),
                     }
                     for name, rec in local.items()
                     if rec.is_active or rec.durable
                 },
             }
-            nc = self._nc
             if nc is not None and nc.is_connected:
                 with contextlib.suppress(nats.errors.Error):
                     await nc.publish(
@@ -65,7 +72,7 @@ class Liveness(GatewayBase):
                     del self._seen_hosts[host]
                     self._log(f"host {host} is silent; its agents read inactive")
                     agents = self._host_agents.get(host, [])
-                    await loop.run_in_executor(None, self._update_host, host, agents, False)
+                    await self._update_host_soon(host, agents, False)
             await asyncio.sleep(self.heartbeat_s)
 
     async def _on_heartbeat(self, msg: Msg) -> None:
@@ -77,15 +84,15 @@ class Liveness(GatewayBase):
         except ValueError as exc:
             self._drop("bad heartbeat", f"from {route.src}: {exc}")
             return
+        if not self._room_for(route.src, len(agents)):
+            return
         fresh = route.src not in self._seen_hosts
         self._seen_hosts[route.src] = time.monotonic()
         if fresh or agents != self._host_agents.get(route.src):
             self._host_agents[route.src] = agents
             if fresh:
                 self._log(f"host {route.src} is here with {len(agents)} agent(s)")
-            await asyncio.get_running_loop().run_in_executor(
-                None, self._update_host, route.src, agents, True
-            )
+            await self._update_host_soon(route.src, agents, True)
 
     async def _know_sender(self, src: str, sender: str) -> None:
         """Make sure ``sender@src`` has an entry here, so replies and acks find their way.
@@ -94,11 +101,28 @@ class Liveness(GatewayBase):
         listed yet; its first message adds it (the next heartbeat confirms it).
         """
         agents = self._host_agents.get(src, [])
-        if any(a.name == sender for a in agents) or len(agents) >= 10_000:
+        if any(a.name == sender for a in agents) or not self._room_for(src, len(agents) + 1):
             return
         agents = [*agents, RemoteAgent(sender, active=True)]
         self._host_agents[src] = agents
-        await asyncio.get_running_loop().run_in_executor(None, self._update_host, src, agents, True)
+        # Watched for silence like a host heard by heartbeat, or its entries stay active
+        # for good (a reply to one would go into our FIFO and to nobody on NATS).
+        self._seen_hosts.setdefault(src, time.monotonic())
+        await self._update_host_soon(src, agents, True)
+
+    def _room_for(self, host: str, n_agents: int) -> bool:
+        """True if ``host`` may have ``n_agents`` entries here (else logged and dropped)."""
+        if host not in self._host_agents and len(self._host_agents) >= MAX_REMOTE_HOSTS:
+            self._drop("too many hosts", f"{host}: {MAX_REMOTE_HOSTS} hosts known already")
+            return False
+        others = sum(len(a) for h, a in self._host_agents.items() if h != host)
+        if others + n_agents > MAX_REMOTE_AGENTS:
+            self._drop(
+                "too many remote agents",
+                f"{host} lists {n_agents}, {others} known elsewhere; limit {MAX_REMOTE_AGENTS}",
+            )
+            return False
+        return True
 
 
 def _parse_heartbeat(data: bytes) -> list[RemoteAgent]:

@@ -124,6 +124,10 @@ class _Reader:
             if batch:  # one hand-over per read, not per message
                 self._on_message(self.name, batch, self._stop)
 
+    def stop_soon(self) -> None:
+        """Ask the thread to stop without waiting (then :meth:`stop` waits one poll at most)."""
+        self._stop.set()
+
     def stop(self) -> None:
         self._stop.set()
         if threading.current_thread() is not self._thread:
@@ -234,6 +238,7 @@ class RemoteTable:
     def _apply(self, changes: dict[str, AgentRecord | None]) -> list[Announcement]:
         """Start/stop readers and write the registry (under self._lock); say what changed."""
         told: list[Announcement] = []
+        stopping: list[_Reader] = []  # all told at once, then joined: one poll, not one each
         for name, rec in changes.items():
             reading = name in self._readers
             if rec is not None and rec.status == ACTIVE and not reading:
@@ -248,9 +253,13 @@ class RemoteTable:
                 )
                 told.append((name, "join", json.dumps(rec.to_json())))
             elif (rec is None or rec.status != ACTIVE) and reading:
-                self._readers.pop(name).stop()
-                self.transport.remove(name)
+                reader = self._readers.pop(name)
+                reader.stop_soon()
+                stopping.append(reader)
                 told.append((name, "leave", json.dumps(rec.to_json() if rec else {})))
+        for reader in stopping:
+            reader.stop()
+            self.transport.remove(reader.name)
         try:
             with self.registry.transaction() as records:
                 for name, rec in changes.items():

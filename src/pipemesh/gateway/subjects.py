@@ -120,8 +120,13 @@ def stream_subjects(mesh: str) -> str:
 
 
 def stream_name(mesh: str) -> str:
-    """The JetStream stream of a mesh (stream names allow no ``.``)."""
-    return "PM_" + host_token(mesh).replace("~", "_d_")
+    """The JetStream stream of a mesh (stream names allow no ``.``); also, with ``gw_``
+    before it, a host's durable consumer.
+
+    One-to-one: ``_`` becomes ``__`` and ``.`` becomes ``_d_``, so ``a.b`` and ``a_d_b``
+    never share a stream (or two hosts a consumer).
+    """
+    return "PM_" + host_token(mesh).replace("_", "__").replace("~", "_d_")
 
 
 @dataclass(frozen=True, slots=True)
