@@ -128,6 +128,7 @@ class Connection(Outbound):
         await nc.subscribe(subjects.inbound_direct(self.mesh, self.host), cb=self._on_direct)
         await nc.subscribe(subjects.inbound_broadcasts(self.mesh), cb=self._on_broadcast)
         self.connected.set()
+        self._last_error = ""
         self._log(f"connected to {_shown(self.nats_url)} as host {self.host} in mesh {self.mesh}")
 
     async def _ensure_stream(self) -> None:
@@ -169,8 +170,11 @@ class Connection(Outbound):
     async def _on_error(self, exc: Exception) -> None:
         text = str(exc) or type(exc).__name__
         self.events.error("gateway_nats_error", text[:300])
-        if not self.connected.is_set() and text != self._last_error:
-            self._last_error = text  # once per distinct error while not connected
+        # Said once per outage (until connected again): a refused login is often followed
+        # by "connection reset" on the next try, and two reasons alternating must not
+        # print a line per retry. Every error is in the errors log all the same.
+        if not self.connected.is_set() and not self._last_error:
+            self._last_error = text
             self._log(f"cannot reach NATS at {_shown(self.nats_url)} ({text[:200]}); retrying")
 
 
