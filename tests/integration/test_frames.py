@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from pathlib import Path
 
 import pytest
 
-from pipemesh import AgentBase, Delivery, MeshClient, Message
+from pipemesh import Delivery, MeshClient
 from pipemesh.codec import MAGIC
 from pipemesh.registry import AgentRecord, Registry, process_start_time, utc_now_iso
 from pipemesh.transport.fifo import FifoTransport
 from pipemesh.wire import HEADER_START, encode_message
 from tests.conftest import wait_for
+from tests.integration.keeper import Keeper
 
 pytestmark = pytest.mark.integration
 
@@ -26,21 +26,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(autouse=True)
 def _default_frames(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PIPEMESH_FRAMES", raising=False)  # the shipped default
-
-
-class Keeper(AgentBase):
-    def __init__(self, *args: object, **kw: object) -> None:
-        self.got: list[Message] = []
-        self.lock = threading.Lock()
-        super().__init__(*args, heartbeat_s=0, **kw)  # type: ignore[arg-type]
-
-    def on_message_received(self, msg: Message) -> None:
-        with self.lock:
-            self.got.append(msg)
-
-    def bodies(self) -> list[str]:
-        with self.lock:
-            return [m.body for m in self.got]
 
 
 def registry(home: Path) -> Registry:

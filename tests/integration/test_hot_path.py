@@ -8,16 +8,16 @@ the peer's join and leave frames.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
 
-from pipemesh import AgentBase, Delivery, Message, MessageTooLarge, UnknownAgent
+from pipemesh import Delivery, MessageTooLarge, UnknownAgent
 from pipemesh.codec import MAGIC
 from pipemesh.observe import COMM_LOG, LATENCY_LOG, read_log
 from pipemesh.wire import HEADER_START
 from tests.conftest import wait_for
+from tests.integration.keeper import Keeper
 
 pytestmark = pytest.mark.integration
 
@@ -25,21 +25,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(autouse=True)
 def _default_frames(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PIPEMESH_FRAMES", raising=False)  # the shipped default: binary
-
-
-class Keeper(AgentBase):
-    def __init__(self, *args: object, **kw: object) -> None:
-        self.got: list[Message] = []
-        self.lock = threading.Lock()
-        super().__init__(*args, heartbeat_s=0, **kw)  # type: ignore[arg-type]
-
-    def on_message_received(self, msg: Message) -> None:
-        with self.lock:
-            self.got.append(msg)
-
-    def bodies(self) -> list[str]:
-        with self.lock:
-            return [m.body for m in self.got]
 
 
 def test_route_follows_a_restarted_peer_with_a_smaller_body_limit(mesh_home: Path) -> None:

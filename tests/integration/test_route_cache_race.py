@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from pipemesh import AgentBase, Message, MessageTooLarge
+from pipemesh import MessageTooLarge
 from pipemesh.registry import AgentRecord
 from tests.conftest import wait_for
+from tests.integration.keeper import Keeper
 
 pytestmark = pytest.mark.integration
 
@@ -28,21 +29,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(autouse=True)
 def _default_frames(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PIPEMESH_FRAMES", raising=False)  # the shipped default: binary
-
-
-class Keeper(AgentBase):
-    def __init__(self, *args: object, **kw: object) -> None:
-        self.got: list[Message] = []
-        self.lock = threading.Lock()
-        super().__init__(*args, heartbeat_s=0, **kw)  # type: ignore[arg-type]
-
-    def on_message_received(self, msg: Message) -> None:
-        with self.lock:
-            self.got.append(msg)
-
-    def bodies(self) -> list[str]:
-        with self.lock:
-            return [m.body for m in self.got]
 
 
 class _RestartOnFirstGet(dict[str, AgentRecord]):
